@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app, routers, dependencies. Handlers translate; `recommender` decides."""

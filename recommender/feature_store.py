@@ -1,0 +1,127 @@
+"""The feature store: per-event updates in Redis, and the reads that training and serving need."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from recommender import keys
+from recommender.settings import Settings
+from recommender.types import Interaction, ItemMeta
+from recommender.weights import event_weight
+
+
+@dataclass(frozen=True, slots=True)
+class RecentInteraction:
+    type: str
+    item_id: str
+    ts: int
+
+
+class FeatureStore:
+    """Reads and writes every feature streamrec keeps in Redis.
+
+    Parameters
+    ----------
+    redis
+        An asyncio Redis client created by the caller's lifespan (``decode_responses=True``).
+    settings
+        Weights, TTLs and caps; the pseudonym key.
+    """
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._secret = settings.pseudonym_secret
+        self._apply = redis.register_script(keys.APPLY_EVENTS_LUA)
+
+    def pseudonym(self, user_id: str) -> str:
+        return keys.pseudonymize(self._secret, user_id)
+
+    async def apply_interactions(
+        self, events: Sequence[Interaction], now_ms: int | None = None
+    ) -> list[Interaction]:
+        """Apply a batch atomically; return the events that were new (replays are skipped)."""
+        if not events:
+            return []
+        s = self._settings
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        script_keys: list[str] = [keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS]
+        args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+        for e in events:
+            p = self.pseudonym(e.user_id)
+            script_keys += [keys.seen(e.event_id), keys.user_items(p), keys.user_recent(p),
+                            keys.user_counts(p)]
+            weight = event_weight(e, s.event_weights, s.rating_scale)
+            args += [e.item_id, e.type, repr(weight), e.ts, p]
+        applied = await self._apply(keys=script_keys, args=args)
+        return [events[int(i)] for i in applied]
+
+    async def upsert_items(self, items: Sequence[ItemMeta]) -> None:
+        """Write item metadata and add the items to the catalogue (keeps the first-seen ts)."""
+        if not items:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for it in items:
+            fields = {"title": it.title, "text": it.text or "",
+                      "categories": json.dumps(list(it.categories))}
+            pipe.hset(keys.item_meta(it.item_id), mapping=fields)
+            pipe.zadd(keys.ITEMS_CATALOGUE, {it.item_id: it.ts}, nx=True)
+        pipe.hincrby(keys.STATS, "items_upserted", len(items))
+        await pipe.execute()
+
+    async def user_histories(self, pseudonyms: Sequence[str]) -> list[dict[str, float]]:
+        """Each user's full weighted interaction set (item -> confidence weight)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p in pseudonyms:
+            pipe.hgetall(keys.user_items(p))
+        rows = await pipe.execute()
+        return [{item: float(w) for item, w in row.items()} for row in rows]
+
+    async def active_users(self) -> list[str]:
+        """Pseudonyms of every user with live features."""
+        return list(await self._redis.zrange(keys.USERS_ACTIVE, 0, -1))
+
+    async def seen_items(self, user_id: str) -> set[str]:
+        return set(await self._redis.hkeys(keys.user_items(self.pseudonym(user_id))))
+
+    async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
+        rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
+        out = []
+        for row in rows:
+            etype, item, ts = row.split("|", 2)
+            out.append(RecentInteraction(etype, item, int(ts)))
+        return out
+
+    async def popular(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The k most interacted-with items that are not in ``exclude``."""
+        excluded = set(exclude)
+        rows = await self._redis.zrevrange(keys.ITEMS_POPULAR, 0, k + len(excluded) - 1,
+                                           withscores=True)
+        return [(item, float(score)) for item, score in rows if item not in excluded][:k]
+
+    async def titles(self, item_ids: Sequence[str]) -> list[str | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for item in item_ids:
+            pipe.hget(keys.item_meta(item), "title")
+        return list(await pipe.execute())
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self._redis.hgetall(keys.STATS)
+        return {k: int(float(v)) for k, v in raw.items()}
+
+    async def counts(self) -> tuple[int, int]:
+        """(users with live features, items in the catalogue or with interactions)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(keys.USERS_ACTIVE)
+        pipe.zcard(keys.ITEMS_CATALOGUE)
+        pipe.zcard(keys.ITEMS_POPULAR)
+        users, catalogue, popular = await pipe.execute()
+        return int(users), max(int(catalogue), int(popular))
+
+    async def incr_stat(self, name: str, amount: int = 1) -> None:
+        await self._redis.hincrby(keys.STATS, name, amount)

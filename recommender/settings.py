@@ -1,0 +1,112 @@
+"""The one typed settings object. Built in an entry point, passed down; never a module global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recommender.errors import ConfigurationError
+
+#: Confidence weight of one event of each type, before a rating scales it.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "cart": 4.0,
+    "purchase": 8.0,
+    "rating": 5.0,
+    "review": 3.0,
+}
+
+
+class Settings(BaseSettings):
+    """Every knob of streamrec, read from `STREAMREC_*` environment variables.
+
+    `kafka_url` and `redis_url` are optional: when absent, `streamrec up` and `streamrec demo`
+    start an embedded broker and Valkey and pass their URLs to the children they start.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    # Infrastructure
+    kafka_url: str | None = Field(None, description="Kafka bootstrap, e.g. kafka://host:9092")
+    redis_url: str | None = Field(None, description="Redis URL, e.g. redis://host:6379/0")
+    data_dir: Path = Field(Path(".streamrec"), description="Model artifacts and local state")
+
+    # Topics
+    topic_events: str = "events"
+    topic_content: str = "content"
+    topic_metrics: str = "metrics"
+    topic_dead_letter: str = "dead-letter"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+
+    # Worker
+    worker_id: str = Field("streamrec-worker", description="Faust app id = consumer group")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Events per feature-store batch")
+    batch_window_s: float = Field(0.05, gt=0, le=5, description="Max wait to fill a batch")
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    max_k: int = Field(100, ge=1, le=1000)
+
+    # Secrets: no defaults. The embedded runtime generates throwaway ones for its own run.
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key that turns user ids into the pseudonyms used in Redis keys"
+    )
+
+    # Features
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    rating_scale: float = Field(5.0, gt=0, description="A rating's value is divided by this")
+    recent_items: int = Field(50, ge=1, le=1000, description="Recent interactions kept per user")
+    user_ttl_s: int = Field(90 * 86400, ge=60, description="Idle users' features expire after")
+    dedupe_ttl_s: int = Field(7 * 86400, ge=60, description="Window in which replays are dropped")
+
+    # Collaborative filtering
+    als_factors: int = Field(64, ge=2, le=1024)
+    als_regularization: float = Field(0.05, ge=0)
+    als_iterations: int = Field(15, ge=1, le=200)
+    als_alpha: float = Field(2.0, gt=0, description="Confidence = 1 + alpha * weight")
+    als_min_events: int = Field(1000, ge=1, description="Events needed before the first fit")
+    refit_growth: float = Field(0.2, gt=0, description="Refit when events grew by this fraction")
+    refit_idle_s: float = Field(2.0, gt=0, description="Refit when the stream is quiet this long")
+    refit_interval_s: float = Field(300.0, gt=0, description="Refit at least this often")
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_known(cls, value: dict[str, float]) -> dict[str, float]:
+        missing = set(DEFAULT_EVENT_WEIGHTS) - set(value)
+        if missing:
+            raise ValueError(f"event_weights lacks a weight for {sorted(missing)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("event_weights must not be negative")
+        return value
+
+    def require_secrets(self) -> None:
+        """Fail at start-up, with a clear message, when a secret the process needs is missing."""
+        key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
+        if len(key) < 16:
+            raise ConfigurationError(
+                "STREAMREC_PSEUDONYM_KEY must be set to a secret of at least 16 characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+
+    def require_infrastructure(self) -> tuple[str, str]:
+        """Return (kafka_url, redis_url), or fail when a process that needs them has none."""
+        if not self.kafka_url or not self.redis_url:
+            raise ConfigurationError(
+                "STREAMREC_KAFKA_URL and STREAMREC_REDIS_URL must be set to run one part alone; "
+                "`streamrec up` starts embedded ones when both are unset"
+            )
+        return self.kafka_url, self.redis_url
+
+    @property
+    def pseudonym_secret(self) -> bytes:
+        self.require_secrets()
+        assert self.pseudonym_key is not None
+        return self.pseudonym_key.get_secret_value().encode()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"

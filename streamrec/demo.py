@@ -1,0 +1,116 @@
+"""`streamrec demo`: MovieLens through Kafka into Redis, then recommendations over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import redis.asyncio as aioredis
+
+from recommender.feature_store import FeatureStore
+from recommender.history import clean_history
+from recommender.model_state import ModelState
+from recommender.settings import Settings
+from streamrec.movielens import load_ratings, movies
+from streamrec.publish import publish_events, publish_items
+from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
+from streams.producer import EventProducer
+
+
+async def _wait_applied(rt: Runtime, expected: int, timeout_s: float) -> tuple[int, str | None]:
+    """Wait until the worker applied ``expected`` events and a model covers them all."""
+    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+    store = FeatureStore(redis, rt.settings)
+    state = ModelState(redis, rt.settings.user_ttl_s)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            rt.check_children()
+            applied = (await store.stats()).get("events_applied", 0)
+            served = await state.current()
+            if applied >= expected and served and served.watermark >= expected:
+                return applied, served.version
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker applied {applied}/{expected} events; served model "
+                                   f"covers {served.watermark if served else 0}")
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+
+
+async def _show_user(rt: Runtime, user_id: str, titles: dict[str, str]) -> None:
+    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+    try:
+        recent = await FeatureStore(redis, rt.settings).recent(user_id, 5)
+    finally:
+        await redis.aclose()
+    async with httpx.AsyncClient(base_url=rt.api_url, timeout=10) as client:
+        resp = await client.get(f"/v1/users/{user_id}/recommendations", params={"k": 10})
+        resp.raise_for_status()
+        body = resp.json()
+    print(f"\nUser {user_id}")
+    print("  last rated:")
+    for r in recent:
+        print(f"    - {titles.get(r.item_id, r.item_id)}")
+    print(f"  recommended (model {body['model_version']}):")
+    for rank, item in enumerate(body["items"], 1):
+        print(f"    {rank:2d}. {item['title'] or item['item_id']}  "
+              f"[{item['score']:.3f}, {item['reason']}]")
+
+
+def run_demo(settings: Settings, serve: bool = False, limit: int | None = None,
+             timeout_s: float = 240.0) -> int:
+    ratings = load_ratings()
+    if limit:
+        ratings = ratings.sort_values("timestamp").head(limit)
+    events, report = clean_history(ratings)
+    catalogue = list(movies(ratings))
+    titles = {m.item_id: m.title for m in catalogue}
+    print(f"MovieLens: {report.rows_read} ratings read, {report.missing_dropped} with missing "
+          f"values and {report.duplicates_dropped} duplicates dropped, {len(catalogue)} movies")
+
+    with Runtime(settings, api_port=None if serve else 0) as rt:
+        print(f"streamrec is up: API {rt.api_url}  Kafka {rt.settings.kafka_url}  "
+              f"Redis {rt.settings.redis_url}")
+        started = time.perf_counter()
+        producer = EventProducer(bootstrap_servers(rt.settings.kafka_url or ""),
+                                 rt.settings.topic_events, rt.settings.topic_content)
+        with producer:
+            publish_items(producer, catalogue, total=len(catalogue))
+            sent = publish_events(producer, events)
+        applied, version = asyncio.run(_wait_applied(rt, sent, timeout_s))
+        elapsed = time.perf_counter() - started
+
+        counts = events.groupby("user_id").size()
+        regular = sorted(counts[(counts >= 20) & (counts <= 200)].index, key=int)
+        for user_id in (regular[0], regular[len(regular) // 2], regular[-1]):
+            asyncio.run(_show_user(rt, str(user_id), titles))
+
+        users, items = asyncio.run(_counts(rt))
+        print(f"\nSummary: {applied} events ingested in {elapsed:.1f}s "
+              f"({applied / elapsed:,.0f} events/s through Kafka, Faust and Redis), "
+              f"{users} users, {items} items, model {version}")
+        if serve:
+            print(f"\nServing at {rt.api_url} (try {rt.api_url}/v1/users/1/recommendations); "
+                  "Ctrl-C stops everything.")
+            _serve_forever(rt)
+    return 0
+
+
+async def _counts(rt: Runtime) -> tuple[int, int]:
+    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+    try:
+        return await FeatureStore(redis, rt.settings).counts()
+    finally:
+        await redis.aclose()
+
+
+def _serve_forever(rt: Runtime) -> None:
+    try:
+        while True:
+            rt.check_children()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping...")

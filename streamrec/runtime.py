@@ -1,0 +1,119 @@
+"""`Runtime`: brings the whole system up (infrastructure, topics, worker, API) and down again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from pydantic import SecretStr
+
+from recommender.settings import Settings
+from streamrec.embedded import EmbeddedInfrastructure, free_port
+from streamrec.supervisor import Supervisor
+from streams.kafka import create_topics
+
+
+class Runtime:
+    """One streamrec system: embedded Tansu and Valkey unless URLs are configured.
+
+    Parameters
+    ----------
+    settings
+        As read from the environment.
+    api_port
+        Port for the API; None takes `settings.api_port`, 0 a free one.
+    """
+
+    def __init__(self, settings: Settings, api_port: int | None = None) -> None:
+        self.embedded = not (settings.kafka_url and settings.redis_url)
+        self._workdir = Path(tempfile.mkdtemp(prefix="streamrec-"))
+        self.log_dir = self._workdir / "logs"
+        self.log_dir.mkdir()
+        self.supervisor = Supervisor(self.log_dir)
+        self._infra = EmbeddedInfrastructure(self.supervisor, self._workdir) \
+            if self.embedded else None
+        port = settings.api_port if api_port is None else api_port
+        self._api_port = port or free_port()
+        self._base_settings = settings
+        self.settings = settings
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self._api_port}"
+
+    def start(self, worker: bool = True, api: bool = True) -> None:
+        updates: dict[str, object] = {"api_port": self._api_port}
+        if self._infra is not None:
+            self._infra.start()
+            updates |= {"kafka_url": self._infra.kafka_url, "redis_url": self._infra.redis_url,
+                        # The embedded broker and Valkey forget everything; so do the models.
+                        "data_dir": self._workdir / "data"}
+        if self._base_settings.pseudonym_key is None and self.embedded:
+            updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))
+        self.settings = self._base_settings.model_copy(update=updates)
+        self.settings.require_secrets()
+        create_topics(self.settings)
+        if worker:
+            self.supervisor.start("worker", [sys.executable, "-m", "streamrec", "worker"],
+                                  self._child_env())
+        if api:
+            self.supervisor.start("api", [sys.executable, "-m", "streamrec", "api"],
+                                  self._child_env())
+            self.wait_api_ready()
+
+    def _child_env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update({
+            "STREAMREC_KAFKA_URL": s.kafka_url or "",
+            "STREAMREC_REDIS_URL": s.redis_url or "",
+            "STREAMREC_DATA_DIR": str(s.data_dir),
+            "STREAMREC_API_PORT": str(self._api_port),
+            "OPENBLAS_NUM_THREADS": "1",
+        })
+        if s.pseudonym_key is not None:
+            env["STREAMREC_PSEUDONYM_KEY"] = s.pseudonym_key.get_secret_value()
+        return env
+
+    def wait_api_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                if httpx.get(f"{self.api_url}/v1/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the API did not answer on {self.api_url} in {timeout_s}s")
+
+    def check_children(self) -> None:
+        """Raise, with the end of its log, if a child died."""
+        for child in self.supervisor.dead():
+            raise RuntimeError(f"{child.name} exited with code {child.process.returncode}:\n"
+                               f"{self.supervisor.tail(child)}")
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+        if self._infra is not None:
+            self._infra.cleanup()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Runtime:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,47 @@
+"""Small helpers around Kafka URLs and topic creation (kafka-python admin)."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from recommender.settings import Settings
+from streams.records import topic_names
+
+
+def bootstrap_servers(url: str) -> str:
+    """`kafka://h:p,h2:p2` or `h:p` -> `h:p,h2:p2` (what Kafka clients want)."""
+    return url.removeprefix("kafka://")
+
+
+def faust_broker(url: str) -> str:
+    return "kafka://" + bootstrap_servers(url)
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create every streamrec topic that does not exist yet (idempotent)."""
+    kafka_url, _ = settings.require_infrastructure()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url),
+                                     client_id="streamrec-admin")
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(name, settings.topic_partitions, 1)
+                  for name in topic_names(settings) if name not in existing]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; that is the state we want
+    finally:
+        admin.close()

@@ -1,0 +1,144 @@
+"""Every topic name and record schema of streamrec (version 1), and their decoders.
+
+Records are JSON. Events are keyed by `user_id` (one user's events stay in one partition, in
+order); content by `item_id`. A record that fails here goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recommender.errors import InvalidRecordError
+from recommender.settings import Settings
+from recommender.types import Interaction, ItemMeta
+
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+MAX_TEXT_CHARS = 20_000
+MAX_IMAGE_BYTES = 2 * 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s|]+$")]
+EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic streamrec uses, in creation order."""
+    return [settings.topic_events, settings.topic_content, settings.topic_metrics,
+            settings.topic_dead_letter]
+
+
+class EventV1(BaseModel):
+    """A user event on the `events` topic."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    type: EventType
+    value: float | None = None
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    ts: int = Field(ge=0, description="epoch milliseconds")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+    def to_interaction(self) -> Interaction:
+        return Interaction(self.event_id, self.user_id, self.item_id, self.type, self.ts,
+                           self.value, self.text)
+
+
+class ContentV1(BaseModel):
+    """A content item on the `content` topic."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: Id
+    title: str = Field(min_length=1, max_length=500)
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    categories: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50)
+    image: str | None = Field(None, description="base64 PNG or JPEG")
+    ts: int = Field(ge=0, description="epoch milliseconds")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if len(v) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+            raise ValueError(f"image over {MAX_IMAGE_BYTES} bytes")
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("image is not valid base64") from exc
+        if not (raw.startswith(PNG_MAGIC) or raw.startswith(JPEG_MAGIC)):
+            raise ValueError("image is neither PNG nor JPEG")
+        return v
+
+    def to_item(self) -> ItemMeta:
+        return ItemMeta(self.item_id, self.title, self.ts, self.text, tuple(self.categories))
+
+
+class DeadLetterV1(BaseModel):
+    """What the dead-letter topic holds: the reason, where the record came from, its bytes."""
+
+    reason: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    original_b64: str
+    failed_at: int
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _decode(model: type[M], raw: bytes) -> M:
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidRecordError(f"record of {len(raw)} bytes is over {MAX_RECORD_BYTES}")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InvalidRecordError(f"{where}: {first['msg']}") from None
+
+
+def decode_event(raw: bytes) -> Interaction:
+    """Bytes from `events` to an Interaction, or `InvalidRecordError` saying why not."""
+    return _decode(EventV1, raw).to_interaction()
+
+
+def decode_content(raw: bytes) -> ItemMeta:
+    """Bytes from `content` to an ItemMeta, or `InvalidRecordError` saying why not."""
+    return _decode(ContentV1, raw).to_item()
+
+
+def dead_letter(
+    reason: str, topic: str, partition: int | None, offset: int | None, original: bytes
+) -> bytes:
+    record = DeadLetterV1(reason=reason[:2000], topic=topic, partition=partition, offset=offset,
+                          original_b64=base64.b64encode(original).decode(),
+                          failed_at=int(time.time() * 1000))
+    return record.model_dump_json().encode()
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json(exclude_none=True).encode()
+
+
+def encode_dict(record: dict[str, object]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()

@@ -1,0 +1,103 @@
+"""The Faust worker: app, topics and agents, declared once in `create_app`.
+
+State lives in Redis (the feature store), not in Faust tables: the embedded broker's end offsets
+can be too low, which made table recovery lose records after a kill.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from models.registry import ModelRegistry
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState
+from recommender.settings import Settings
+from recommender.training import Trainer
+from streams.handlers import RawRecord, RecordHandler
+from streams.kafka import faust_broker
+
+log = logging.getLogger(__name__)
+
+
+def _raw(events: Sequence[Any]) -> list[RawRecord]:
+    out = []
+    for e in events:
+        m = e.message
+        out.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value or b""))
+    return out
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app; nothing connects until the worker starts it."""
+    kafka_url, redis_url = settings.require_infrastructure()
+    settings.require_secrets()
+    app = faust.App(
+        settings.worker_id,
+        broker=faust_broker(kafka_url),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_every=100,
+        producer_acks=-1,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+    )
+    events_topic = app.topic(settings.topic_events, value_type=bytes, key_type=bytes,
+                             value_serializer="raw", key_serializer="raw")
+    content_topic = app.topic(settings.topic_content, value_type=bytes, key_type=bytes,
+                              value_serializer="raw", key_serializer="raw")
+    dead_letter_topic = app.topic(settings.topic_dead_letter, value_type=bytes, key_type=bytes,
+                                  value_serializer="raw", key_serializer="raw")
+
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = FeatureStore(redis, settings)
+    trainer = Trainer(store, ModelState(redis, settings.user_ttl_s),
+                      ModelRegistry(settings.models_dir), settings)
+
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        await dead_letter_topic.send(key=key, value=value)
+
+    handler = RecordHandler(store, trainer, send_dead_letter)
+
+    @app.agent(events_topic)
+    async def apply_events(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+            await handler.handle_events(_raw(batch))
+
+    @app.agent(content_topic)
+    async def apply_content(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+            await handler.handle_content(_raw(batch))
+
+    @app.timer(interval=0.5, on_leader=True)
+    async def refit_when_due() -> None:
+        try:
+            await trainer.maybe_refit()
+        except Exception:
+            log.exception("model refit failed; serving the previous version")
+
+    @app.timer(interval=1.0)
+    async def follow_served_model() -> None:
+        try:
+            await trainer.sync()
+        except Exception:
+            log.exception("could not load the served model version")
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the worker in this process until it is stopped."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()
