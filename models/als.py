@@ -41,8 +41,12 @@ class ALSModel(RecommenderModel):
         self.alpha = alpha
         self.random_state = random_state
         self._als = AlternatingLeastSquares(
-            factors=factors, regularization=regularization, iterations=iterations,
-            alpha=alpha, random_state=random_state, num_threads=num_threads,
+            factors=factors,
+            regularization=regularization,
+            iterations=iterations,
+            alpha=alpha,
+            random_state=random_state,
+            num_threads=num_threads,
             calculate_training_loss=False,
         )
         self.item_ids: npt.NDArray[np.str_] = np.asarray([], dtype=np.str_)
@@ -63,8 +67,9 @@ class ALSModel(RecommenderModel):
         self._als.fit(data.matrix, show_progress=False)
         factors = np.asarray(self._als.item_factors)
         if not np.isfinite(factors).all() or not np.isfinite(self._als.user_factors).all():
-            raise ModelFitError("ALS produced NaN or infinite factors; lower alpha or raise "
-                                "regularization")
+            raise ModelFitError(
+                "ALS produced NaN or infinite factors; lower alpha or raise regularization"
+            )
         self._set_items(data.item_ids, factors)
 
     def _history_rows(self, histories: Sequence[Mapping[str, float]]) -> csr_matrix:
@@ -78,8 +83,10 @@ class ALSModel(RecommenderModel):
                     indices.append(i)
                     data.append(weight)
             indptr.append(len(indices))
-        return csr_matrix((np.asarray(data, dtype=np.float32), indices, indptr),
-                          shape=(len(histories), len(self.item_ids)))
+        return csr_matrix(
+            (np.asarray(data, dtype=np.float32), indices, indptr),
+            shape=(len(histories), len(self.item_ids)),
+        )
 
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
         """One least-squares solve per user against the fixed item factors (a partial fit)."""
@@ -115,9 +122,19 @@ class ALSModel(RecommenderModel):
     def save(self, path: Path) -> None:
         with path.open("wb") as fh:
             np.savez(
-                fh, item_ids=self.item_ids, item_factors=self.item_factors,
-                params=np.asarray([self.factors, self.regularization, self.iterations,
-                                   self.alpha, self.random_state], dtype=np.float64),
+                fh,
+                item_ids=self.item_ids,
+                item_factors=self.item_factors,
+                params=np.asarray(
+                    [
+                        self.factors,
+                        self.regularization,
+                        self.iterations,
+                        self.alpha,
+                        self.random_state,
+                    ],
+                    dtype=np.float64,
+                ),
             )
 
     @classmethod

@@ -34,8 +34,11 @@ class InteractionMatrix:
                 data.append(weight)
             indptr.append(len(indices))
         m = csr_matrix(
-            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32),
-             np.asarray(indptr, dtype=np.int64)),
+            (
+                np.asarray(data, dtype=np.float32),
+                np.asarray(indices, dtype=np.int32),
+                np.asarray(indptr, dtype=np.int64),
+            ),
             shape=(len(histories), len(items)),
         )
         m.sum_duplicates()

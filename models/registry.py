@@ -35,8 +35,7 @@ class ModelRegistry:
         tmp.mkdir()
         try:
             model.save(tmp / ARTIFACT)
-            meta = {"version": version, "model": model.name, "created_at": time.time(),
-                    **metadata}
+            meta = {"version": version, "model": model.name, "created_at": time.time(), **metadata}
             (tmp / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True))
             os.replace(tmp, self.root / version)
         finally:
@@ -60,5 +59,6 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )

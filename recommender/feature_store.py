@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -54,8 +55,12 @@ class FeatureStore:
         args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
         for e in events:
             p = self.pseudonym(e.user_id)
-            script_keys += [keys.seen(e.event_id), keys.user_items(p), keys.user_recent(p),
-                            keys.user_counts(p)]
+            script_keys += [
+                keys.seen(e.event_id),
+                keys.user_items(p),
+                keys.user_recent(p),
+                keys.user_counts(p),
+            ]
             weight = event_weight(e, s.event_weights, s.rating_scale)
             args += [e.item_id, e.type, repr(weight), e.ts, p]
         applied = await self._apply(keys=script_keys, args=args)
@@ -67,8 +72,11 @@ class FeatureStore:
             return
         pipe = self._redis.pipeline(transaction=False)
         for it in items:
-            fields = {"title": it.title, "text": it.text or "",
-                      "categories": json.dumps(list(it.categories))}
+            fields: Mapping[Any, Any] = {
+                "title": it.title,
+                "text": it.text or "",
+                "categories": json.dumps(list(it.categories)),
+            }
             pipe.hset(keys.item_meta(it.item_id), mapping=fields)
             pipe.zadd(keys.ITEMS_CATALOGUE, {it.item_id: it.ts}, nx=True)
         pipe.hincrby(keys.STATS, "items_upserted", len(items))
@@ -84,24 +92,29 @@ class FeatureStore:
 
     async def active_users(self) -> list[str]:
         """Pseudonyms of every user with live features."""
-        return list(await self._redis.zrange(keys.USERS_ACTIVE, 0, -1))
+        return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
 
     async def seen_items(self, user_id: str) -> set[str]:
-        return set(await self._redis.hkeys(keys.user_items(self.pseudonym(user_id))))
+        items = await self._redis.hkeys(keys.user_items(self.pseudonym(user_id)))
+        return {str(i) for i in items}
 
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
         rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
         out = []
         for row in rows:
-            etype, item, ts = row.split("|", 2)
+            etype, item, ts = str(row).split("|", 2)
             out.append(RecentInteraction(etype, item, int(ts)))
         return out
 
     async def popular(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """The k most interacted-with items that are not in ``exclude``."""
         excluded = set(exclude)
-        rows = await self._redis.zrevrange(keys.ITEMS_POPULAR, 0, k + len(excluded) - 1,
-                                           withscores=True)
+        rows = cast(
+            list[tuple[str, float]],
+            await self._redis.zrevrange(
+                keys.ITEMS_POPULAR, 0, k + len(excluded) - 1, withscores=True
+            ),
+        )
         return [(item, float(score)) for item, score in rows if item not in excluded][:k]
 
     async def titles(self, item_ids: Sequence[str]) -> list[str | None]:
@@ -112,7 +125,7 @@ class FeatureStore:
 
     async def stats(self) -> dict[str, int]:
         raw = await self._redis.hgetall(keys.STATS)
-        return {k: int(float(v)) for k, v in raw.items()}
+        return {str(k): int(float(v)) for k, v in raw.items()}
 
     async def counts(self) -> tuple[int, int]:
         """(users with live features, items in the catalogue or with interactions)."""

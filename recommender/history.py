@@ -16,11 +16,21 @@ from recommender.types import EVENT_TYPES
 
 #: Column names we accept, mapped to ours.
 ALIASES = {
-    "user": "user", "userid": "user", "user_id": "user",
-    "item": "item", "itemid": "item", "item_id": "item", "movieid": "item", "movie_id": "item",
-    "rating": "rating", "value": "rating",
-    "type": "type", "event_type": "type",
-    "timestamp": "timestamp", "ts": "timestamp", "time": "timestamp",
+    "user": "user",
+    "userid": "user",
+    "user_id": "user",
+    "item": "item",
+    "itemid": "item",
+    "item_id": "item",
+    "movieid": "item",
+    "movie_id": "item",
+    "rating": "rating",
+    "value": "rating",
+    "type": "type",
+    "event_type": "type",
+    "timestamp": "timestamp",
+    "ts": "timestamp",
+    "time": "timestamp",
 }
 
 
@@ -33,8 +43,9 @@ class ImportReport:
 
     @property
     def events(self) -> int:
-        return self.rows_read - self.missing_dropped - self.invalid_dropped - \
-            self.duplicates_dropped
+        return (
+            self.rows_read - self.missing_dropped - self.invalid_dropped - self.duplicates_dropped
+        )
 
 
 def _to_epoch_ms(ts: pd.Series) -> pd.Series:
@@ -42,7 +53,11 @@ def _to_epoch_ms(ts: pd.Series) -> pd.Series:
         # Seconds until 2286 stay below 1e10; anything larger is already milliseconds.
         return (ts * 1000 if ts.max() < 1e11 else ts).astype("int64")
     parsed = pd.to_datetime(ts, utc=True, errors="coerce")
-    return (parsed.astype("int64") // 1_000_000).where(parsed.notna())
+    # pandas picks the parsed resolution (s, ms, ns); pin it to milliseconds.
+    valid = parsed.notna()
+    millis = pd.Series(float("nan"), index=ts.index)
+    millis[valid] = parsed[valid].dt.as_unit("ms").astype("int64")
+    return millis
 
 
 def _event_id(row: tuple[str, str, str, int]) -> str:
@@ -61,7 +76,8 @@ def clean_history(raw: pd.DataFrame) -> tuple[pd.DataFrame, ImportReport]:
     if missing_cols or not ({"rating", "type"} & set(df.columns)):
         raise InvalidRecordError(
             f"history needs columns user, item, timestamp and rating or type; "
-            f"missing {sorted(missing_cols) or ['rating or type']}")
+            f"missing {sorted(missing_cols) or ['rating or type']}"
+        )
     rows_read = len(df)
     if "type" not in df.columns:
         df = df.assign(type="rating")
@@ -77,17 +93,25 @@ def clean_history(raw: pd.DataFrame) -> tuple[pd.DataFrame, ImportReport]:
     invalid = int((~valid).sum())
     df = df[valid]
 
-    out = pd.DataFrame({
-        "user_id": df["user"].astype(str).str.strip(),
-        "item_id": df["item"].astype(str).str.strip(),
-        "type": df["type"],
-        "value": pd.to_numeric(df["rating"], errors="coerce"),
-        "ts": df["timestamp"].astype("int64"),
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": df["user"].astype(str).str.strip(),
+            "item_id": df["item"].astype(str).str.strip(),
+            "type": df["type"],
+            "value": pd.to_numeric(df["rating"], errors="coerce"),
+            "ts": df["timestamp"].astype("int64"),
+        }
+    )
     before = len(out)
     out = out.drop_duplicates(subset=["user_id", "item_id", "type", "ts"])
     duplicates = before - len(out)
     out = out.sort_values("ts", kind="stable").reset_index(drop=True)
-    out.insert(0, "event_id", [_event_id(r) for r in out[["user_id", "item_id", "type", "ts"]]
-                               .itertuples(index=False, name=None)])
+    out.insert(
+        0,
+        "event_id",
+        [
+            _event_id(r)
+            for r in out[["user_id", "item_id", "type", "ts"]].itertuples(index=False, name=None)
+        ],
+    )
     return out, ImportReport(rows_read, missing, invalid, duplicates)

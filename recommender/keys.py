@@ -3,19 +3,19 @@
 User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMAC-SHA256
 (ENISA's recommended pseudonymisation: a plain hash could be reversed by enumerating ids).
 
-| key                         | type   | meaning                                             | bound            |
-|-----------------------------|--------|-----------------------------------------------------|------------------|
-| `u:{p}:items`               | hash   | item -> summed confidence weight (CF input)         | user TTL         |
-| `u:{p}:recent`              | list   | newest interactions, `type|item|ts`                 | capped, user TTL |
-| `u:{p}:counts`              | hash   | event type -> count, `last_seen` -> ts              | user TTL         |
-| `users:active`              | zset   | pseudonym -> last applied (wall ms)                 | pruned by TTL    |
-| `item:{id}`                 | hash   | title, text, categories (JSON)                      | catalogue size   |
-| `items:catalogue`           | zset   | item -> first content ts                            | catalogue size   |
-| `items:popular`             | zset   | item -> interaction count                           | catalogue size   |
-| `seen:{event_id}`           | string | dedupe marker                                       | dedupe TTL       |
-| `stats`                     | hash   | global counters (events applied, duplicates, ...)   | fixed fields     |
-| `model:current`             | hash   | served model version and its data watermark         | one              |
-| `model:{v}:u:{p}`           | string | float32 user vector of model version v              | user TTL         |
+| key               | type   | meaning                                        | bound            |
+|-------------------|--------|------------------------------------------------|------------------|
+| `u:{p}:items`     | hash   | item -> summed confidence weight (CF input)    | user TTL         |
+| `u:{p}:recent`    | list   | newest interactions, `type|item|ts`            | capped, user TTL |
+| `u:{p}:counts`    | hash   | event type -> count, `last_seen` -> ts         | user TTL         |
+| `users:active`    | zset   | pseudonym -> last applied (wall ms)            | pruned by TTL    |
+| `item:{id}`       | hash   | title, text, categories (JSON)                 | catalogue size   |
+| `items:catalogue` | zset   | item -> first content ts                       | catalogue size   |
+| `items:popular`   | zset   | item -> interaction count                      | catalogue size   |
+| `seen:{event_id}` | string | dedupe marker                                  | dedupe TTL       |
+| `stats`           | hash   | global counters (events applied, duplicates..) | fixed fields     |
+| `model:current`   | hash   | served model version and its data watermark    | one              |
+| `model:{v}:u:{p}` | string | base64 float32 user vector of model version v  | user TTL         |
 """
 
 from __future__ import annotations

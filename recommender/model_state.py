@@ -32,12 +32,13 @@ class ModelState:
         raw = await self._redis.hgetall(keys.MODEL_CURRENT)
         if not raw.get("version"):
             return None
-        return ServedModel(raw["version"], int(raw.get("watermark", 0)))
+        return ServedModel(str(raw["version"]), int(raw.get("watermark", 0)))
 
     async def promote(self, version: str, watermark: int) -> None:
         """Point serving at ``version`` and tell listeners (the API swaps without a restart)."""
-        await self._redis.hset(keys.MODEL_CURRENT,
-                               mapping={"version": version, "watermark": watermark})
+        await self._redis.hset(
+            keys.MODEL_CURRENT, mapping={"version": version, "watermark": watermark}
+        )
         await self._redis.publish(keys.MODEL_CHANNEL, version)
 
     async def write_user_vectors(

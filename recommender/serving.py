@@ -53,9 +53,7 @@ class RecommendationService:
         served = await self._state.current()
         return served.version if served else None
 
-    async def recommend(
-        self, user_id: str, k: int, exclude: Iterable[str] = ()
-    ) -> Recommendations:
+    async def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> Recommendations:
         """Top-k unseen items for ``user_id``; an unknown user gets the popular ones."""
         version, model = await self._served_model()
         seen = await self._store.seen_items(user_id)

@@ -98,7 +98,7 @@ class Trainer:
         return await self.refit()
 
     async def refit(self) -> str:
-        """Full fit on every live user's history, then promote and re-fold users touched meanwhile."""
+        """Fit on every live user's history, promote, then re-fold users touched meanwhile."""
         s = self._settings
         self._fitting = True
         self._touched_during_fit = set()
@@ -112,19 +112,35 @@ class Trainer:
             await asyncio.to_thread(model.fit, data)
             fit_s = time.perf_counter() - started
             version = await asyncio.to_thread(
-                self._registry.save, model,
-                {"watermark": applied, "users": len(users), "items": len(data.item_ids),
-                 "nnz": data.nnz, "fit_seconds": round(fit_s, 3),
-                 "params": {"factors": s.als_factors, "regularization": s.als_regularization,
-                            "iterations": s.als_iterations, "alpha": s.als_alpha}},
+                self._registry.save,
+                model,
+                {
+                    "watermark": applied,
+                    "users": len(users),
+                    "items": len(data.item_ids),
+                    "nnz": data.nnz,
+                    "fit_seconds": round(fit_s, 3),
+                    "params": {
+                        "factors": s.als_factors,
+                        "regularization": s.als_regularization,
+                        "iterations": s.als_iterations,
+                        "alpha": s.als_alpha,
+                    },
+                },
             )
             vectors = model.user_vectors(histories)
             await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)))
             await self._state.promote(version, applied)
             self._model, self._version = model, version
             self._fitted_at_events, self._fitted_at = applied, time.monotonic()
-            log.info("model %s fitted on %d users, %d items, %d events in %.2fs",
-                     version, len(users), len(data.item_ids), applied, fit_s)
+            log.info(
+                "model %s fitted on %d users, %d items, %d events in %.2fs",
+                version,
+                len(users),
+                len(data.item_ids),
+                applied,
+                fit_s,
+            )
         finally:
             self._fitting = False
         # Events applied while the fit ran were folded into the old version's vectors.

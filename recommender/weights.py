@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from recommender.types import Interaction
 
 
-def event_weight(
-    event: Interaction, weights: Mapping[str, float], rating_scale: float
-) -> float:
+def event_weight(event: Interaction, weights: Mapping[str, float], rating_scale: float) -> float:
     """Return the confidence an event adds to its (user, item) cell.
 
     A rating scales its type's weight by ``value / rating_scale``, so a 5-star rating counts

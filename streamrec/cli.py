@@ -14,8 +14,8 @@ from types import FrameType
 # implicit warns, and runs slower, when OpenBLAS spawns its own threads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from recommender.errors import StreamrecError  # noqa: E402
-from recommender.settings import Settings  # noqa: E402
+from recommender.errors import StreamrecError
+from recommender.settings import Settings
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -30,12 +30,16 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     try:
         rt.start()
         s = rt.settings
-        print(f"streamrec is up.\n  API:   {rt.api_url}  (GET {rt.api_url}/v1/users/1/"
-              f"recommendations)\n  Kafka: {s.kafka_url}\n  Redis: {s.redis_url}\n"
-              f"  logs:  {rt.log_dir}\n")
+        print(
+            f"streamrec is up.\n  API:   {rt.api_url}  (GET {rt.api_url}/v1/users/1/"
+            f"recommendations)\n  Kafka: {s.kafka_url}\n  Redis: {s.redis_url}\n"
+            f"  logs:  {rt.log_dir}\n"
+        )
         if rt.embedded:
-            print("To publish from another shell:\n"
-                  f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url}\n")
+            print(
+                "To publish from another shell:\n"
+                f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url}\n"
+            )
         print("Ctrl-C stops everything.", flush=True)
         while True:
             rt.check_children()
@@ -60,8 +64,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from api.app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False
+    )
     return 0
 
 
@@ -81,28 +86,34 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from streams.producer import EventProducer
 
     if not settings.kafka_url:
-        raise StreamrecError("set STREAMREC_KAFKA_URL to the running system's broker "
-                             "(`streamrec up` prints it)")
+        raise StreamrecError(
+            "set STREAMREC_KAFKA_URL to the running system's broker (`streamrec up` prints it)"
+        )
     events, report = clean_history(pd.read_csv(args.file))
-    with EventProducer(bootstrap_servers(settings.kafka_url), settings.topic_events,
-                       settings.topic_content) as producer:
+    with EventProducer(
+        bootstrap_servers(settings.kafka_url), settings.topic_events, settings.topic_content
+    ) as producer:
         sent = publish_events(producer, events, progress=sys.stderr.isatty())
-    print(f"read {report.rows_read} rows: dropped {report.missing_dropped} with missing values, "
-          f"{report.invalid_dropped} with an unknown type, {report.duplicates_dropped} duplicates; "
-          f"published {sent} events to {settings.topic_events}")
+    print(
+        f"read {report.rows_read} rows: dropped {report.missing_dropped} with missing values, "
+        f"{report.invalid_dropped} with an unknown type, {report.duplicates_dropped} duplicates; "
+        f"published {sent} events to {settings.topic_events}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run the whole system (embedded Kafka and Valkey if no URLs)") \
-        .set_defaults(func=cmd_up)
+    sub.add_parser(
+        "up", help="run the whole system (embedded Kafka and Valkey if no URLs)"
+    ).set_defaults(func=cmd_up)
     w = sub.add_parser("worker", help="run the Faust worker against the configured URLs")
     w.add_argument("--loglevel", default="info")
     w.set_defaults(func=cmd_worker)
-    sub.add_parser("api", help="run the HTTP API against the configured URLs") \
-        .set_defaults(func=cmd_api)
+    sub.add_parser("api", help="run the HTTP API against the configured URLs").set_defaults(
+        func=cmd_api
+    )
     d = sub.add_parser("demo", help="replay MovieLens through the system and show recommendations")
     d.add_argument("--serve", action="store_true", help="keep running afterwards")
     d.add_argument("--limit", type=int, default=None, help="replay only the first N ratings")
@@ -115,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command in {"worker", "api"} else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.command in {"worker", "api"} else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # kafka-python's selector warns about its own slow tasks while we produce in bulk.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     try:

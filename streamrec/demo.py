@@ -33,8 +33,10 @@ async def _wait_applied(rt: Runtime, expected: int, timeout_s: float) -> tuple[i
             if applied >= expected and served and served.watermark >= expected:
                 return applied, served.version
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker applied {applied}/{expected} events; served model "
-                                   f"covers {served.watermark if served else 0}")
+                raise TimeoutError(
+                    f"worker applied {applied}/{expected} events; served model "
+                    f"covers {served.watermark if served else 0}"
+                )
             await asyncio.sleep(0.2)
     finally:
         await redis.aclose()
@@ -56,27 +58,37 @@ async def _show_user(rt: Runtime, user_id: str, titles: dict[str, str]) -> None:
         print(f"    - {titles.get(r.item_id, r.item_id)}")
     print(f"  recommended (model {body['model_version']}):")
     for rank, item in enumerate(body["items"], 1):
-        print(f"    {rank:2d}. {item['title'] or item['item_id']}  "
-              f"[{item['score']:.3f}, {item['reason']}]")
+        print(
+            f"    {rank:2d}. {item['title'] or item['item_id']}  "
+            f"[{item['score']:.3f}, {item['reason']}]"
+        )
 
 
-def run_demo(settings: Settings, serve: bool = False, limit: int | None = None,
-             timeout_s: float = 240.0) -> int:
+def run_demo(
+    settings: Settings, serve: bool = False, limit: int | None = None, timeout_s: float = 240.0
+) -> int:
     ratings = load_ratings()
     if limit:
         ratings = ratings.sort_values("timestamp").head(limit)
     events, report = clean_history(ratings)
     catalogue = list(movies(ratings))
     titles = {m.item_id: m.title for m in catalogue}
-    print(f"MovieLens: {report.rows_read} ratings read, {report.missing_dropped} with missing "
-          f"values and {report.duplicates_dropped} duplicates dropped, {len(catalogue)} movies")
+    print(
+        f"MovieLens: {report.rows_read} ratings read, {report.missing_dropped} with missing "
+        f"values and {report.duplicates_dropped} duplicates dropped, {len(catalogue)} movies"
+    )
 
     with Runtime(settings, api_port=None if serve else 0) as rt:
-        print(f"streamrec is up: API {rt.api_url}  Kafka {rt.settings.kafka_url}  "
-              f"Redis {rt.settings.redis_url}")
+        print(
+            f"streamrec is up: API {rt.api_url}  Kafka {rt.settings.kafka_url}  "
+            f"Redis {rt.settings.redis_url}"
+        )
         started = time.perf_counter()
-        producer = EventProducer(bootstrap_servers(rt.settings.kafka_url or ""),
-                                 rt.settings.topic_events, rt.settings.topic_content)
+        producer = EventProducer(
+            bootstrap_servers(rt.settings.kafka_url or ""),
+            rt.settings.topic_events,
+            rt.settings.topic_content,
+        )
         with producer:
             publish_items(producer, catalogue, total=len(catalogue))
             sent = publish_events(producer, events)
@@ -89,12 +101,16 @@ def run_demo(settings: Settings, serve: bool = False, limit: int | None = None,
             asyncio.run(_show_user(rt, str(user_id), titles))
 
         users, items = asyncio.run(_counts(rt))
-        print(f"\nSummary: {applied} events ingested in {elapsed:.1f}s "
-              f"({applied / elapsed:,.0f} events/s through Kafka, Faust and Redis), "
-              f"{users} users, {items} items, model {version}")
+        print(
+            f"\nSummary: {applied} events ingested in {elapsed:.1f}s "
+            f"({applied / elapsed:,.0f} events/s through Kafka, Faust and Redis), "
+            f"{users} users, {items} items, model {version}"
+        )
         if serve:
-            print(f"\nServing at {rt.api_url} (try {rt.api_url}/v1/users/1/recommendations); "
-                  "Ctrl-C stops everything.")
+            print(
+                f"\nServing at {rt.api_url} (try {rt.api_url}/v1/users/1/recommendations); "
+                "Ctrl-C stops everything."
+            )
             _serve_forever(rt)
     return 0
 

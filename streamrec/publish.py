@@ -21,17 +21,26 @@ def publish_events(producer: EventProducer, events: pd.DataFrame, progress: bool
     for event_id, user_id, item_id, etype, value, ts in tqdm(
         rows, total=len(events), desc="events", unit="ev", disable=not progress
     ):
-        event = EventV1(event_id=event_id, user_id=user_id, item_id=item_id, type=etype,  # type: ignore[arg-type]
-                        value=None if value is None or math.isnan(value) else float(value),
-                        ts=int(ts))
+        event = EventV1(
+            event_id=event_id,
+            user_id=user_id,
+            item_id=item_id,
+            type=etype,
+            value=None if value is None or math.isnan(value) else float(value),
+            ts=int(ts),
+        )
         producer.send_raw(producer.events_topic, user_id, encode(event))
         sent += 1
     producer.flush()
     return sent
 
 
-def publish_items(producer: EventProducer, items: Iterable[ContentV1],
-                  total: int | None = None, progress: bool = True) -> int:
+def publish_items(
+    producer: EventProducer,
+    items: Iterable[ContentV1],
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
     sent = 0
     for item in tqdm(items, total=total, desc="content", unit="item", disable=not progress):
         producer.send_content(item)

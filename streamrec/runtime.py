@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -37,8 +37,9 @@ class Runtime:
         self.log_dir = self._workdir / "logs"
         self.log_dir.mkdir()
         self.supervisor = Supervisor(self.log_dir)
-        self._infra = EmbeddedInfrastructure(self.supervisor, self._workdir) \
-            if self.embedded else None
+        self._infra = (
+            EmbeddedInfrastructure(self.supervisor, self._workdir) if self.embedded else None
+        )
         port = settings.api_port if api_port is None else api_port
         self._api_port = port or free_port()
         self._base_settings = settings
@@ -52,32 +53,39 @@ class Runtime:
         updates: dict[str, object] = {"api_port": self._api_port}
         if self._infra is not None:
             self._infra.start()
-            updates |= {"kafka_url": self._infra.kafka_url, "redis_url": self._infra.redis_url,
-                        # The embedded broker and Valkey forget everything; so do the models.
-                        "data_dir": self._workdir / "data"}
+            updates |= {
+                "kafka_url": self._infra.kafka_url,
+                "redis_url": self._infra.redis_url,
+                # The embedded broker and Valkey forget everything; so do the models.
+                "data_dir": self._workdir / "data",
+            }
         if self._base_settings.pseudonym_key is None and self.embedded:
             updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))
         self.settings = self._base_settings.model_copy(update=updates)
         self.settings.require_secrets()
         create_topics(self.settings)
         if worker:
-            self.supervisor.start("worker", [sys.executable, "-m", "streamrec", "worker"],
-                                  self._child_env())
+            self.supervisor.start(
+                "worker", [sys.executable, "-m", "streamrec", "worker"], self._child_env()
+            )
         if api:
-            self.supervisor.start("api", [sys.executable, "-m", "streamrec", "api"],
-                                  self._child_env())
+            self.supervisor.start(
+                "api", [sys.executable, "-m", "streamrec", "api"], self._child_env()
+            )
             self.wait_api_ready()
 
     def _child_env(self) -> dict[str, str]:
         s = self.settings
         env = dict(os.environ)
-        env.update({
-            "STREAMREC_KAFKA_URL": s.kafka_url or "",
-            "STREAMREC_REDIS_URL": s.redis_url or "",
-            "STREAMREC_DATA_DIR": str(s.data_dir),
-            "STREAMREC_API_PORT": str(self._api_port),
-            "OPENBLAS_NUM_THREADS": "1",
-        })
+        env.update(
+            {
+                "STREAMREC_KAFKA_URL": s.kafka_url or "",
+                "STREAMREC_REDIS_URL": s.redis_url or "",
+                "STREAMREC_DATA_DIR": str(s.data_dir),
+                "STREAMREC_API_PORT": str(self._api_port),
+                "OPENBLAS_NUM_THREADS": "1",
+            }
+        )
         if s.pseudonym_key is not None:
             env["STREAMREC_PSEUDONYM_KEY"] = s.pseudonym_key.get_secret_value()
         return env
@@ -97,8 +105,10 @@ class Runtime:
     def check_children(self) -> None:
         """Raise, with the end of its log, if a child died."""
         for child in self.supervisor.dead():
-            raise RuntimeError(f"{child.name} exited with code {child.process.returncode}:\n"
-                               f"{self.supervisor.tail(child)}")
+            raise RuntimeError(
+                f"{child.name} exited with code {child.process.returncode}:\n"
+                f"{self.supervisor.tail(child)}"
+            )
 
     def stop(self) -> None:
         self.supervisor.stop_all()
@@ -114,6 +124,10 @@ class Runtime:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

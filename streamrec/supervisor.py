@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -42,9 +43,14 @@ class Supervisor:
         log_path = self._log_dir / f"{name}.log" if self._log_dir else None
         out: IO[bytes] | int = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None,
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                env=dict(env) if env is not None else None,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             if not isinstance(out, int):
                 out.close()  # the child holds its own copy of the descriptor
@@ -88,7 +94,5 @@ class Supervisor:
 
     @staticmethod
     def _signal(child: Child, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.process.pid, sig)
-        except ProcessLookupError:
-            pass

@@ -61,10 +61,11 @@ class RecordHandler:
         self._dead_letters = dead_letters
 
     async def _reject(self, record: RawRecord, reason: str) -> None:
-        log.info("dead-letter %s[%s]@%s: %s", record.topic, record.partition, record.offset,
-                 reason)
-        await self._dead_letters(record.key, dead_letter(reason, record.topic, record.partition,
-                                                         record.offset, record.value))
+        log.info("dead-letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
+        await self._dead_letters(
+            record.key,
+            dead_letter(reason, record.topic, record.partition, record.offset, record.value),
+        )
         await _with_retry("count dead letter", lambda: self._store.incr_stat("dead_letters"))
 
     async def handle_events(self, records: Sequence[RawRecord]) -> int:
@@ -75,8 +76,7 @@ class RecordHandler:
                 valid.append(decode_event(record.value))
             except InvalidRecordError as exc:
                 await self._reject(record, str(exc))
-        applied = await _with_retry("apply events",
-                                    lambda: self._store.apply_interactions(valid))
+        applied = await _with_retry("apply events", lambda: self._store.apply_interactions(valid))
         try:
             await self._trainer.on_applied(applied)
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from kafka import KafkaAdminClient
@@ -27,8 +28,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url),
-                                     client_id="streamrec-admin")
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap_servers(kafka_url), client_id="streamrec-admin"
+            )
             break
         except KafkaError:
             if time.monotonic() > deadline:
@@ -36,12 +38,14 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(name, settings.topic_partitions, 1)
-                  for name in topic_names(settings) if name not in existing]
+        wanted = [
+            NewTopic(name, settings.topic_partitions, 1)
+            for name in topic_names(settings)
+            if name not in existing
+        ]
         if wanted:
-            try:
+            # Another process may win the race; the topic existing is the state we want.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race; that is the state we want
     finally:
         admin.close()

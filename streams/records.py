@@ -31,8 +31,12 @@ EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]
 
 def topic_names(settings: Settings) -> list[str]:
     """Every topic streamrec uses, in creation order."""
-    return [settings.topic_events, settings.topic_content, settings.topic_metrics,
-            settings.topic_dead_letter]
+    return [
+        settings.topic_events,
+        settings.topic_content,
+        settings.topic_metrics,
+        settings.topic_dead_letter,
+    ]
 
 
 class EventV1(BaseModel):
@@ -56,8 +60,9 @@ class EventV1(BaseModel):
         return v
 
     def to_interaction(self) -> Interaction:
-        return Interaction(self.event_id, self.user_id, self.item_id, self.type, self.ts,
-                           self.value, self.text)
+        return Interaction(
+            self.event_id, self.user_id, self.item_id, self.type, self.ts, self.value, self.text
+        )
 
 
 class ContentV1(BaseModel):
@@ -69,7 +74,8 @@ class ContentV1(BaseModel):
     title: str = Field(min_length=1, max_length=500)
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     categories: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=50)
+        default_factory=list, max_length=50
+    )
     image: str | None = Field(None, description="base64 PNG or JPEG")
     ts: int = Field(ge=0, description="epoch milliseconds")
 
@@ -130,9 +136,14 @@ def decode_content(raw: bytes) -> ItemMeta:
 def dead_letter(
     reason: str, topic: str, partition: int | None, offset: int | None, original: bytes
 ) -> bytes:
-    record = DeadLetterV1(reason=reason[:2000], topic=topic, partition=partition, offset=offset,
-                          original_b64=base64.b64encode(original).decode(),
-                          failed_at=int(time.time() * 1000))
+    record = DeadLetterV1(
+        reason=reason[:2000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        original_b64=base64.b64encode(original).decode(),
+        failed_at=int(time.time() * 1000),
+    )
     return record.model_dump_json().encode()
 
 

@@ -52,17 +52,33 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         topic_allow_declare=False,
     )
-    events_topic = app.topic(settings.topic_events, value_type=bytes, key_type=bytes,
-                             value_serializer="raw", key_serializer="raw")
-    content_topic = app.topic(settings.topic_content, value_type=bytes, key_type=bytes,
-                              value_serializer="raw", key_serializer="raw")
-    dead_letter_topic = app.topic(settings.topic_dead_letter, value_type=bytes, key_type=bytes,
-                                  value_serializer="raw", key_serializer="raw")
+    events_topic = app.topic(
+        settings.topic_events,
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    content_topic = app.topic(
+        settings.topic_content,
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    dead_letter_topic = app.topic(
+        settings.topic_dead_letter,
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
 
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = FeatureStore(redis, settings)
-    trainer = Trainer(store, ModelState(redis, settings.user_ttl_s),
-                      ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(
+        store, ModelState(redis, settings.user_ttl_s), ModelRegistry(settings.models_dir), settings
+    )
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await dead_letter_topic.send(key=key, value=value)
@@ -70,12 +86,12 @@ def create_app(settings: Settings) -> faust.App:
     handler = RecordHandler(store, trainer, send_dead_letter)
 
     @app.agent(events_topic)
-    async def apply_events(stream: faust.StreamT[bytes]) -> None:
+    async def apply_events(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
             await handler.handle_events(_raw(batch))
 
     @app.agent(content_topic)
-    async def apply_content(stream: faust.StreamT[bytes]) -> None:
+    async def apply_content(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
             await handler.handle_content(_raw(batch))
 

@@ -20,5 +20,9 @@ async def health(store: StoreDep, service: ServiceDep) -> HealthOut | JSONRespon
     except RedisError:
         body = HealthOut(status="degraded", redis=False, model_version=None, events_applied=0)
         return JSONResponse(body.model_dump(), status_code=503)
-    return HealthOut(status="ok", redis=True, model_version=version,
-                     events_applied=stats.get("events_applied", 0))
+    return HealthOut(
+        status="ok",
+        redis=True,
+        model_version=version,
+        events_applied=stats.get("events_applied", 0),
+    )

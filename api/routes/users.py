@@ -28,6 +28,8 @@ async def recommendations(
     return RecommendationsOut(
         user_id=recs.user_id,
         model_version=recs.model_version,
-        items=[RecommendedItem(item_id=i.item_id, title=i.title, score=i.score, reason=i.reason)
-               for i in recs.items],
+        items=[
+            RecommendedItem(item_id=i.item_id, title=i.title, score=i.score, reason=i.reason)
+            for i in recs.items
+        ],
     )

@@ -1,0 +1,45 @@
+# streamrec: the same commands for a person, pre-commit and CI. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo up test test-unit lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first: the local CPU build, before anything can pull a CUDA one.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with streamrec and its dev tools (quick when done)
+
+demo: install ## replay MovieLens through Kafka, Faust and Redis; print recommendations
+	$(BIN)/streamrec demo
+
+up: install ## run streamrec until Ctrl-C (embedded Kafka and Valkey unless URLs are set)
+	$(BIN)/streamrec up
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: lint ## lint, then every test (integration ones start embedded Tansu and Valkey)
+	$(BIN)/pytest
+
+test-unit: install ## only the tests that need no broker or Valkey
+	$(BIN)/pytest -m "not integration"
+
+bench: install ## benchmarks: JSON in bench-results/ and a table on stdout
+	$(BIN)/streamrec bench all --out bench-results
+
+clean: ## remove the environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results

@@ -1,0 +1,79 @@
+"""Shared fixtures. Integration tests share one embedded Tansu and Valkey per test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from recommender.settings import Settings
+from streamrec.embedded import EmbeddedInfrastructure
+from streamrec.supervisor import Supervisor
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+TEST_SECRET = "test-pseudonym-key-0123456789"
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """One embedded broker and Valkey for the whole session (real sockets)."""
+    supervisor = Supervisor(tmp_path_factory.mktemp("infra-logs"))
+    embedded = EmbeddedInfrastructure(supervisor, tmp_path_factory.mktemp("infra"))
+    try:
+        embedded.start()
+        yield Infra(embedded.kafka_url, embedded.redis_url)
+    finally:
+        supervisor.stop_all()
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings isolated by unique topic names, consumer group and data dir."""
+    run = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "pseudonym_key": TEST_SECRET,
+        "data_dir": tmp_path / "data",
+        "topic_events": f"events-{run}",
+        "topic_content": f"content-{run}",
+        "topic_metrics": f"metrics-{run}",
+        "topic_dead_letter": f"dead-letter-{run}",
+        "worker_id": f"worker-{run}",
+        "topic_partitions": 2,
+        "als_factors": 8,
+        "als_iterations": 10,
+        "als_min_events": 50,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def unit_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def settings(infra: Infra, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, kafka_url=infra.kafka_url, redis_url=infra.redis_url)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A client on an emptied Valkey database (tests run one at a time)."""
+    client = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,34 @@
+"""Test data with a known answer: two taste clusters that ALS must tell apart."""
+
+from __future__ import annotations
+
+import random
+
+from recommender.types import Interaction
+
+SCI_FI = [f"scifi-{i}" for i in range(20)]
+ROMANCE = [f"romance-{i}" for i in range(20)]
+
+
+def clustered_interactions(
+    users_per_cluster: int = 30, per_user: int = 10, seed: int = 7
+) -> list[Interaction]:
+    """Users 'a*' touch only sci-fi items, users 'b*' only romance; deterministic."""
+    rng = random.Random(seed)
+    events: list[Interaction] = []
+    ts = 1_700_000_000_000
+    for prefix, items in (("a", SCI_FI), ("b", ROMANCE)):
+        for u in range(users_per_cluster):
+            for item in rng.sample(items, per_user):
+                ts += 1000
+                events.append(
+                    Interaction(f"{prefix}{u}-{item}", f"{prefix}{u}", item, "purchase", ts)
+                )
+    return events
+
+
+def fan_of_scifi(user_id: str = "alice", n: int = 6) -> list[Interaction]:
+    return [
+        Interaction(f"{user_id}-{item}", user_id, item, "purchase", 1_800_000_000_000 + i)
+        for i, item in enumerate(SCI_FI[:n])
+    ]

@@ -1,0 +1,92 @@
+"""Contract tests for the models, on a tiny fixed data set with a fixed seed."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.als import ALSModel
+from models.base import top_k
+from models.data import InteractionMatrix
+from models.registry import ModelRegistry
+from models.errors import ModelNotFoundError
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+
+
+@pytest.fixture(scope="module")
+def data() -> InteractionMatrix:
+    histories: dict[str, dict[str, float]] = {}
+    for e in clustered_interactions():
+        histories.setdefault(e.user_id, {})[e.item_id] = 1.0
+    users = sorted(histories)
+    return InteractionMatrix.from_histories(users, [histories[u] for u in users])
+
+
+@pytest.fixture(scope="module")
+def model(data: InteractionMatrix) -> ALSModel:
+    m = ALSModel(factors=8, iterations=10, random_state=1)
+    m.fit(data)
+    return m
+
+
+def test_matrix_sums_duplicates_and_indexes_items(data: InteractionMatrix):
+    assert data.matrix.shape == (60, 40)
+    assert data.nnz == 600
+    m = InteractionMatrix.from_histories(["u"], [{"x": 1.0, "y": 2.0}])
+    assert m.item_ids.tolist() == ["x", "y"]
+
+
+def test_recommends_from_the_users_taste_and_skips_history(model: ALSModel):
+    history = {item: 1.0 for item in SCI_FI[:6]}
+    ids, scores = model.recommend(history, 5)
+    assert len(ids) == 5
+    assert set(ids) <= set(SCI_FI[6:])
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_exclude_is_honoured(model: ALSModel):
+    history = {item: 1.0 for item in ROMANCE[:6]}
+    first, _ = model.recommend(history, 3)
+    again, _ = model.recommend(history, 3, exclude=first)
+    assert not set(first) & set(again)
+
+
+def test_items_unknown_to_the_model_are_ignored_in_a_history(model: ALSModel):
+    ids, _ = model.recommend({"brand-new": 1.0, SCI_FI[0]: 1.0}, 3)
+    assert set(ids) <= set(SCI_FI)
+
+
+def test_similar_items_stay_in_the_cluster(model: ALSModel):
+    ids, _ = model.similar_items(ROMANCE[0], 5)
+    assert ROMANCE[0] not in ids
+    assert set(ids) <= set(ROMANCE)
+    assert model.similar_items("nope", 3)[0].size == 0
+
+
+def test_save_load_round_trip_without_pickle(model: ALSModel, tmp_path: Path):
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = ALSModel.load(path)
+    history = {item: 1.0 for item in SCI_FI[:4]}
+    np.testing.assert_array_equal(model.recommend(history, 5)[0], loaded.recommend(history, 5)[0])
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["item_factors"].dtype == np.float32
+
+
+def test_registry_versions_and_metadata(model: ALSModel, tmp_path: Path):
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.save(model, {"watermark": 10})
+    v2 = registry.save(model, {"watermark": 20})
+    assert registry.versions() == sorted([v1, v2])
+    assert registry.metadata(v2)["watermark"] == 20
+    assert registry.load(v1).item_ids.tolist() == model.item_ids.tolist()
+    with pytest.raises(ModelNotFoundError):
+        registry.load("missing")
+
+
+def test_top_k_masks_excluded_and_handles_small_catalogues():
+    ids = np.asarray(["a", "b", "c"])
+    scores = np.asarray([0.1, 0.9, 0.5], dtype=np.float32)
+    assert top_k(ids, scores, 2)[0].tolist() == ["b", "c"]
+    assert top_k(ids, scores, 5, [1])[0].tolist() == ["c", "a"]
+    assert top_k(ids, scores, 5, [0, 1, 2])[0].size == 0
