@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -100,6 +101,20 @@ class Settings(BaseSettings):
                 "`streamrec up` starts embedded ones when both are unset"
             )
         return self.kafka_url, self.redis_url
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as `STREAMREC_*` variables, for the child processes a runtime starts."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            env[f"STREAMREC_{name.upper()}"] = str(value)
+        return env
 
     @property
     def pseudonym_secret(self) -> bytes:

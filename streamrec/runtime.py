@@ -75,20 +75,7 @@ class Runtime:
             self.wait_api_ready()
 
     def _child_env(self) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "STREAMREC_KAFKA_URL": s.kafka_url or "",
-                "STREAMREC_REDIS_URL": s.redis_url or "",
-                "STREAMREC_DATA_DIR": str(s.data_dir),
-                "STREAMREC_API_PORT": str(self._api_port),
-                "OPENBLAS_NUM_THREADS": "1",
-            }
-        )
-        if s.pseudonym_key is not None:
-            env["STREAMREC_PSEUDONYM_KEY"] = s.pseudonym_key.get_secret_value()
-        return env
+        return {**os.environ, **self.settings.as_env(), "OPENBLAS_NUM_THREADS": "1"}
 
     def wait_api_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

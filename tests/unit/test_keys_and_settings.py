@@ -34,8 +34,10 @@ def test_event_weights_must_cover_every_type():
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("STREAMREC_TOPIC_EVENTS", "clicks")
-    monkeypatch.setenv("STREAMREC_EVENT_WEIGHTS",
-                       '{"view":1,"click":3,"cart":4,"purchase":8,"rating":5,"review":3}')
+    monkeypatch.setenv(
+        "STREAMREC_EVENT_WEIGHTS",
+        '{"view":1,"click":3,"cart":4,"purchase":8,"rating":5,"review":3}',
+    )
     s = Settings()
     assert s.topic_events == "clicks"
     assert s.event_weights["click"] == 3
@@ -47,3 +49,15 @@ def test_rating_scales_its_weight_and_other_types_ignore_value():
     click = Interaction("e", "u", "i", "click", 1, value=100.0)
     assert event_weight(rating, w, 5.0) == pytest.approx(w["rating"] * 0.5)
     assert event_weight(click, w, 5.0) == w["click"]
+
+
+def test_settings_survive_the_trip_to_a_child_process(monkeypatch: pytest.MonkeyPatch):
+    original = Settings(
+        topic_events="clicks",
+        pseudonym_key="x" * 20,
+        kafka_url="kafka://h:1",
+        event_weights={**Settings().event_weights, "view": 0.5},
+    )
+    for name, value in original.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original

@@ -24,7 +24,7 @@ def data() -> InteractionMatrix:
 
 @pytest.fixture(scope="module")
 def model(data: InteractionMatrix) -> ALSModel:
-    m = ALSModel(factors=8, iterations=10, random_state=1)
+    m = ALSModel(factors=8, iterations=10, regularization=1.0, random_state=1)
     m.fit(data)
     return m
 

@@ -11,8 +11,14 @@ from streams.records import (
     decode_event,
 )
 
-VALID = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "rating", "value": 4.5,
-         "ts": 1_700_000_000_000}
+VALID = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i1",
+    "type": "rating",
+    "value": 4.5,
+    "ts": 1_700_000_000_000,
+}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
@@ -24,7 +30,13 @@ def raw(**changes: object) -> bytes:
 def test_valid_event_decodes_to_interaction():
     e = decode_event(raw())
     assert (e.event_id, e.user_id, e.item_id, e.type, e.value, e.ts) == (
-        "e1", "u1", "i1", "rating", 4.5, 1_700_000_000_000)
+        "e1",
+        "u1",
+        "i1",
+        "rating",
+        4.5,
+        1_700_000_000_000,
+    )
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility():
@@ -54,13 +66,23 @@ def test_malformed_event_raises_with_reason(payload: bytes, reason: str):
 
 def test_non_finite_value_is_rejected():
     with pytest.raises(InvalidRecordError, match="finite"):
-        decode_event(b'{"event_id":"e","user_id":"u","item_id":"i","type":"rating",'
-                     b'"value":Infinity,"ts":1}')
+        decode_event(
+            b'{"event_id":"e","user_id":"u","item_id":"i","type":"rating","value":Infinity,"ts":1}'
+        )
 
 
 def test_content_with_png_image_decodes():
-    item = decode_content(json.dumps({"item_id": "m1", "title": "Alien", "categories": ["Sci-Fi"],
-                                      "image": base64.b64encode(PNG).decode(), "ts": 1}).encode())
+    item = decode_content(
+        json.dumps(
+            {
+                "item_id": "m1",
+                "title": "Alien",
+                "categories": ["Sci-Fi"],
+                "image": base64.b64encode(PNG).decode(),
+                "ts": 1,
+            }
+        ).encode()
+    )
     assert item.title == "Alien"
     assert item.categories == ("Sci-Fi",)
 
@@ -71,11 +93,17 @@ def test_content_with_png_image_decodes():
 )
 def test_content_with_bad_image_is_rejected(image: str, reason: str):
     with pytest.raises(InvalidRecordError, match=reason):
-        decode_content(json.dumps({"item_id": "m1", "title": "t", "image": image,
-                                   "ts": 1}).encode())
+        decode_content(
+            json.dumps({"item_id": "m1", "title": "t", "image": image, "ts": 1}).encode()
+        )
 
 
 def test_dead_letter_keeps_original_bytes_and_origin():
     record = DeadLetterV1.model_validate_json(dead_letter("bad", "events", 3, 42, b"\x00garbage"))
     assert base64.b64decode(record.original_b64) == b"\x00garbage"
-    assert (record.reason, record.topic, record.partition, record.offset) == ("bad", "events", 3, 42)
+    assert (record.reason, record.topic, record.partition, record.offset) == (
+        "bad",
+        "events",
+        3,
+        42,
+    )

@@ -1,0 +1,126 @@
+"""Events produced with kafka-python reach the Faust worker, land in Valkey, and come back
+as recommendations from the API: every hop a real process over a real socket."""
+
+import asyncio
+import json
+import os
+import time
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from kafka import KafkaConsumer
+
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState
+from recommender.settings import Settings
+from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
+from streams.producer import EventProducer
+from streams.records import ContentV1, DeadLetterV1, EventV1
+from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
+
+pytestmark = pytest.mark.integration
+
+
+async def _wait_for(settings: Settings, events: int, dead: int, timeout_s: float = 90) -> None:
+    redis = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True)
+    store, state = FeatureStore(redis, settings), ModelState(redis, 60)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            stats = await store.stats()
+            served = await state.current()
+            if (
+                stats.get("events_applied", 0) >= events
+                and stats.get("dead_letters", 0) >= dead
+                and served
+                and served.watermark >= events
+            ):
+                return
+            assert time.monotonic() < deadline, f"timed out: {stats}, {served}"
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+
+
+def test_events_flow_from_kafka_to_recommendations(settings: Settings):
+    interactions = clustered_interactions() + fan_of_scifi("alice")
+    with Runtime(settings, api_port=0) as rt:
+        with EventProducer(
+            bootstrap_servers(settings.kafka_url or ""),
+            settings.topic_events,
+            settings.topic_content,
+        ) as producer:
+            assert producer.idempotent
+            for item in SCI_FI:
+                producer.send_content(ContentV1(item_id=item, title=f"Film {item}", ts=1))
+            for e in interactions:
+                producer.send_event(
+                    EventV1(
+                        event_id=e.event_id,
+                        user_id=e.user_id,
+                        item_id=e.item_id,
+                        type=e.type,
+                        ts=e.ts,
+                    )
+                )
+            producer.send_raw(settings.topic_events, "mallory", b'{"event_id": 42}')
+            # A redelivery of an event already sent must not count twice.
+            first = interactions[0]
+            producer.send_event(
+                EventV1(
+                    event_id=first.event_id,
+                    user_id=first.user_id,
+                    item_id=first.item_id,
+                    type=first.type,
+                    ts=first.ts,
+                )
+            )
+        asyncio.run(_wait_for(rt.settings, len(interactions), dead=1))
+
+        resp = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 5})
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["model_version"]
+        ids = [i["item_id"] for i in body["items"]]
+        assert len(ids) == 5 and set(ids) <= set(SCI_FI[6:])  # her taste, none she has seen
+        assert all(i["title"] == f"Film {i['item_id']}" for i in body["items"])
+
+        unknown = httpx.get(f"{rt.api_url}/v1/users/nobody/recommendations").json()
+        assert len(unknown["items"]) == 10
+        assert {i["reason"] for i in unknown["items"]} == {"popular right now"}
+
+        too_many = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 10**9})
+        assert too_many.status_code == 422
+        health = httpx.get(f"{rt.api_url}/v1/health").json()
+        assert health["events_applied"] == len(interactions)  # the replay was suppressed
+
+    consumer = KafkaConsumer(
+        settings.topic_dead_letter,
+        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    letters = [DeadLetterV1.model_validate_json(m.value) for m in consumer]
+    consumer.close()
+    assert len(letters) == 1
+    assert letters[0].topic == settings.topic_events
+    assert json.loads(__import__("base64").b64decode(letters[0].original_b64)) == {"event_id": 42}
+
+
+def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):
+    rt = Runtime(Settings(data_dir=tmp_path), api_port=0)
+    try:
+        rt.start(worker=False)
+        assert rt.embedded
+        assert httpx.get(f"{rt.api_url}/v1/health").json()["status"] == "ok"
+        pids = [c.process.pid for c in rt.supervisor.children]
+        assert len(pids) == 3  # tansu, valkey, api
+        workdir = rt.log_dir.parent
+    finally:
+        rt.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not workdir.exists()

@@ -1,0 +1,74 @@
+"""Trainer and serving against a real Valkey: full fit, per-event updates, fallback."""
+
+import pytest
+
+from models.registry import ModelRegistry
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState
+from recommender.serving import REASON_CF, REASON_POPULAR, RecommendationService
+from recommender.training import Trainer
+from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def parts(redis, settings):
+    store = FeatureStore(redis, settings)
+    state = ModelState(redis, settings.user_ttl_s)
+    registry = ModelRegistry(settings.models_dir)
+    return store, state, registry, Trainer(store, state, registry, settings)
+
+
+async def test_no_fit_before_enough_events_then_fit_and_promote(parts):
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions()[:10])
+    assert await trainer.maybe_refit() is None
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.maybe_refit()
+    assert version is not None
+    served = await state.current()
+    assert served is not None and served.version == version and served.watermark == 600
+    assert registry.metadata(version)["users"] == 60
+
+
+async def test_a_new_users_clicks_reach_recommendations_without_a_refit(parts):
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.refit()
+    service = RecommendationService(store, state, registry)
+
+    cold = await service.recommend("alice", 5)
+    assert {i.reason for i in cold.items} == {REASON_POPULAR}
+
+    applied = await store.apply_interactions(fan_of_scifi("alice"))
+    await trainer.on_applied(applied)
+    recs = await service.recommend("alice", 5)
+    assert recs.model_version == version  # folded in, not refitted
+    assert [i.reason for i in recs.items] == [REASON_CF] * 5
+    assert {i.item_id for i in recs.items} <= set(SCI_FI[6:])
+
+
+async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts):
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions())
+    service = RecommendationService(store, state, registry)
+    v1 = await trainer.refit()
+    assert (await service.recommend("a0", 3)).model_version == v1
+    v2 = await trainer.refit()
+    recs = await service.recommend("a0", 40)
+    assert recs.model_version == v2 != v1
+    seen = await store.seen_items("a0")
+    assert not seen & {i.item_id for i in recs.items}
+    assert len(recs.items) == 30  # every unseen item, none repeated
+    assert len({i.item_id for i in recs.items}) == 30
+
+
+async def test_a_restarted_trainer_picks_up_the_served_version(parts, settings, redis):
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.refit()
+    fresh = Trainer(store, state, registry, settings)
+    await fresh.sync()
+    assert fresh.version == version
+    assert await fresh.maybe_refit() is None  # nothing new since the fit
