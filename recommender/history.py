@@ -55,9 +55,8 @@ def _to_epoch_ms(ts: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(ts, utc=True, errors="coerce")
     # pandas picks the parsed resolution (s, ms, ns); pin it to milliseconds.
     valid = parsed.notna()
-    millis = pd.Series(float("nan"), index=ts.index)
-    millis[valid] = parsed[valid].dt.as_unit("ms").astype("int64")
-    return millis
+    millis = parsed[valid].dt.as_unit("ms").astype("int64")
+    return millis.reindex(ts.index)  # unparseable dates become NaN, dropped as missing
 
 
 def _event_id(row: tuple[str, str, str, int]) -> str:

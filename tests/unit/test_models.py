@@ -8,8 +8,8 @@ import pytest
 from models.als import ALSModel
 from models.base import top_k
 from models.data import InteractionMatrix
-from models.registry import ModelRegistry
 from models.errors import ModelNotFoundError
+from models.registry import ModelRegistry
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions
 
 
