@@ -1,0 +1,32 @@
+"""The production compose file cannot run here; check what can be checked without Docker."""
+
+from pathlib import Path
+
+import yaml
+
+from recommender.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_has_kraft_kafka_aof_redis_worker_and_api():
+    services = _compose()["services"]
+    assert set(services) == {"kafka", "redis", "worker", "api"}
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    assert "--appendonly" in services["redis"]["command"]
+    for name in ("kafka", "redis"):
+        assert "healthcheck" in services[name]
+    assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_every_streamrec_variable_in_compose_is_a_setting():
+    fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    for service in _compose()["services"].values():
+        env = service.get("environment") or {}
+        for key in env:
+            if key.startswith("STREAMREC_"):
+                assert key in fields, key
