@@ -1,6 +1,7 @@
 """The production compose file cannot run here; check what can be checked without Docker."""
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -9,8 +10,9 @@ from recommender.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
 
 
 def test_compose_has_kraft_kafka_aof_redis_worker_and_api():
