@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         store = FeatureStore(redis, settings)
-        state = ModelState(redis, settings.user_ttl_s)
+        state = ModelState(redis)
         service = RecommendationService(store, state, ModelRegistry(settings.models_dir))
         try:
             yield {"settings": settings, "store": store, "service": service}

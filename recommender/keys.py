@@ -15,7 +15,7 @@ User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMA
 | `seen:{event_id}` | string | dedupe marker                                  | dedupe TTL       |
 | `stats`           | hash   | global counters (events applied, duplicates..) | fixed fields     |
 | `model:current`   | hash   | served model version and its data watermark    | one              |
-| `model:{v}:u:{p}` | string | base64 float32 user vector of model version v  | user TTL         |
+| `model:{v}:users` | hash   | pseudonym -> base64 float32 vector (version v) | retired on swap  |
 """
 
 from __future__ import annotations
@@ -56,8 +56,12 @@ def seen(event_id: str) -> str:
     return f"seen:{event_id}"
 
 
-def user_vector(version: str, pseudonym: str) -> str:
-    return f"model:{version}:u:{pseudonym}"
+def user_vectors(version: str) -> str:
+    return f"model:{version}:users"
+
+
+#: How long a replaced model version's user vectors stay readable for requests in flight.
+RETIRED_MODEL_TTL_S = 60
 
 
 #: Applies a batch of events atomically and idempotently.

@@ -24,9 +24,14 @@ class ServedModel:
 
 
 class ModelState:
-    def __init__(self, redis: aioredis.Redis, user_ttl_s: int) -> None:
+    """The served-version pointer and the user vectors of each version (one hash per version).
+
+    Promoting a version retires the previous one's vectors after a short grace, so memory holds
+    about one version's vectors however often the model is refitted.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._user_ttl_s = user_ttl_s
 
     async def current(self) -> ServedModel | None:
         raw = await self._redis.hgetall(keys.MODEL_CURRENT)
@@ -36,23 +41,33 @@ class ModelState:
 
     async def promote(self, version: str, watermark: int) -> None:
         """Point serving at ``version`` and tell listeners (the API swaps without a restart)."""
-        await self._redis.hset(
-            keys.MODEL_CURRENT, mapping={"version": version, "watermark": watermark}
-        )
-        await self._redis.publish(keys.MODEL_CHANNEL, version)
+        previous = await self.current()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.MODEL_CURRENT, mapping={"version": version, "watermark": watermark})
+        pipe.persist(keys.user_vectors(version))
+        if previous is not None and previous.version != version:
+            pipe.expire(keys.user_vectors(previous.version), keys.RETIRED_MODEL_TTL_S)
+        pipe.publish(keys.MODEL_CHANNEL, version)
+        await pipe.execute()
 
     async def write_user_vectors(
         self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
     ) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for pseudonym, vec in vectors.items():
-            # base64 keeps one decode_responses=True client for every key.
-            encoded = base64.b64encode(vec.astype(np.float32).tobytes()).decode()
-            pipe.set(keys.user_vector(version, pseudonym), encoded, ex=self._user_ttl_s)
-        await pipe.execute()
+        if not vectors:
+            return
+        # base64 keeps one decode_responses=True client for every key.
+        encoded = {
+            p: base64.b64encode(vec.astype(np.float32).tobytes()).decode()
+            for p, vec in vectors.items()
+        }
+        await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+
+    async def forget_users(self, version: str, pseudonyms: list[str]) -> None:
+        if pseudonyms:
+            await self._redis.hdel(keys.user_vectors(version), *pseudonyms)
 
     async def user_vector(self, version: str, pseudonym: str) -> npt.NDArray[np.float32] | None:
-        raw = await self._redis.get(keys.user_vector(version, pseudonym))
+        raw = await self._redis.hget(keys.user_vectors(version), pseudonym)
         if raw is None:
             return None
         return np.frombuffer(base64.b64decode(raw), dtype=np.float32)

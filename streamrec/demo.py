@@ -23,7 +23,7 @@ async def _wait_applied(rt: Runtime, expected: int, timeout_s: float) -> tuple[i
     """Wait until the worker applied ``expected`` events and a model covers them all."""
     redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
     store = FeatureStore(redis, rt.settings)
-    state = ModelState(redis, rt.settings.user_ttl_s)
+    state = ModelState(redis)
     deadline = time.monotonic() + timeout_s
     try:
         while True:

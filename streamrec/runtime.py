@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from recommender.settings import Settings
 from streamrec.embedded import EmbeddedInfrastructure, free_port
-from streamrec.supervisor import Supervisor
+from streamrec.supervisor import Child, Supervisor
 from streams.kafka import create_topics
 
 
@@ -65,14 +65,19 @@ class Runtime:
         self.settings.require_secrets()
         create_topics(self.settings)
         if worker:
-            self.supervisor.start(
-                "worker", [sys.executable, "-m", "streamrec", "worker"], self._child_env()
-            )
+            self.start_worker()
         if api:
-            self.supervisor.start(
-                "api", [sys.executable, "-m", "streamrec", "api"], self._child_env()
-            )
-            self.wait_api_ready()
+            self.start_api()
+
+    def start_worker(self, name: str = "worker") -> Child:
+        argv = [sys.executable, "-m", "streamrec", "worker"]
+        return self.supervisor.start(name, argv, self._child_env())
+
+    def start_api(self) -> Child:
+        argv = [sys.executable, "-m", "streamrec", "api"]
+        child = self.supervisor.start("api", argv, self._child_env())
+        self.wait_api_ready()
+        return child
 
     def _child_env(self) -> dict[str, str]:
         return {**os.environ, **self.settings.as_env(), "OPENBLAS_NUM_THREADS": "1"}

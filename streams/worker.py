@@ -76,9 +76,7 @@ def create_app(settings: Settings) -> faust.App:
 
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = FeatureStore(redis, settings)
-    trainer = Trainer(
-        store, ModelState(redis, settings.user_ttl_s), ModelRegistry(settings.models_dir), settings
-    )
+    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await dead_letter_topic.send(key=key, value=value)

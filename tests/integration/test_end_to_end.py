@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 async def _wait_for(settings: Settings, events: int, dead: int, timeout_s: float = 90) -> None:
     redis = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True)
-    store, state = FeatureStore(redis, settings), ModelState(redis, 60)
+    store, state = FeatureStore(redis, settings), ModelState(redis)
     deadline = time.monotonic() + timeout_s
     try:
         while True:

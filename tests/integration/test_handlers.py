@@ -21,7 +21,7 @@ def record(value: bytes, offset: int) -> RawRecord:
 
 async def test_bad_records_go_to_dead_letter_and_the_batch_goes_on(redis, settings):
     store = FeatureStore(redis, settings)
-    trainer = Trainer(store, ModelState(redis, 60), ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
     sent: list[tuple[bytes | None, bytes]] = []
 
     async def sink(key: bytes | None, value: bytes) -> None:

@@ -3,6 +3,7 @@
 import pytest
 
 from models.registry import ModelRegistry
+from recommender import keys
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.serving import REASON_CF, REASON_POPULAR, RecommendationService
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def parts(redis, settings):
     store = FeatureStore(redis, settings)
-    state = ModelState(redis, settings.user_ttl_s)
+    state = ModelState(redis)
     registry = ModelRegistry(settings.models_dir)
     return store, state, registry, Trainer(store, state, registry, settings)
 
@@ -49,7 +50,7 @@ async def test_a_new_users_clicks_reach_recommendations_without_a_refit(parts):
     assert {i.item_id for i in recs.items} <= set(SCI_FI[6:])
 
 
-async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts):
+async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts, redis):
     store, state, registry, trainer = parts
     await store.apply_interactions(clustered_interactions())
     service = RecommendationService(store, state, registry)
@@ -58,6 +59,9 @@ async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts):
     v2 = await trainer.refit()
     recs = await service.recommend("a0", 40)
     assert recs.model_version == v2 != v1
+    # Refits do not pile up vectors: the replaced version's expire shortly, the served one's not.
+    assert 0 < await redis.ttl(keys.user_vectors(v1)) <= keys.RETIRED_MODEL_TTL_S
+    assert await redis.ttl(keys.user_vectors(v2)) == -1
     seen = await store.seen_items("a0")
     assert not seen & {i.item_id for i in recs.items}
     assert len(recs.items) == 30  # every unseen item, none repeated
