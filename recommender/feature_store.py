@@ -23,6 +23,9 @@ class RecentInteraction:
     ts: int
 
 
+PSEUDONYM_CACHE_SIZE = 100_000
+
+
 class FeatureStore:
     """Reads and writes every feature streamrec keeps in Redis.
 
@@ -39,9 +42,16 @@ class FeatureStore:
         self._settings = settings
         self._secret = settings.pseudonym_secret
         self._apply = redis.register_script(keys.APPLY_EVENTS_LUA)
+        self._pseudonyms: dict[str, str] = {}
 
     def pseudonym(self, user_id: str) -> str:
-        return keys.pseudonymize(self._secret, user_id)
+        # Memoised: one HMAC per user rather than per event (bounded, cleared when full).
+        p = self._pseudonyms.get(user_id)
+        if p is None:
+            if len(self._pseudonyms) >= PSEUDONYM_CACHE_SIZE:
+                self._pseudonyms.clear()
+            p = self._pseudonyms[user_id] = keys.pseudonymize(self._secret, user_id)
+        return p
 
     async def apply_interactions(
         self, events: Sequence[Interaction], now_ms: int | None = None
@@ -51,19 +61,15 @@ class FeatureStore:
             return []
         s = self._settings
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        script_keys: list[str] = [keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS]
         args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
         for e in events:
-            p = self.pseudonym(e.user_id)
-            script_keys += [
-                keys.seen(e.event_id),
-                keys.user_items(p),
-                keys.user_recent(p),
-                keys.user_counts(p),
-            ]
             weight = event_weight(e, s.event_weights, s.rating_scale)
-            args += [e.item_id, e.type, repr(weight), e.ts, p]
-        applied = await self._apply(keys=script_keys, args=args)
+            args.append(
+                f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
+            )
+        applied = await self._apply(
+            keys=[keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS], args=args
+        )
         return [events[int(i)] for i in applied]
 
     async def upsert_items(self, items: Sequence[ItemMeta]) -> None:

@@ -104,6 +104,20 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.bench.ingest import run_ingest
+
+    out: Path = args.out
+    if args.which in {"ingest", "all"}:
+        run_ingest(
+            settings,
+            events=args.events,
+            freshness_s=args.freshness_seconds,
+            json_path=args.json or out / "ingest.json",
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import", help="publish a history CSV (user,item,rating|type,timestamp)")
     i.add_argument("file", type=Path)
     i.set_defaults(func=cmd_import)
+    b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
+    b.add_argument("which", choices=["ingest", "all"])
+    b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
+    b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
+    b.add_argument("--events", type=int, default=200_000)
+    b.add_argument("--freshness-seconds", type=float, default=30.0)
+    b.set_defaults(func=cmd_bench)
     return parser
 
 

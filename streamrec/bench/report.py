@@ -1,0 +1,37 @@
+"""Benchmark output: one JSON file and a readable table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def environment() -> dict[str, Any]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write(path: Path | None, name: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    """Print ``results`` as a table and write them (with the environment) as JSON."""
+    doc = {"benchmark": name, **results, "environment": environment()}
+    width = max(len(k) for k in results)
+    print(f"\n{name}")
+    print("-" * (width + 16))
+    for key, value in results.items():
+        shown = f"{value:,.1f}" if isinstance(value, float) else f"{value}"
+        print(f"{key:<{width}}  {shown:>12}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"(JSON: {path})")
+    return doc

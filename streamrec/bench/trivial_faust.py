@@ -1,0 +1,54 @@
+"""A Faust agent that does nothing per event: the framework's ceiling on this machine.
+
+Run as `python -m streamrec.bench.trivial_faust KAFKA_URL TOPIC N OUT_JSON`; it writes the
+elapsed time from its first event to its N-th into OUT_JSON and keeps idling until killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.kafka import faust_broker
+
+
+def main() -> None:
+    kafka_url, topic_name, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    app = faust.App(
+        f"trivial-{uuid.uuid4().hex[:6]}",
+        broker=faust_broker(kafka_url),
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+    )
+    topic = app.topic(topic_name, value_type=bytes, value_serializer="raw")
+
+    @app.agent(topic)
+    async def count(stream: Any) -> None:
+        seen = 0
+        first = 0.0
+        async for _ in stream:
+            seen += 1
+            if seen == 1:
+                first = time.perf_counter()
+            if seen == n:
+                elapsed = time.perf_counter() - first
+                result = json.dumps({"events": n, "seconds": elapsed})
+                await asyncio.to_thread(out.write_text, result)
+
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""MovieLens-shaped events: the real ratings, cycled with fresh users and ids to any size."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from streamrec.movielens import load_ratings
+
+
+def movielens_events(n: int, prefix: str = "b") -> Iterator[tuple[str, bytes]]:
+    """(key, value) pairs of `n` rating events in time order; pass r > 0 uses new user ids."""
+    ratings = load_ratings().sort_values("timestamp")
+    rows = list(
+        ratings[["userId", "movieId", "rating", "timestamp"]].itertuples(index=False, name=None)
+    )
+    produced = 0
+    cycle = 0
+    while produced < n:
+        for user, movie, rating, ts in rows:
+            if produced >= n:
+                return
+            user_id = f"{user}" if cycle == 0 else f"{user}-{cycle}"
+            event = {
+                "event_id": f"{prefix}-{produced}",
+                "user_id": user_id,
+                "item_id": str(movie),
+                "type": "rating",
+                "value": float(rating),
+                "ts": int(ts) * 1000,
+            }
+            yield user_id, json.dumps(event, separators=(",", ":")).encode()
+            produced += 1
+        cycle += 1
