@@ -19,7 +19,8 @@ def bootstrap_servers(url: str) -> str:
 
 
 def faust_broker(url: str) -> str:
-    return "kafka://" + bootstrap_servers(url)
+    """The broker URL for Faust, on streamrec's transport (see `streams.faust_transport`)."""
+    return "streamrec://" + bootstrap_servers(url)
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:

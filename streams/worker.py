@@ -18,6 +18,7 @@ from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.settings import Settings
 from recommender.training import Trainer
+from streams.faust_transport import set_fetch_max_wait
 from streams.handlers import RawRecord, RecordHandler
 from streams.kafka import faust_broker
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         topic_allow_declare=False,
     )
+    set_fetch_max_wait(app, settings.consumer_fetch_max_wait_ms)
     events_topic = app.topic(
         settings.topic_events,
         value_type=bytes,

@@ -16,6 +16,8 @@ from typing import Any
 
 import faust
 
+from recommender.settings import Settings
+from streams.faust_transport import set_fetch_max_wait
 from streams.kafka import faust_broker
 
 
@@ -32,6 +34,8 @@ def main() -> None:
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
     )
+    # The same fetch wait as the streamrec worker's default, so only the per-event work differs.
+    set_fetch_max_wait(app, Settings().consumer_fetch_max_wait_ms)
     topic = app.topic(topic_name, value_type=bytes, value_serializer="raw")
 
     @app.agent(topic)
