@@ -17,6 +17,14 @@ from recommender.weights import event_weight
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What a batch did: the events that were new, and the ones Redis refused (with why)."""
+
+    applied: list[Interaction]
+    failed: list[tuple[Interaction, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class RecentInteraction:
     type: str
     item_id: str
@@ -55,10 +63,10 @@ class FeatureStore:
 
     async def apply_interactions(
         self, events: Sequence[Interaction], now_ms: int | None = None
-    ) -> list[Interaction]:
-        """Apply a batch atomically; return the events that were new (replays are skipped)."""
+    ) -> ApplyResult:
+        """Apply a batch atomically; replays are skipped, a failing event does not stop the rest."""
         if not events:
-            return []
+            return ApplyResult([], [])
         s = self._settings
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
@@ -67,10 +75,14 @@ class FeatureStore:
             args.append(
                 f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
             )
-        applied = await self._apply(
+        result = await self._apply(
             keys=[keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS], args=args
         )
-        return [events[int(i)] for i in applied]
+        applied, failed = result
+        return ApplyResult(
+            [events[int(i)] for i in applied],
+            [(events[int(i)], str(why)) for i, why in zip(failed[::2], failed[1::2], strict=True)],
+        )
 
     async def upsert_items(self, items: Sequence[ItemMeta]) -> None:
         """Write item metadata and add the items to the catalogue (keeps the first-seen ts)."""

@@ -74,35 +74,45 @@ RETIRED_MODEL_TTL_S = 60
 #: ARGV = now_ms, dedupe_ttl_s, user_ttl_s, recent_cap, then one per event:
 #:        `event_id|pseudonym|item|type|weight|ts` (ids cannot hold `|`: the schema forbids it;
 #:        one joined argument is 6x fewer for redis-py to pack).
-#: Returns the 0-based indexes of the events that were new (and so applied).
+#: Returns {applied indexes, {failed index, reason, ...}} (0-based). An event is marked seen only
+#: after its updates succeeded, and a failing one does not stop the rest: Lua does not roll back
+#: the writes made before an error, so an abort would leave half a batch applied and unmarked.
 APPLY_EVENTS_LUA = """
 local users, popular, stats = KEYS[1], KEYS[2], KEYS[3]
 local now, dedupe_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local user_ttl, recent_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = #ARGV - 4
-local applied = {}
+local applied, failed = {}, {}
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts =
     string.match(ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
-  if redis.call('SET', '__SEEN__' .. eid, '1', 'NX', 'EX', dedupe_ttl) then
+  local seen = '__SEEN__' .. eid
+  if redis.call('EXISTS', seen) == 0 then
     local base = '__USER__' .. p
     local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
-    redis.call('HINCRBYFLOAT', items, item, weight)
-    redis.call('LPUSH', recent, etype .. '|' .. item .. '|' .. ts)
-    redis.call('LTRIM', recent, 0, recent_cap - 1)
-    redis.call('HINCRBY', counts, etype, 1)
-    local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
-    if tonumber(ts) > last then redis.call('HSET', counts, 'last_seen', ts) end
-    redis.call('EXPIRE', items, user_ttl)
-    redis.call('EXPIRE', recent, user_ttl)
-    redis.call('EXPIRE', counts, user_ttl)
-    redis.call('ZINCRBY', popular, 1, item)
-    redis.call('ZADD', users, now, p)
-    applied[#applied + 1] = i
+    -- The one write that can fail on valid-looking input goes first, under pcall.
+    local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
+    if type(ok) == 'table' and ok.err then
+      failed[#failed + 1] = i
+      failed[#failed + 1] = ok.err
+    else
+      redis.call('LPUSH', recent, etype .. '|' .. item .. '|' .. ts)
+      redis.call('LTRIM', recent, 0, recent_cap - 1)
+      redis.call('HINCRBY', counts, etype, 1)
+      local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
+      if tonumber(ts) > last then redis.call('HSET', counts, 'last_seen', ts) end
+      redis.call('EXPIRE', items, user_ttl)
+      redis.call('EXPIRE', recent, user_ttl)
+      redis.call('EXPIRE', counts, user_ttl)
+      redis.call('ZINCRBY', popular, 1, item)
+      redis.call('ZADD', users, now, p)
+      redis.call('SET', seen, '1', 'EX', dedupe_ttl)
+      applied[#applied + 1] = i
+    end
   end
 end
 redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - user_ttl * 1000))
 redis.call('HINCRBY', stats, 'events_applied', #applied)
-redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied)
-return applied
+redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2)
+return {applied, failed}
 """.replace("__SEEN__", SEEN_PREFIX).replace("__USER__", USER_PREFIX)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +39,7 @@ class RawRecord:
 
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 async def _with_retry(what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -68,15 +70,54 @@ class RecordHandler:
         )
         await _with_retry("count dead letter", lambda: self._store.incr_stat("dead_letters"))
 
-    async def handle_events(self, records: Sequence[RawRecord]) -> int:
-        """Apply a batch of event records; return how many were new."""
-        valid: list[Interaction] = []
+    def _decode_all(
+        self, records: Sequence[RawRecord], decode: Callable[[bytes], D]
+    ) -> tuple[list[tuple[RawRecord, D]], list[tuple[RawRecord, str]]]:
+        good: list[tuple[RawRecord, D]] = []
+        bad: list[tuple[RawRecord, str]] = []
         for record in records:
             try:
-                valid.append(decode_event(record.value))
+                good.append((record, decode(record.value)))
             except InvalidRecordError as exc:
-                await self._reject(record, str(exc))
-        applied = await _with_retry("apply events", lambda: self._store.apply_interactions(valid))
+                bad.append((record, str(exc)))
+        return good, bad
+
+    async def _apply_isolating(
+        self,
+        what: str,
+        pairs: list[tuple[RawRecord, D]],
+        apply: Callable[[list[D]], Awaitable[list[D]]],
+    ) -> list[D]:
+        """Apply the batch; if it fails for a reason other than Redis being away, apply record by
+        record and dead-letter the ones that fail. Safe because every apply is idempotent."""
+        try:
+            return await _with_retry(what, partial(apply, [d for _, d in pairs]))
+        except Exception:
+            log.exception(
+                "%s failed for a batch of %d; isolating the bad records", what, len(pairs)
+            )
+        done: list[D] = []
+        for record, decoded in pairs:
+            try:
+                done += await _with_retry(what, partial(apply, [decoded]))
+            except Exception as exc:
+                await self._reject(record, f"processing failed: {exc!r}")
+        return done
+
+    async def handle_events(self, records: Sequence[RawRecord]) -> int:
+        """Apply a batch of event records; return how many were new."""
+        pairs, bad = self._decode_all(records, decode_event)
+        for record, reason in bad:
+            await self._reject(record, reason)
+        record_of = {id(event): record for record, event in pairs}
+
+        async def apply(events: list[Interaction]) -> list[Interaction]:
+            result = await self._store.apply_interactions(events)
+            for event, reason in result.failed:
+                await self._reject(record_of[id(event)], f"processing failed: {reason}")
+            return result.applied
+
+        applied = await self._apply_isolating("apply events", pairs, apply)
         try:
             await self._trainer.on_applied(applied)
         except Exception:
@@ -85,11 +126,13 @@ class RecordHandler:
         return len(applied)
 
     async def handle_content(self, records: Sequence[RawRecord]) -> int:
-        items: list[ItemMeta] = []
-        for record in records:
-            try:
-                items.append(decode_content(record.value))
-            except InvalidRecordError as exc:
-                await self._reject(record, str(exc))
-        await _with_retry("upsert items", lambda: self._store.upsert_items(items))
-        return len(items)
+        """Apply a batch of content records; return how many were valid."""
+        pairs, bad = self._decode_all(records, decode_content)
+        for record, reason in bad:
+            await self._reject(record, reason)
+
+        async def upsert(items: list[ItemMeta]) -> list[ItemMeta]:
+            await self._store.upsert_items(items)
+            return items
+
+        return len(await self._apply_isolating("upsert items", pairs, upsert))

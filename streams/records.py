@@ -48,7 +48,7 @@ class EventV1(BaseModel):
     user_id: Id
     item_id: Id
     type: EventType
-    value: float | None = None
+    value: float | None = Field(None, ge=-1e9, le=1e9)
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     ts: int = Field(ge=0, description="epoch milliseconds")
 

@@ -20,9 +20,9 @@ def ev(
 async def test_replayed_events_are_applied_once(redis: aioredis.Redis, settings: Settings):
     store = FeatureStore(redis, settings)
     batch = [ev("e1", "alice", "x"), ev("e2", "alice", "y", "purchase"), ev("e3", "bob", "x")]
-    assert len(await store.apply_interactions(batch)) == 3
+    assert len((await store.apply_interactions(batch)).applied) == 3
     # A redelivered batch, mixed with one new event: only the new one counts.
-    again = await store.apply_interactions([*batch, ev("e4", "bob", "z")])
+    again = (await store.apply_interactions([*batch, ev("e4", "bob", "z")])).applied
     assert [e.event_id for e in again] == ["e4"]
     [alice] = await store.user_histories([store.pseudonym("alice")])
     w = settings.event_weights
@@ -36,7 +36,7 @@ async def test_replayed_events_are_applied_once(redis: aioredis.Redis, settings:
 
 async def test_duplicates_inside_one_batch_are_suppressed(redis, settings):
     store = FeatureStore(redis, settings)
-    applied = await store.apply_interactions([ev("same", "u", "x"), ev("same", "u", "x")])
+    applied = (await store.apply_interactions([ev("same", "u", "x"), ev("same", "u", "x")])).applied
     assert len(applied) == 1
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from models.registry import ModelRegistry
+from recommender import keys
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.training import Trainer
@@ -40,3 +41,34 @@ async def test_bad_records_go_to_dead_letter_and_the_batch_goes_on(redis, settin
     assert base64.b64decode(letters[0].original_b64) == b"\x00\x01"
     assert "type" in letters[1].reason
     assert (await store.stats())["dead_letters"] == 2
+
+
+async def test_a_record_whose_processing_fails_is_isolated_and_the_rest_applied(
+    redis, tmp_path, infra
+):
+    from tests.conftest import make_settings
+
+    # A weight so large that Valkey refuses the increment (inf) inside the Lua script.
+    weights = {**make_settings(tmp_path).event_weights, "rating": 1e300}
+    settings = make_settings(tmp_path, redis_url=infra.redis_url, event_weights=weights)
+    store = FeatureStore(redis, settings)
+    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    sent: list[bytes] = []
+
+    async def sink(key: bytes | None, value: bytes) -> None:
+        sent.append(value)
+
+    handler = RecordHandler(store, trainer, sink)
+    ok = {"user_id": "u", "item_id": "i", "type": "rating", "value": 1.0, "ts": 1}
+    batch = [
+        record(json.dumps({**ok, "event_id": "a"}).encode(), 0),
+        record(json.dumps({**ok, "event_id": "boom", "value": 1e9}).encode(), 1),
+        record(json.dumps({**ok, "event_id": "b"}).encode(), 2),
+    ]
+    assert await handler.handle_events(batch) == 2
+    [letter] = [DeadLetterV1.model_validate_json(v) for v in sent]
+    assert letter.offset == 1 and "processing failed" in letter.reason
+    stats = await store.stats()
+    assert stats["events_applied"] == 2 and stats["dead_letters"] == 1
+    # Not marked seen: once the cause is fixed, a replay from the dead-letter topic applies it.
+    assert not await redis.exists(keys.seen("boom"))

@@ -42,7 +42,7 @@ async def test_a_new_users_clicks_reach_recommendations_without_a_refit(parts):
     cold = await service.recommend("alice", 5)
     assert {i.reason for i in cold.items} == {REASON_POPULAR}
 
-    applied = await store.apply_interactions(fan_of_scifi("alice"))
+    applied = (await store.apply_interactions(fan_of_scifi("alice"))).applied
     await trainer.on_applied(applied)
     recs = await service.recommend("alice", 5)
     assert recs.model_version == version  # folded in, not refitted
