@@ -61,6 +61,7 @@ class RecordHandler:
         self._store = store
         self._trainer = trainer
         self._dead_letters = dead_letters
+        self._rejected = 0  # dead letters sent and not yet counted in the store
 
     async def _reject(self, record: RawRecord, reason: str) -> None:
         log.info("dead-letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
@@ -68,7 +69,14 @@ class RecordHandler:
             record.key,
             dead_letter(reason, record.topic, record.partition, record.offset, record.value),
         )
-        await _with_retry("count dead letter", lambda: self._store.incr_stat("dead_letters"))
+        self._rejected += 1
+
+    async def _count_rejected(self) -> None:
+        if self._rejected:
+            n, self._rejected = self._rejected, 0
+            await _with_retry(
+                "count dead letters", lambda: self._store.incr_stat("dead_letters", n)
+            )
 
     def _decode_all(
         self, records: Sequence[RawRecord], decode: Callable[[bytes], D]
@@ -123,6 +131,7 @@ class RecordHandler:
         except Exception:
             # The features are safe in Redis; the next refit folds these users in.
             log.exception("incremental model update failed for %d events", len(applied))
+        await self._count_rejected()
         return len(applied)
 
     async def handle_content(self, records: Sequence[RawRecord]) -> int:
@@ -135,4 +144,6 @@ class RecordHandler:
             await self._store.upsert_items(items)
             return items
 
-        return len(await self._apply_isolating("upsert items", pairs, upsert))
+        upserted = await self._apply_isolating("upsert items", pairs, upsert)
+        await self._count_rejected()
+        return len(upserted)

@@ -13,7 +13,7 @@ import math
 import time
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from recommender.errors import InvalidRecordError
 from recommender.settings import Settings
@@ -25,7 +25,10 @@ MAX_IMAGE_BYTES = 2 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s|]+$")]
+#: Printable, no whitespace, no `|` (the feature store's field separator).
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
+#: Epoch milliseconds up to the year 2286; strict, so `true` or `"1"` is no timestamp.
+Millis = Annotated[int, Strict(), Field(ge=0, le=10**13, description="epoch milliseconds")]
 EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]
 
 
@@ -50,7 +53,7 @@ class EventV1(BaseModel):
     type: EventType
     value: float | None = Field(None, ge=-1e9, le=1e9)
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    ts: int = Field(ge=0, description="epoch milliseconds")
+    ts: Millis
 
     @field_validator("value")
     @classmethod
@@ -77,7 +80,7 @@ class ContentV1(BaseModel):
         default_factory=list, max_length=50
     )
     image: str | None = Field(None, description="base64 PNG or JPEG")
-    ts: int = Field(ge=0, description="epoch milliseconds")
+    ts: Millis
 
     @field_validator("image")
     @classmethod

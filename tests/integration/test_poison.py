@@ -1,0 +1,71 @@
+"""10,000 hostile payloads mixed with valid events, through the real worker over Kafka."""
+
+import asyncio
+import random
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from kafka import KafkaConsumer, KafkaProducer
+
+from recommender.feature_store import FeatureStore
+from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
+from streams.records import DeadLetterV1
+from tests.poison import poison_payloads, valid_payloads
+
+pytestmark = pytest.mark.integration
+
+N_POISON, N_VALID = 10_000, 2_000
+
+
+async def _stats(settings) -> dict[str, int]:
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return await FeatureStore(client, settings).stats()
+    finally:
+        await client.aclose()
+
+
+def test_worker_survives_poison_and_loses_nothing(settings):
+    poison = poison_payloads(N_POISON)
+    valid = valid_payloads(N_VALID)
+    mixed: list[tuple[str, bytes]] = [(f"p{i}", p) for i, p in enumerate(poison)] + valid
+    random.Random(3).shuffle(mixed)
+    with Runtime(settings.model_copy(update={"als_min_events": 10**9}), api_port=0) as rt:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers(settings.kafka_url),
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=8 * 1024 * 1024,
+        )
+        for key, value in mixed:
+            producer.send(settings.topic_events, key=key.encode(), value=value)
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 120
+        while True:
+            rt.check_children()  # the worker never dies
+            stats = asyncio.run(_stats(rt.settings))
+            done = stats.get("events_applied", 0) + stats.get("dead_letters", 0)
+            if done >= len(mixed) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        rt.check_children()
+    assert stats.get("events_applied") == N_VALID
+    assert stats.get("dead_letters") == N_POISON
+
+    consumer = KafkaConsumer(
+        settings.topic_dead_letter,
+        bootstrap_servers=bootstrap_servers(settings.kafka_url),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    letters = [DeadLetterV1.model_validate_json(m.value) for m in consumer]
+    consumer.close()
+    assert len(letters) == N_POISON
+    assert all(d.reason and d.offset is not None for d in letters)
+    import base64
+
+    assert sorted(base64.b64decode(d.original_b64) for d in letters) == sorted(poison)
