@@ -44,7 +44,7 @@ async def _wait_for(settings: Settings, events: int, dead: int, timeout_s: float
         await redis.aclose()
 
 
-def test_events_flow_from_kafka_to_recommendations(settings: Settings):
+def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
     interactions = clustered_interactions() + fan_of_scifi("alice")
     with Runtime(settings, api_port=0) as rt:
         with EventProducer(

@@ -27,7 +27,7 @@ async def _stats(settings) -> dict[str, int]:
         await client.aclose()
 
 
-def test_worker_survives_poison_and_loses_nothing(settings):
+def test_worker_survives_poison_and_loses_nothing(settings, redis):
     poison = poison_payloads(N_POISON)
     valid = valid_payloads(N_VALID)
     mixed: list[tuple[str, bytes]] = [(f"p{i}", p) for i, p in enumerate(poison)] + valid
