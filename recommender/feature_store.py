@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from recommender import keys
 from recommender.settings import Settings
 from recommender.types import Interaction, ItemMeta
+from recommender.verification import FeatureSnapshot
 from recommender.weights import event_weight
 
 
@@ -153,6 +154,27 @@ class FeatureStore:
         pipe.zcard(keys.ITEMS_POPULAR)
         users, catalogue, popular = await pipe.execute()
         return int(users), max(int(catalogue), int(popular))
+
+    async def snapshot(self) -> FeatureSnapshot:
+        """Every live user's item weights and type counts, and item popularity."""
+        users = await self.active_users()
+        pipe = self._redis.pipeline(transaction=False)
+        for p in users:
+            pipe.hgetall(keys.user_items(p))
+            pipe.hgetall(keys.user_counts(p))
+        rows = await pipe.execute()
+        snap = FeatureSnapshot()
+        for p, items, counts in zip(users, rows[::2], rows[1::2], strict=True):
+            snap.user_items.update({(p, str(i)): float(w) for i, w in items.items()})
+            snap.user_counts.update(
+                {(p, str(t)): float(c) for t, c in counts.items() if t != "last_seen"}
+            )
+        popular = cast(
+            list[tuple[str, float]],
+            await self._redis.zrange(keys.ITEMS_POPULAR, 0, -1, withscores=True),
+        )
+        snap.popular = {str(i): float(c) for i, c in popular}
+        return snap
 
     async def incr_stat(self, name: str, amount: int = 1) -> None:
         await self._redis.hincrby(keys.STATS, name, amount)

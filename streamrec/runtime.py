@@ -69,9 +69,10 @@ class Runtime:
         if api:
             self.start_api()
 
-    def start_worker(self, name: str = "worker") -> Child:
+    def start_worker(self, name: str = "worker", settings: Settings | None = None) -> Child:
+        """Start a worker; ``settings`` (e.g. another consumer group) default to the runtime's."""
         argv = [sys.executable, "-m", "streamrec", "worker"]
-        return self.supervisor.start(name, argv, self._child_env())
+        return self.supervisor.start(name, argv, self._child_env(settings))
 
     def start_api(self) -> Child:
         argv = [sys.executable, "-m", "streamrec", "api"]
@@ -79,8 +80,9 @@ class Runtime:
         self.wait_api_ready()
         return child
 
-    def _child_env(self) -> dict[str, str]:
-        return {**os.environ, **self.settings.as_env(), "OPENBLAS_NUM_THREADS": "1"}
+    def _child_env(self, settings: Settings | None = None) -> dict[str, str]:
+        env = (settings or self.settings).as_env()
+        return {**os.environ, **env, "OPENBLAS_NUM_THREADS": "1"}
 
     def wait_api_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -93,6 +93,13 @@ class Supervisor:
         if child in self._children:
             self._children.remove(child)
 
+    def kill(self, child: Child) -> None:
+        """SIGKILL, as the OOM killer would: no handler runs, nothing is flushed."""
+        self._signal(child, signal.SIGKILL)
+        child.process.wait()
+        if child in self._children:
+            self._children.remove(child)
+
     def stop_all(self) -> None:
         for child in reversed(self._children):
             self._signal(child, signal.SIGTERM)
