@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,57 @@ class FeatureStore:
             ),
         )
         return [(item, float(score)) for item, score in rows if item not in excluded][:k]
+
+    async def clock(self) -> int:
+        """The stream's clock: the newest event time applied (epoch ms)."""
+        return int(float(await self._redis.hget(keys.STATS, "clock") or 0))
+
+    async def popular_in(
+        self, window: str, k: int, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        """The k items with most interactions in the window (`1h`, `24h`, `7d`) ending at the
+        stream clock, skipping ``exclude``."""
+        counts = await self._window_counts(keys.WINDOWS[window])
+        excluded = set(exclude)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(item, score) for item, score in ranked if item not in excluded][:k]
+
+    async def _window_counts(self, window: keys.Window) -> dict[str, float]:
+        bucket_keys = window.keys_ending_at(await self.clock())
+        rows = cast(
+            list[tuple[str, float]],
+            await self._redis.zunion(bucket_keys, withscores=True),
+        )
+        return {str(item): float(score) for item, score in rows}
+
+    async def trending(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """Items whose last-hour rate most exceeds their average hourly rate over 24 h.
+
+        Score = count_1h / (count_24h / 24 + 1): the +1 keeps a first-ever interaction from
+        looking like an infinite surge.
+        """
+        short = await self._window_counts(keys.WINDOWS["1h"])
+        long = await self._window_counts(keys.WINDOWS["24h"])
+        excluded = set(exclude)
+        scores = {
+            item: c / (long.get(item, c) / 24 + 1)
+            for item, c in short.items()
+            if item not in excluded
+        }
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    async def distinct_users(self, item_id: str) -> int:
+        """Approximate (HyperLogLog, ~0.8% error) number of users who touched the item."""
+        return int(await self._redis.pfcount(keys.item_users(item_id)))
+
+    async def category_affinity(self, user_id: str) -> dict[str, float]:
+        """Category -> the user's affinity, decayed to the stream clock (tau = 30 days)."""
+        raw = await self._redis.hgetall(keys.user_categories(self.pseudonym(user_id)))
+        base = float(raw.pop("_base", 0) or 0)
+        if not raw:
+            return {}
+        factor = math.exp((base - await self.clock()) / keys.AFFINITY_TAU_MS)
+        return {str(c): float(v) * factor for c, v in raw.items()}
 
     async def titles(self, item_ids: Sequence[str]) -> list[str | None]:
         pipe = self._redis.pipeline(transaction=False)

@@ -13,7 +13,7 @@ User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMA
 | `items:catalogue` | zset   | item -> first content ts                       | catalogue size   |
 | `items:popular`   | zset   | item -> interaction count                      | catalogue size   |
 | `seen:{event_id}` | string | dedupe marker                                  | dedupe TTL       |
-| `stats`           | hash   | global counters (events applied, duplicates..) | fixed fields     |
+| `stats`           | hash   | global counters; `clock` = newest event ts     | fixed fields     |
 | `model:current`   | hash   | served model version and its data watermark    | one              |
 | `model:{v}:users` | hash   | pseudonym -> base64 float32 vector (version v) | retired on swap  |
 """
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from dataclasses import dataclass
 
 USERS_ACTIVE = "users:active"
 ITEMS_CATALOGUE = "items:catalogue"
@@ -29,6 +31,35 @@ ITEMS_POPULAR = "items:popular"
 STATS = "stats"
 MODEL_CURRENT = "model:current"
 MODEL_CHANNEL = "model:changed"
+POP_PREFIX = "pop:"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A sliding popularity window, kept as `buckets` time buckets of `bucket_ms` each."""
+
+    name: str
+    bucket_ms: int
+    buckets: int
+
+    @property
+    def ttl_s(self) -> int:
+        return self.bucket_ms * (self.buckets + 1) // 1000
+
+    def keys_ending_at(self, ts_ms: int) -> list[str]:
+        last = ts_ms // self.bucket_ms
+        return [f"{POP_PREFIX}{self.name}:{b}" for b in range(last - self.buckets + 1, last + 1)]
+
+
+#: Popularity windows; a window's edge is accurate to one bucket.
+WINDOWS: dict[str, Window] = {
+    "1h": Window("1h", 5 * 60_000, 12),
+    "24h": Window("24h", 3_600_000, 24),
+    "7d": Window("7d", 6 * 3_600_000, 28),
+}
+
+#: Category affinity decays with this time constant (scores are kept in log space, see Lua).
+AFFINITY_TAU_MS = 30 * 86_400_000
 
 
 def pseudonymize(secret: bytes, user_id: str) -> str:
@@ -52,8 +83,19 @@ def user_counts(pseudonym: str) -> str:
     return f"{USER_PREFIX}{pseudonym}:counts"
 
 
+ITEM_PREFIX = "item:"
+
+
 def item_meta(item_id: str) -> str:
-    return f"item:{item_id}"
+    return f"{ITEM_PREFIX}{item_id}"
+
+
+def item_users(item_id: str) -> str:
+    return f"{ITEM_PREFIX}{item_id}:users"
+
+
+def user_categories(pseudonym: str) -> str:
+    return f"{USER_PREFIX}{pseudonym}:cats"
 
 
 def seen(event_id: str) -> str:
@@ -83,6 +125,9 @@ local now, dedupe_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local user_ttl, recent_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = #ARGV - 4
 local applied, failed = {}, {}
+local windows = cjson.decode('__WINDOWS__')
+local tau = __TAU__
+local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts =
     string.match(ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
@@ -106,13 +151,50 @@ for i = 0, n - 1 do
       redis.call('EXPIRE', counts, user_ttl)
       redis.call('ZINCRBY', popular, 1, item)
       redis.call('ZADD', users, now, p)
+      local t = tonumber(ts)
+      for w = 1, #windows, 3 do
+        local bucket = '__POP__' .. windows[w] .. ':' .. math.floor(t / windows[w + 1])
+        redis.call('ZINCRBY', bucket, 1, item)
+        redis.call('EXPIRE', bucket, windows[w + 2])
+      end
+      redis.call('PFADD', '__ITEM__' .. item .. ':users', p)
+      -- Category affinity in log space: add w * exp((ts - base) / tau); ranking needs no decay
+      -- of old fields, and reading multiplies by exp((base - now) / tau).
+      local cats_json = redis.call('HGET', '__ITEM__' .. item, 'categories')
+      if cats_json and cats_json ~= '[]' then
+        local cats = base .. ':cats'
+        local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
+        if not cbase then
+          cbase = t
+          redis.call('HSET', cats, '_base', t)
+        end
+        local boost = tonumber(weight) * math.exp((t - cbase) / tau)
+        for _, c in ipairs(cjson.decode(cats_json)) do
+          redis.call('HINCRBYFLOAT', cats, c, boost)
+        end
+        redis.call('EXPIRE', cats, user_ttl)
+      end
+      redis.call('HINCRBY', stats, 'type:' .. etype, 1)
+      if t > clock then clock = t end
       redis.call('SET', seen, '1', 'EX', dedupe_ttl)
       applied[#applied + 1] = i
     end
   end
 end
 redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - user_ttl * 1000))
+redis.call('HSET', stats, 'clock', clock)
 redis.call('HINCRBY', stats, 'events_applied', #applied)
 redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2)
 return {applied, failed}
-""".replace("__SEEN__", SEEN_PREFIX).replace("__USER__", USER_PREFIX)
+"""
+APPLY_EVENTS_LUA = (
+    APPLY_EVENTS_LUA.replace("__SEEN__", SEEN_PREFIX)
+    .replace("__USER__", USER_PREFIX)
+    .replace("__POP__", POP_PREFIX)
+    .replace("__ITEM__", ITEM_PREFIX)
+    .replace("__TAU__", str(AFFINITY_TAU_MS))
+    .replace(
+        "__WINDOWS__",
+        json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
+    )
+)

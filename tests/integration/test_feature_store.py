@@ -1,5 +1,7 @@
 """The feature store against a real Valkey."""
 
+import math
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -27,7 +29,9 @@ async def test_replayed_events_are_applied_once(redis: aioredis.Redis, settings:
     [alice] = await store.user_histories([store.pseudonym("alice")])
     w = settings.event_weights
     assert alice == {"x": w["click"], "y": w["purchase"]}
-    assert await store.stats() == {"events_applied": 4, "duplicates_suppressed": 3}
+    stats = await store.stats()
+    assert (stats["events_applied"], stats["duplicates_suppressed"]) == (4, 3)
+    assert (stats["type:click"], stats["type:purchase"], stats["clock"]) == (3, 1, 1000)
     top = await store.popular(3)
     assert top[0] == ("x", 2.0)
     assert sorted(top[1:]) == [("y", 1.0), ("z", 1.0)]
@@ -70,3 +74,63 @@ async def test_items_and_titles(redis, settings):
     await store.upsert_items([ItemMeta("m1", "Alien", 1, categories=("Sci-Fi",))])
     assert await store.titles(["m1", "unknown"]) == ["Alien", None]
     assert await store.counts() == (0, 1)
+
+
+HOUR = 3_600_000
+T0 = 1_700_000_000_000 // HOUR * HOUR  # an hour boundary, so buckets are predictable
+
+
+async def test_popularity_windows_slide_with_the_stream_clock(redis, settings):
+    store = FeatureStore(redis, settings)
+    old = [ev(f"o{i}", f"u{i}", "classic", ts=T0) for i in range(5)]  # 2 days before the end
+    day = [ev(f"d{i}", f"v{i}", "daily", ts=T0 + 40 * HOUR) for i in range(3)]
+    now = [ev(f"n{i}", f"w{i}", "hot", ts=T0 + 48 * HOUR) for i in range(2)]
+    await store.apply_interactions(old + day + now)
+    assert await store.clock() == T0 + 48 * HOUR
+    assert [i for i, _ in await store.popular_in("1h", 5)] == ["hot"]
+    assert await store.popular_in("24h", 5) == [("daily", 3.0), ("hot", 2.0)]
+    assert await store.popular_in("7d", 5) == [("classic", 5.0), ("daily", 3.0), ("hot", 2.0)]
+    assert await store.popular_in("7d", 5, exclude={"classic"}) == [("daily", 3.0), ("hot", 2.0)]
+
+
+async def test_trending_prefers_a_surge_over_steady_popularity(redis, settings):
+    store = FeatureStore(redis, settings)
+    steady = [
+        ev(f"s{h}-{i}", f"u{i}", "steady", ts=T0 + h * HOUR) for h in range(24) for i in range(4)
+    ]
+    surge = [ev(f"g{i}", f"v{i}", "surge", ts=T0 + 23 * HOUR + 1) for i in range(4)]
+    await store.apply_interactions(steady + surge)
+    top = await store.trending(2)
+    assert top[0][0] == "surge" and top[0][1] > top[1][1]
+
+
+async def test_distinct_users_and_per_type_counters(redis, settings):
+    store = FeatureStore(redis, settings)
+    await store.apply_interactions(
+        [ev("a", "u1", "x"), ev("b", "u1", "x", "view"), ev("c", "u2", "x", "purchase")]
+    )
+    assert await store.distinct_users("x") == 2
+    stats = await store.stats()
+    assert (stats["type:click"], stats["type:view"], stats["type:purchase"]) == (1, 1, 1)
+
+
+async def test_category_affinity_follows_taste_and_decays(redis, settings):
+    store = FeatureStore(redis, settings)
+    await store.upsert_items(
+        [
+            ItemMeta("alien", "Alien", 1, categories=("Sci-Fi", "Horror")),
+            ItemMeta("notebook", "The Notebook", 1, categories=("Romance",)),
+        ]
+    )
+    await store.apply_interactions(
+        [ev("1", "eve", "alien", "purchase", ts=T0), ev("2", "eve", "notebook", "view", ts=T0)]
+    )
+    affinity = await store.category_affinity("eve")
+    w = settings.event_weights
+    assert affinity["Sci-Fi"] == pytest.approx(w["purchase"])
+    assert affinity["Romance"] == pytest.approx(w["view"])
+    # 30 days later (one time constant), the same taste reads e times weaker.
+    await store.apply_interactions([ev("3", "zed", "other", ts=T0 + 30 * 86_400_000)])
+    later = await store.category_affinity("eve")
+    assert later["Sci-Fi"] == pytest.approx(w["purchase"] / math.e)
+    assert await store.category_affinity("nobody") == {}
