@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     als_min_events: int = Field(1000, ge=1, description="Events needed before the first fit")
     refit_growth: float = Field(0.2, gt=0, description="Refit when events grew by this fraction")
     refit_idle_s: float = Field(2.0, gt=0, description="Refit when the stream is quiet this long")
+    refit_min_interval_s: float = Field(
+        10.0, ge=0, description="No growth-triggered refit sooner than this after the last"
+    )
     refit_interval_s: float = Field(300.0, gt=0, description="Refit at least this often")
 
     @field_validator("event_weights")

@@ -81,8 +81,11 @@ class Trainer:
         if self._model is None:
             return True
         now = time.monotonic()
+        # Users are folded in per batch, so a refit is about item factors and new items; during a
+        # bulk load, back-to-back refits would only take CPU from ingestion.
+        grown = new >= s.refit_growth * max(self._fitted_at_events, 1)
         return (
-            new >= s.refit_growth * max(self._fitted_at_events, 1)
+            (grown and now - self._fitted_at >= s.refit_min_interval_s)
             or now - self._last_event >= s.refit_idle_s
             or now - self._fitted_at >= s.refit_interval_s
         )

@@ -53,6 +53,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "als_factors": 8,
         "als_iterations": 10,
         "als_min_events": 50,
+        "refit_min_interval_s": 0,
         # Tiny fixtures overfit with little regularisation (measured: 10 of 10 seeds at 0.05).
         "als_regularization": 1.0,
     }
