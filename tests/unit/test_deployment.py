@@ -32,3 +32,9 @@ def test_every_streamrec_variable_in_compose_is_a_setting():
         for key in env:
             if key.startswith("STREAMREC_"):
                 assert key in fields, key
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    undocumented = [n for n in Settings.model_fields if f"`STREAMREC_{n.upper()}`" not in readme]
+    assert undocumented == []
