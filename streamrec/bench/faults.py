@@ -82,7 +82,7 @@ def run_faults(
     settings: Settings,
     events: int = 50_000,
     kills: int = 5,
-    rate: float = 2500.0,
+    rate: float = 600.0,
     seed: int = 7,
     json_path: Path | None = None,
     quiet: bool = False,
