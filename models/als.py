@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +88,14 @@ class ALSModel(RecommenderModel):
             shape=(len(histories), len(self.item_ids)),
         )
 
+    @classmethod
+    def from_factors(
+        cls, item_ids: npt.NDArray[np.str_], item_factors: np.ndarray, **params: Any
+    ) -> Self:
+        model = cls(**params)
+        model._set_items(item_ids, item_factors)
+        return model
+
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
         """One least-squares solve per user against the fixed item factors (a partial fit)."""
         if not histories:
@@ -144,3 +152,20 @@ class ALSModel(RecommenderModel):
             model = cls(int(factors), reg, int(iters), alpha, int(seed))
             model._set_items(npz["item_ids"], npz["item_factors"])
         return model
+
+
+def fit_als(
+    data: InteractionMatrix, **params: Any
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Fit ALS and fold in every user of ``data``: (item ids, item factors, user vectors).
+
+    Module-level and returning plain arrays, so a process pool can run it: a full fit then never
+    competes with ingestion for the worker's GIL.
+    """
+    model = ALSModel(**params)
+    model.fit(data)
+    users = np.arange(data.matrix.shape[0])
+    vectors = np.atleast_2d(
+        np.asarray(model._als.recalculate_user(users, data.matrix), dtype=np.float32)
+    )
+    return model.item_ids, model.item_factors, vectors

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Executor
+from functools import partial
 
-from models.als import ALSModel
+from models.als import ALSModel, fit_als
 from models.data import InteractionMatrix
 from models.registry import ModelRegistry
 from recommender.feature_store import FeatureStore
@@ -28,12 +30,19 @@ class Trainer:
     """
 
     def __init__(
-        self, store: FeatureStore, state: ModelState, registry: ModelRegistry, settings: Settings
+        self,
+        store: FeatureStore,
+        state: ModelState,
+        registry: ModelRegistry,
+        settings: Settings,
+        fit_executor: Executor | None = None,
     ) -> None:
+        """``fit_executor`` runs full fits (a process pool in the worker); None: a thread."""
         self._store = store
         self._state = state
         self._registry = registry
         self._settings = settings
+        self._fit_executor = fit_executor
         self._model: ALSModel | None = None
         self._version: str | None = None
         self._fitted_at_events = 0
@@ -110,10 +119,19 @@ class Trainer:
             users = await self._store.active_users()
             histories = await self._store.user_histories(users)
             data = InteractionMatrix.from_histories(users, histories)
-            model = ALSModel(s.als_factors, s.als_regularization, s.als_iterations, s.als_alpha)
+            params = {
+                "factors": s.als_factors,
+                "regularization": s.als_regularization,
+                "iterations": s.als_iterations,
+                "alpha": s.als_alpha,
+            }
             started = time.perf_counter()
-            await asyncio.to_thread(model.fit, data)
+            loop = asyncio.get_running_loop()
+            item_ids, item_factors, vectors = await loop.run_in_executor(
+                self._fit_executor, partial(fit_als, data, **params)
+            )
             fit_s = time.perf_counter() - started
+            model = ALSModel.from_factors(item_ids, item_factors, **params)
             version = await asyncio.to_thread(
                 self._registry.save,
                 model,
@@ -123,15 +141,9 @@ class Trainer:
                     "items": len(data.item_ids),
                     "nnz": data.nnz,
                     "fit_seconds": round(fit_s, 3),
-                    "params": {
-                        "factors": s.als_factors,
-                        "regularization": s.als_regularization,
-                        "iterations": s.als_iterations,
-                        "alpha": s.als_alpha,
-                    },
+                    "params": params,
                 },
             )
-            vectors = model.user_vectors(histories)
             await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)))
             await self._state.promote(version, applied)
             self._model, self._version = model, version

@@ -7,7 +7,9 @@ can be too low, which made table recovery lose records after a kill.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import faust
@@ -78,7 +80,10 @@ def create_app(settings: Settings) -> faust.App:
 
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = FeatureStore(redis, settings)
-    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    # Full fits run in their own process (spawned: this one has threads), off the worker's GIL.
+    fit_pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    registry = ModelRegistry(settings.models_dir)
+    trainer = Trainer(store, ModelState(redis), registry, settings, fit_pool)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await dead_letter_topic.send(key=key, value=value)
