@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -25,6 +26,8 @@ from streams.handlers import RawRecord, RecordHandler
 from streams.kafka import faust_broker
 
 log = logging.getLogger(__name__)
+
+FIT_NICENESS = 10
 
 
 def _raw(events: Sequence[Any]) -> list[RawRecord]:
@@ -56,32 +59,27 @@ def create_app(settings: Settings) -> faust.App:
         topic_allow_declare=False,
     )
     set_fetch_max_wait(app, settings.consumer_fetch_max_wait_ms)
-    events_topic = app.topic(
-        settings.topic_events,
-        value_type=bytes,
-        key_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
-    content_topic = app.topic(
-        settings.topic_content,
-        value_type=bytes,
-        key_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
-    dead_letter_topic = app.topic(
-        settings.topic_dead_letter,
-        value_type=bytes,
-        key_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        # Raw bytes in and out: decoding is ours, so a bad record is a dead letter, not a crash.
+        return app.topic(
+            name, value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw"
+        )
+
+    events_topic = raw_topic(settings.topic_events)
+    content_topic = raw_topic(settings.topic_content)
+    dead_letter_topic = raw_topic(settings.topic_dead_letter)
 
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     store = FeatureStore(redis, settings)
-    # Full fits run in their own process (spawned: this one has threads), off the worker's GIL.
-    fit_pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    # Full fits run in their own process (spawned: this one has threads), off the worker's GIL,
+    # at low priority: background training must take only the CPU ingestion leaves.
+    fit_pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=os.nice,
+        initargs=(FIT_NICENESS,),
+    )
     registry = ModelRegistry(settings.models_dir)
     trainer = Trainer(store, ModelState(redis), registry, settings, fit_pool)
 

@@ -24,7 +24,7 @@ from recommender.feature_store import FeatureStore
 from recommender.settings import Settings
 from recommender.verification import FeatureSnapshot, compare, expected_features
 from streamrec.bench.report import write
-from streamrec.bench.workload import movielens_events
+from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 
@@ -89,15 +89,7 @@ def run_faults(
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:6]
-    settings = settings.model_copy(
-        update={
-            "topic_events": f"faults-events-{run}",
-            "topic_content": f"faults-content-{run}",
-            "topic_metrics": f"faults-metrics-{run}",
-            "topic_dead_letter": f"faults-dead-{run}",
-            "worker_id": f"faults-worker-{run}",
-        }
-    )
+    settings = isolated(settings, "faults")
     payloads = list(movielens_events(events, prefix=f"k{run}"))
     rt = Runtime(settings, api_port=0)
     try:

@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from recommender import keys
 from recommender.settings import Settings
 from streamrec.bench.report import write
-from streamrec.bench.workload import movielens_events
+from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 
@@ -221,16 +221,7 @@ def run_ingest(
     freshness_s: float = 30.0,
     json_path: Path | None = None,
 ) -> dict[str, Any]:
-    run = uuid.uuid4().hex[:6]
-    settings = settings.model_copy(
-        update={
-            "topic_events": f"bench-events-{run}",
-            "topic_content": f"bench-content-{run}",
-            "topic_metrics": f"bench-metrics-{run}",
-            "topic_dead_letter": f"bench-dead-{run}",
-            "worker_id": f"bench-worker-{run}",
-        }
-    )
+    settings = isolated(settings, "ingest")
     rt = Runtime(settings, api_port=0)
     try:
         rt.start(worker=False, api=False)

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
+from recommender.settings import Settings
 from streamrec.movielens import load_ratings
+
+
+def isolated(settings: Settings, prefix: str) -> Settings:
+    """Settings whose topics and consumer group belong to this run alone."""
+    run = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    return settings.model_copy(
+        update={
+            "topic_events": f"{run}-events",
+            "topic_content": f"{run}-content",
+            "topic_metrics": f"{run}-metrics",
+            "topic_dead_letter": f"{run}-dead-letter",
+            "worker_id": f"{run}-worker",
+        }
+    )
 
 
 def movielens_events(n: int, prefix: str = "b") -> Iterator[tuple[str, bytes]]:

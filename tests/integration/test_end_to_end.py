@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.settings import Settings
+from recommender.types import Interaction
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
@@ -21,6 +22,16 @@ from streams.records import ContentV1, DeadLetterV1, EventV1
 from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
 
 pytestmark = pytest.mark.integration
+
+
+def _wire(e: Interaction) -> EventV1:
+    return EventV1(
+        event_id=e.event_id,
+        user_id=e.user_id,
+        item_id=e.item_id,
+        type=e.type,
+        ts=e.ts,
+    )
 
 
 async def _wait_for(settings: Settings, events: int, dead: int, timeout_s: float = 90) -> None:
@@ -56,27 +67,10 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
             for item in SCI_FI:
                 producer.send_content(ContentV1(item_id=item, title=f"Film {item}", ts=1))
             for e in interactions:
-                producer.send_event(
-                    EventV1(
-                        event_id=e.event_id,
-                        user_id=e.user_id,
-                        item_id=e.item_id,
-                        type=e.type,
-                        ts=e.ts,
-                    )
-                )
+                producer.send_event(_wire(e))
             producer.send_raw(settings.topic_events, "mallory", b'{"event_id": 42}')
             # A redelivery of an event already sent must not count twice.
-            first = interactions[0]
-            producer.send_event(
-                EventV1(
-                    event_id=first.event_id,
-                    user_id=first.user_id,
-                    item_id=first.item_id,
-                    type=first.type,
-                    ts=first.ts,
-                )
-            )
+            producer.send_event(_wire(interactions[0]))
         asyncio.run(_wait_for(rt.settings, len(interactions), dead=1))
 
         resp = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 5})
