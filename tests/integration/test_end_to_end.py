@@ -118,3 +118,18 @@ def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not workdir.exists()
+
+
+def test_embedded_infrastructure_stops_and_removes_its_own_directory():
+    from streamrec.embedded import EmbeddedInfrastructure
+    from streamrec.supervisor import Supervisor
+
+    infra = EmbeddedInfrastructure(Supervisor())
+    infra.start()
+    pids = [c.process.pid for c in infra.children]
+    assert len(pids) == 2
+    infra.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not infra.workdir.exists()
