@@ -15,6 +15,7 @@ User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMA
 | `seen:{event_id}` | string | dedupe marker                                  | dedupe TTL       |
 | `stats`           | hash   | global counters; `clock` = newest event ts     | fixed fields     |
 | `model:current`   | hash   | served model version and its data watermark    | one              |
+| `dek:{p}`         | string | the user's data key, wrapped by the master key | until erasure    |
 | `model:{v}:users` | hash   | pseudonym -> base64 float32 vector (version v) | retired on swap  |
 """
 
@@ -100,6 +101,13 @@ def user_categories(pseudonym: str) -> str:
 
 def seen(event_id: str) -> str:
     return f"{SEEN_PREFIX}{event_id}"
+
+
+DATA_KEY_PREFIX = "dek:"
+
+
+def data_key(pseudonym: str) -> str:
+    return f"{DATA_KEY_PREFIX}{pseudonym}"
 
 
 def user_vectors(version: str) -> str:
@@ -198,3 +206,13 @@ APPLY_EVENTS_LUA = (
         json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
     )
 )
+
+
+#: Compare-and-set: KEYS[1] = ARGV[2] only if it still equals ARGV[1] (1 if set, else 0).
+COMPARE_AND_SET_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""

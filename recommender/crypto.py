@@ -1,0 +1,81 @@
+"""Envelope encryption of user data, with erasure by crypto-shredding.
+
+Each user has a data key (a Fernet key) of their own. It is stored only wrapped by the master keys
+(a `MultiFernet`; the first key encrypts, all of them decrypt), so rotating a master key re-wraps
+data keys without touching the data. Deleting a user's data key makes every copy of their
+ciphertext unreadable, wherever it lives (a backup, a Kafka record): that is the erasure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from recommender import keys
+from recommender.errors import ConfigurationError, StreamrecError
+
+
+class DataKeyMissingError(StreamrecError):
+    """The user has no data key: never had data, or was erased (shredded)."""
+
+
+def master_cipher(master_keys: Sequence[str]) -> MultiFernet:
+    """A MultiFernet from the configured keys, or a clear start-up error."""
+    if not master_keys:
+        raise ConfigurationError(
+            "at least one master key is needed to encrypt user data (Fernet.generate_key())"
+        )
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in master_keys])
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"a master key is not a valid Fernet key: {exc}") from None
+
+
+class UserDataCipher:
+    """Encrypts and decrypts one user's data under their own data key."""
+
+    def __init__(self, redis: aioredis.Redis, master: MultiFernet) -> None:
+        self._redis = redis
+        self._master = master
+        self._cas = redis.register_script(keys.COMPARE_AND_SET_LUA)
+
+    async def _data_key(self, pseudonym: str, create: bool) -> Fernet:
+        wrapped = await self._redis.get(keys.data_key(pseudonym))
+        if wrapped is None:
+            if not create:
+                raise DataKeyMissingError("no data key for this user")
+            fresh = self._master.encrypt(Fernet.generate_key()).decode()
+            # NX: two writers racing for a new user must end up with one key.
+            await self._redis.set(keys.data_key(pseudonym), fresh, nx=True)
+            wrapped = await self._redis.get(keys.data_key(pseudonym))
+        try:
+            return Fernet(self._master.decrypt(str(wrapped).encode()))
+        except InvalidToken:
+            raise ConfigurationError(
+                "a user's data key cannot be unwrapped with the configured master keys"
+            ) from None
+
+    async def encrypt(self, pseudonym: str, plaintext: bytes) -> bytes:
+        return (await self._data_key(pseudonym, create=True)).encrypt(plaintext)
+
+    async def decrypt(self, pseudonym: str, token: bytes) -> bytes:
+        """Raises `DataKeyMissingError` after erasure, `InvalidToken` for a tampered token."""
+        return (await self._data_key(pseudonym, create=False)).decrypt(token)
+
+    async def shred(self, pseudonym: str) -> bool:
+        """Destroy the user's data key; True if there was one. Idempotent."""
+        return bool(await self._redis.delete(keys.data_key(pseudonym)))
+
+    async def rotate(self) -> int:
+        """Re-wrap every data key under the primary master key; return how many."""
+        rotated = 0
+        async for key in self._redis.scan_iter(match=f"{keys.DATA_KEY_PREFIX}*", count=1000):
+            wrapped = await self._redis.get(key)
+            if wrapped is None:
+                continue  # erased meanwhile
+            fresh = self._master.rotate(str(wrapped).encode()).decode()
+            # Only if unchanged since read, so a concurrent shred is never undone.
+            rotated += int(await self._cas(keys=[key], args=[wrapped, fresh]))
+        return rotated
