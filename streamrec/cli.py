@@ -107,10 +107,13 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.bench.faults import run_faults
     from streamrec.bench.ingest import run_ingest
+    from streamrec.bench.quality import run_quality
 
     out: Path = args.out
     if args.which in {"faults", "all"}:
         run_faults(settings, json_path=args.json or out / "faults.json")
+    if args.which in {"quality", "all"}:
+        run_quality(settings, json_path=args.json or out / "quality.json")
     if args.which in {"ingest", "all"}:
         run_ingest(
             settings,
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", type=Path)
     i.set_defaults(func=cmd_import)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
-    b.add_argument("which", choices=["ingest", "faults", "all"])
+    b.add_argument("which", choices=["ingest", "faults", "quality", "all"])
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
     b.add_argument("--events", type=int, default=200_000)

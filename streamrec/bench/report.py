@@ -24,10 +24,11 @@ def environment() -> dict[str, Any]:
 def write(path: Path | None, name: str, results: Mapping[str, Any]) -> dict[str, Any]:
     """Print ``results`` as a table and write them (with the environment) as JSON."""
     doc = {"benchmark": name, **results, "environment": environment()}
-    width = max(len(k) for k in results)
+    scalars = {k: v for k, v in results.items() if not isinstance(v, dict | list)}
+    width = max(len(k) for k in scalars)
     print(f"\n{name}")
     print("-" * (width + 16))
-    for key, value in results.items():
+    for key, value in scalars.items():
         shown = f"{value:,.1f}" if isinstance(value, float) else f"{value}"
         print(f"{key:<{width}}  {shown:>12}")
     if path is not None:

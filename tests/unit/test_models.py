@@ -7,6 +7,7 @@ import pytest
 
 from models.als import ALSModel
 from models.base import top_k
+from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
@@ -90,3 +91,26 @@ def test_top_k_masks_excluded_and_handles_small_catalogues():
     assert top_k(ids, scores, 2)[0].tolist() == ["b", "c"]
     assert top_k(ids, scores, 5, [1])[0].tolist() == ["c", "a"]
     assert top_k(ids, scores, 5, [0, 1, 2])[0].size == 0
+
+
+@pytest.mark.parametrize("cls", [ItemKNNModel, EASEModel])
+def test_batch_baselines_honour_the_contract(cls, data: InteractionMatrix, tmp_path: Path):
+    model = cls()
+    model.fit(data)
+    history = {item: 1.0 for item in SCI_FI[:6]}
+    ids, scores = model.recommend(history, 5)
+    assert len(ids) == 5 and set(ids) <= set(SCI_FI[6:])
+    assert list(scores) == sorted(scores, reverse=True)
+    similar, _ = model.similar_items(ROMANCE[0], 3)
+    assert set(similar) <= set(ROMANCE[1:])
+    model.save(tmp_path / "m.npz")
+    again = cls.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.recommend(history, 5)[0], ids)
+
+
+def test_popularity_is_the_same_for_everyone_and_skips_history(data: InteractionMatrix):
+    model = PopularityModel()
+    model.fit(data)
+    a, _ = model.recommend({}, 3)
+    b, _ = model.recommend({str(a[0]): 1.0}, 3)
+    assert str(a[0]) not in b and list(a[1:]) == list(b[:2])

@@ -1,0 +1,97 @@
+"""Offline evaluation: a per-user temporal split and top-k ranking metrics.
+
+Every model is measured on the same split, with the same histories, in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from models.base import RecommenderModel
+from models.data import InteractionMatrix
+
+Histories = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Histories
+    test: dict[str, set[str]]
+
+    def matrix(self) -> InteractionMatrix:
+        users = sorted(self.train)
+        return InteractionMatrix.from_histories(users, [self.train[u] for u in users])
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    precision: float
+    recall: float
+    ndcg: float
+    map: float
+    coverage: float
+
+    def as_dict(self, k: int) -> dict[str, float]:
+        return {
+            f"{name}@{k}" if name != "coverage" else name: round(value, 4)
+            for name, value in asdict(self).items()
+        }
+
+
+def temporal_split(events: pd.DataFrame, test_fraction: float = 0.2, min_events: int = 5) -> Split:
+    """Each user's last ``test_fraction`` of events (by time) is their test set.
+
+    ``events`` has columns user_id, item_id, weight, ts. Users with fewer than ``min_events``
+    events stay whole in training; test items the user already had in training are dropped.
+    """
+    df = events.sort_values(["user_id", "ts"], kind="stable")
+    position = df.groupby("user_id").cumcount()
+    size = df.groupby("user_id")["item_id"].transform("size")
+    n_test = (size * test_fraction).astype(int)
+    in_test = (size >= min_events) & (position >= size - n_test)
+    train: Histories = {}
+    for user, item, weight in df.loc[~in_test, ["user_id", "item_id", "weight"]].itertuples(
+        index=False, name=None
+    ):
+        cell = train.setdefault(str(user), {})
+        cell[str(item)] = cell.get(str(item), 0.0) + float(weight)
+    test: dict[str, set[str]] = {}
+    for user, item in df.loc[in_test, ["user_id", "item_id"]].itertuples(index=False, name=None):
+        if str(item) not in train.get(str(user), {}):
+            test.setdefault(str(user), set()).add(str(item))
+    return Split(train, {u: items for u, items in test.items() if u in train})
+
+
+def evaluate(model: RecommenderModel, split: Split, k: int = 10) -> RankingMetrics:
+    """Precision, recall, NDCG and MAP at k averaged over test users; catalogue coverage."""
+    catalogue = {i for h in split.train.values() for i in h}
+    recommended: set[str] = set()
+    sums = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
+    for user, relevant in split.test.items():
+        ids, _ = model.recommend(split.train[user], k)
+        ranked = [str(i) for i in ids]
+        recommended.update(ranked)
+        for name, value in _user_metrics(ranked, relevant, k).items():
+            sums[name] += value
+    n = max(len(split.test), 1)
+    return RankingMetrics(
+        **{name: total / n for name, total in sums.items()},
+        coverage=len(recommended) / max(len(catalogue), 1),
+    )
+
+
+def _user_metrics(ranked: list[str], relevant: set[str], k: int) -> Mapping[str, float]:
+    hits = [item in relevant for item in ranked[:k]]
+    dcg = sum(1 / math.log2(rank + 2) for rank, hit in enumerate(hits) if hit)
+    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(relevant), k)))
+    precisions = [sum(hits[: rank + 1]) / (rank + 1) for rank, hit in enumerate(hits) if hit]
+    return {
+        "precision": sum(hits) / k,
+        "recall": sum(hits) / len(relevant),
+        "ndcg": dcg / ideal if ideal else 0.0,
+        "map": sum(precisions) / min(len(relevant), k),
+    }
