@@ -62,10 +62,6 @@ class ModelState:
         }
         await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
-    async def forget_users(self, version: str, pseudonyms: list[str]) -> None:
-        if pseudonyms:
-            await self._redis.hdel(keys.user_vectors(version), *pseudonyms)
-
     async def user_vector(self, version: str, pseudonym: str) -> npt.NDArray[np.float32] | None:
         raw = await self._redis.hget(keys.user_vectors(version), pseudonym)
         if raw is None:

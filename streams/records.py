@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import time
 from typing import Annotated, Literal, TypeVar
@@ -152,7 +151,3 @@ def dead_letter(
 
 def encode(record: BaseModel) -> bytes:
     return record.model_dump_json(exclude_none=True).encode()
-
-
-def encode_dict(record: dict[str, object]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode()
