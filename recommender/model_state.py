@@ -6,6 +6,7 @@ and a restart serves the same version.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
+from models.als import ALSModel
+from models.registry import ModelRegistry
 from recommender import keys
 
 
@@ -40,7 +43,8 @@ class ModelState:
         return ServedModel(str(raw["version"]), int(raw.get("watermark", 0)))
 
     async def promote(self, version: str, watermark: int) -> None:
-        """Point serving at ``version`` and tell listeners (the API swaps without a restart)."""
+        """Point serving at ``version``. Readers check the pointer (see `ServedModelCache`); the
+        notification on `MODEL_CHANNEL` is for listeners that prefer to be told."""
         previous = await self.current()
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.MODEL_CURRENT, mapping={"version": version, "watermark": watermark})
@@ -67,3 +71,31 @@ class ModelState:
         if raw is None:
             return None
         return np.frombuffer(base64.b64decode(raw), dtype=np.float32)
+
+
+class ServedModelCache:
+    """The served model, loaded once per version: what the API and every worker hold in memory.
+
+    `current` reads the pointer and loads a newer version from the registry when it moved, so a
+    promoted model is picked up without a restart. `adopt` installs a model this process has just
+    fitted and promoted, without reading it back from disk.
+    """
+
+    def __init__(self, state: ModelState, registry: ModelRegistry) -> None:
+        self._state = state
+        self._registry = registry
+        self._lock = asyncio.Lock()
+        self.version: str | None = None
+        self.model: ALSModel | None = None
+
+    async def current(self) -> tuple[ServedModel | None, ALSModel | None]:
+        served = await self._state.current()
+        if served is not None and served.version != self.version:
+            async with self._lock:
+                if served.version != self.version:
+                    loaded = await asyncio.to_thread(self._registry.load, served.version)
+                    self.adopt(served.version, loaded)
+        return served, self.model
+
+    def adopt(self, version: str, model: ALSModel) -> None:
+        self.version, self.model = version, model

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from models.als import ALSModel
 from models.registry import ModelRegistry
 from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
+from recommender.model_state import ModelState, ServedModelCache
 from recommender.types import ScoredItem
 
 REASON_CF = "people with similar taste liked it"
@@ -26,36 +24,23 @@ class Recommendations:
 class RecommendationService:
     """Answers recommendation requests from the feature store and the served model.
 
-    The served version is checked on every request (one Redis read), and a newer one is loaded
-    once, so a promoted model is served without a restart.
+    The served version is checked on every request (one Redis read) through `ServedModelCache`,
+    so a promoted model is served without a restart.
     """
 
     def __init__(self, store: FeatureStore, state: ModelState, registry: ModelRegistry) -> None:
         self._store = store
         self._state = state
-        self._registry = registry
-        self._model: ALSModel | None = None
-        self._version: str | None = None
-        self._lock = asyncio.Lock()
-
-    async def _served_model(self) -> tuple[str | None, ALSModel | None]:
-        served = await self._state.current()
-        if served is None:
-            return None, None
-        if served.version != self._version:
-            async with self._lock:
-                if served.version != self._version:
-                    self._model = await asyncio.to_thread(self._registry.load, served.version)
-                    self._version = served.version
-        return self._version, self._model
+        self._served = ServedModelCache(state, registry)
 
     async def served_version(self) -> str | None:
-        served = await self._state.current()
+        served, _ = await self._served.current()
         return served.version if served else None
 
     async def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> Recommendations:
         """Top-k unseen items for ``user_id``; an unknown user gets the popular ones."""
-        version, model = await self._served_model()
+        served, model = await self._served.current()
+        version = served.version if served else None
         seen = await self._store.seen_items(user_id)
         excluded = seen | set(exclude)
         items: list[tuple[str, float, str]] = []

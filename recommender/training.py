@@ -13,7 +13,7 @@ from models.als import ALSModel, fit_als
 from models.data import InteractionMatrix
 from models.registry import ModelRegistry
 from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
+from recommender.model_state import ModelState, ServedModelCache
 from recommender.settings import Settings
 from recommender.types import Interaction
 
@@ -26,7 +26,8 @@ class Trainer:
     `on_applied` runs after every feature-store batch: it recomputes the vectors of the users the
     batch touched from their *full* history (a partial fit) and writes them for the API.
     `maybe_refit` runs on a timer: it refits from scratch when the data grew enough, when the stream
-    has gone quiet, or when the interval has passed, in a thread, so ingestion goes on meanwhile.
+    has gone quiet, or when the interval has passed, on ``fit_executor`` (in the worker, a process
+    of its own), so ingestion goes on meanwhile.
     """
 
     def __init__(
@@ -43,8 +44,7 @@ class Trainer:
         self._registry = registry
         self._settings = settings
         self._fit_executor = fit_executor
-        self._model: ALSModel | None = None
-        self._version: str | None = None
+        self._served = ServedModelCache(state, registry)
         self._fitted_at_events = 0
         self._fitted_at = time.monotonic()
         self._last_event = time.monotonic()
@@ -53,16 +53,14 @@ class Trainer:
 
     @property
     def version(self) -> str | None:
-        return self._version
+        return self._served.version
 
     async def sync(self) -> None:
         """Load the served version if another process promoted a newer one."""
-        served = await self._state.current()
-        if served is None or served.version == self._version:
-            return
-        self._model = await asyncio.to_thread(self._registry.load, served.version)
-        self._version = served.version
-        self._fitted_at_events = served.watermark
+        before = self._served.version
+        served, _ = await self._served.current()
+        if served is not None and served.version != before:
+            self._fitted_at_events = served.watermark
 
     async def on_applied(self, events: Iterable[Interaction]) -> None:
         pseudonyms = {self._store.pseudonym(e.user_id) for e in events}
@@ -74,7 +72,7 @@ class Trainer:
         await self.update_users(pseudonyms)
 
     async def update_users(self, pseudonyms: Iterable[str]) -> None:
-        model, version = self._model, self._version
+        model, version = self._served.model, self._served.version
         if model is None or version is None:
             return
         users = sorted(pseudonyms)
@@ -87,7 +85,7 @@ class Trainer:
         new = applied - self._fitted_at_events
         if applied < s.als_min_events or new <= 0:
             return False
-        if self._model is None:
+        if self._served.model is None:
             return True
         now = time.monotonic()
         # Users are folded in per batch, so a refit is about item factors and new items; during a
@@ -146,7 +144,7 @@ class Trainer:
             )
             await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)))
             await self._state.promote(version, applied)
-            self._model, self._version = model, version
+            self._served.adopt(version, model)
             self._fitted_at_events, self._fitted_at = applied, time.monotonic()
             log.info(
                 "model %s fitted on %d users, %d items, %d events in %.2fs",
