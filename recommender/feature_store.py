@@ -36,6 +36,13 @@ class RecentInteraction:
 PSEUDONYM_CACHE_SIZE = 100_000
 
 
+def _top(scores: Mapping[str, float], k: int, exclude: Iterable[str]) -> list[tuple[str, float]]:
+    """The k best (item, score), best first, ties by item id, skipping ``exclude``."""
+    excluded = set(exclude)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(item, score) for item, score in ranked if item not in excluded][:k]
+
+
 class FeatureStore:
     """Reads and writes every feature streamrec keeps in Redis.
 
@@ -146,16 +153,13 @@ class FeatureStore:
     ) -> list[tuple[str, float]]:
         """The k items with most interactions in the window (`1h`, `24h`, `7d`) ending at the
         stream clock, skipping ``exclude``."""
-        counts = await self._window_counts(keys.WINDOWS[window])
-        excluded = set(exclude)
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(item, score) for item, score in ranked if item not in excluded][:k]
+        counts = await self._window_counts(keys.WINDOWS[window], await self.clock())
+        return _top(counts, k, exclude)
 
-    async def _window_counts(self, window: keys.Window) -> dict[str, float]:
-        bucket_keys = window.keys_ending_at(await self.clock())
+    async def _window_counts(self, window: keys.Window, clock: int) -> dict[str, float]:
         rows = cast(
             list[tuple[str, float]],
-            await self._redis.zunion(bucket_keys, withscores=True),
+            await self._redis.zunion(window.keys_ending_at(clock), withscores=True),
         )
         return {str(item): float(score) for item, score in rows}
 
@@ -165,15 +169,11 @@ class FeatureStore:
         Score = count_1h / (count_24h / 24 + 1): the +1 keeps a first-ever interaction from
         looking like an infinite surge.
         """
-        short = await self._window_counts(keys.WINDOWS["1h"])
-        long = await self._window_counts(keys.WINDOWS["24h"])
-        excluded = set(exclude)
-        scores = {
-            item: c / (long.get(item, c) / 24 + 1)
-            for item, c in short.items()
-            if item not in excluded
-        }
-        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        clock = await self.clock()
+        short = await self._window_counts(keys.WINDOWS["1h"], clock)
+        long = await self._window_counts(keys.WINDOWS["24h"], clock)
+        scores = {item: c / (long.get(item, c) / 24 + 1) for item, c in short.items()}
+        return _top(scores, k, exclude)
 
     async def distinct_users(self, item_id: str) -> int:
         """Approximate (HyperLogLog, ~0.8% error) number of users who touched the item."""
@@ -210,16 +210,16 @@ class FeatureStore:
     async def snapshot(self) -> FeatureSnapshot:
         """Every live user's item weights and type counts, and item popularity."""
         users = await self.active_users()
+        histories = await self.user_histories(users)
         pipe = self._redis.pipeline(transaction=False)
         for p in users:
-            pipe.hgetall(keys.user_items(p))
             pipe.hgetall(keys.user_counts(p))
-        rows = await pipe.execute()
+        counts = await pipe.execute()
         snap = FeatureSnapshot()
-        for p, items, counts in zip(users, rows[::2], rows[1::2], strict=True):
-            snap.user_items.update({(p, str(i)): float(w) for i, w in items.items()})
+        for p, items, type_counts in zip(users, histories, counts, strict=True):
+            snap.user_items.update({(p, i): w for i, w in items.items()})
             snap.user_counts.update(
-                {(p, str(t)): float(c) for t, c in counts.items() if t != "last_seen"}
+                {(p, str(t)): float(c) for t, c in type_counts.items() if t != "last_seen"}
             )
         popular = cast(
             list[tuple[str, float]],
