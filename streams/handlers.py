@@ -78,17 +78,17 @@ class RecordHandler:
                 "count dead letters", lambda: self._store.incr_stat("dead_letters", n)
             )
 
-    def _decode_all(
+    async def _decode_or_reject(
         self, records: Sequence[RawRecord], decode: Callable[[bytes], D]
-    ) -> tuple[list[tuple[RawRecord, D]], list[tuple[RawRecord, str]]]:
+    ) -> list[tuple[RawRecord, D]]:
+        """Decoded records paired with their raw form; the undecodable ones are dead-lettered."""
         good: list[tuple[RawRecord, D]] = []
-        bad: list[tuple[RawRecord, str]] = []
         for record in records:
             try:
                 good.append((record, decode(record.value)))
             except InvalidRecordError as exc:
-                bad.append((record, str(exc)))
-        return good, bad
+                await self._reject(record, str(exc))
+        return good
 
     async def _apply_isolating(
         self,
@@ -114,9 +114,7 @@ class RecordHandler:
 
     async def handle_events(self, records: Sequence[RawRecord]) -> int:
         """Apply a batch of event records; return how many were new."""
-        pairs, bad = self._decode_all(records, decode_event)
-        for record, reason in bad:
-            await self._reject(record, reason)
+        pairs = await self._decode_or_reject(records, decode_event)
         record_of = {id(event): record for record, event in pairs}
 
         async def apply(events: list[Interaction]) -> list[Interaction]:
@@ -136,9 +134,7 @@ class RecordHandler:
 
     async def handle_content(self, records: Sequence[RawRecord]) -> int:
         """Apply a batch of content records; return how many were valid."""
-        pairs, bad = self._decode_all(records, decode_content)
-        for record, reason in bad:
-            await self._reject(record, reason)
+        pairs = await self._decode_or_reject(records, decode_content)
 
         async def upsert(items: list[ItemMeta]) -> list[ItemMeta]:
             await self._store.upsert_items(items)
