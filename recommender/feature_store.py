@@ -36,6 +36,11 @@ class RecentInteraction:
 PSEUDONYM_CACHE_SIZE = 100_000
 
 
+def parse_stats(raw: Mapping[Any, Any]) -> dict[str, int]:
+    """The `stats` hash as integers (Lua writes some counters as floats)."""
+    return {str(k): int(float(v)) for k, v in raw.items()}
+
+
 def _top(scores: Mapping[str, float], k: int, exclude: Iterable[str]) -> list[tuple[str, float]]:
     """The k best (item, score), best first, ties by item id, skipping ``exclude``."""
     excluded = set(exclude)
@@ -195,8 +200,7 @@ class FeatureStore:
         return list(await pipe.execute())
 
     async def stats(self) -> dict[str, int]:
-        raw = await self._redis.hgetall(keys.STATS)
-        return {str(k): int(float(v)) for k, v in raw.items()}
+        return parse_stats(await self._redis.hgetall(keys.STATS))
 
     async def counts(self) -> tuple[int, int]:
         """(users with live features, items in the catalogue or with interactions)."""

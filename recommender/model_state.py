@@ -10,6 +10,7 @@ import asyncio
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,13 @@ class ServedModel:
     version: str
     watermark: int  # events applied to the feature store when the model was fitted
 
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> ServedModel | None:
+        """From the `model:current` hash; None when no model is served yet."""
+        if not raw.get("version"):
+            return None
+        return cls(str(raw["version"]), int(raw.get("watermark", 0)))
+
 
 class ModelState:
     """The served-version pointer and the user vectors of each version (one hash per version).
@@ -37,10 +45,7 @@ class ModelState:
         self._redis = redis
 
     async def current(self) -> ServedModel | None:
-        raw = await self._redis.hgetall(keys.MODEL_CURRENT)
-        if not raw.get("version"):
-            return None
-        return ServedModel(str(raw["version"]), int(raw.get("watermark", 0)))
+        return ServedModel.from_hash(await self._redis.hgetall(keys.MODEL_CURRENT))
 
     async def promote(self, version: str, watermark: int) -> None:
         """Point serving at ``version``. Readers check the pointer (see `ServedModelCache`); the

@@ -10,36 +10,12 @@ import redis.asyncio as aioredis
 
 from recommender.feature_store import FeatureStore
 from recommender.history import clean_history
-from recommender.model_state import ModelState
 from recommender.settings import Settings
 from streamrec.movielens import load_ratings, movies
 from streamrec.publish import publish_events, publish_items
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
-
-
-async def _wait_applied(rt: Runtime, expected: int, timeout_s: float) -> tuple[int, str | None]:
-    """Wait until the worker applied ``expected`` events and a model covers them all."""
-    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
-    store = FeatureStore(redis, rt.settings)
-    state = ModelState(redis)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            rt.check_children()
-            applied = (await store.stats()).get("events_applied", 0)
-            served = await state.current()
-            if applied >= expected and served and served.watermark >= expected:
-                return applied, served.version
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"worker applied {applied}/{expected} events; served model "
-                    f"covers {served.watermark if served else 0}"
-                )
-            await asyncio.sleep(0.2)
-    finally:
-        await redis.aclose()
 
 
 async def _show_user(rt: Runtime, user_id: str, titles: dict[str, str]) -> None:
@@ -92,7 +68,10 @@ def run_demo(
         with producer:
             publish_items(producer, catalogue, total=len(catalogue))
             sent = publish_events(producer, events)
-        applied, version = asyncio.run(_wait_applied(rt, sent, timeout_s))
+        done = rt.wait_for(
+            lambda p: p.applied >= sent and p.model_watermark >= sent, timeout_s, poll_s=0.2
+        )
+        applied, version = done.applied, done.served.version if done.served else None
         elapsed = time.perf_counter() - started
 
         counts = events.groupby("user_id").size()

@@ -8,16 +8,43 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+import redis
 from pydantic import SecretStr
 
+from recommender import keys
+from recommender.feature_store import parse_stats
+from recommender.model_state import ServedModel
 from recommender.settings import Settings
 from streamrec.embedded import EmbeddedInfrastructure, free_port
 from streamrec.supervisor import Child, Supervisor
 from streams.kafka import create_topics
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the system got: the feature store's counters and the served model."""
+
+    stats: dict[str, int]
+    served: ServedModel | None
+
+    @property
+    def applied(self) -> int:
+        return self.stats.get("events_applied", 0)
+
+    @property
+    def model_watermark(self) -> int:
+        return self.served.watermark if self.served else 0
+
+
+def applied_at_least(n: int) -> Callable[[Progress], bool]:
+    """A `Runtime.wait_for` condition: the worker applied ``n`` events or more."""
+    return lambda progress: progress.applied >= n
 
 
 class Runtime:
@@ -44,6 +71,7 @@ class Runtime:
         self._api_port = port or free_port()
         self._base_settings = settings
         self.settings = settings
+        self._clients: dict[str, redis.Redis] = {}
 
     @property
     def api_url(self) -> str:
@@ -104,9 +132,44 @@ class Runtime:
                 f"{self.supervisor.tail(child)}"
             )
 
+    def progress(self, redis_url: str | None = None) -> Progress:
+        """Counters and served model, read in one round trip (default: the runtime's Redis)."""
+        url = redis_url or self.settings.redis_url or ""
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = redis.Redis.from_url(url, decode_responses=True)
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.STATS)
+        pipe.hgetall(keys.MODEL_CURRENT)
+        stats, current = pipe.execute()
+        return Progress(parse_stats(stats), ServedModel.from_hash(current))
+
+    def wait_for(
+        self,
+        done: Callable[[Progress], bool],
+        timeout_s: float,
+        redis_url: str | None = None,
+        poll_s: float = 0.05,
+    ) -> Progress:
+        """Poll `progress` until ``done``; raise if a child dies or the time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_children()
+            progress = self.progress(redis_url)
+            if done(progress):
+                return progress
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"not done after {timeout_s}s: {progress.stats}, model {progress.served}"
+                )
+            time.sleep(poll_s)
+
     def stop(self) -> None:
         """Stop every child, the API and worker before the infrastructure, and remove the
         run's directory (the embedded infrastructure keeps its data inside it)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
         self.supervisor.stop_all()
         shutil.rmtree(self._workdir, ignore_errors=True)
 

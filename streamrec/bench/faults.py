@@ -25,16 +25,13 @@ from recommender.settings import Settings
 from recommender.verification import FeatureSnapshot, compare, expected_features
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
-from streamrec.runtime import Runtime
+from streamrec.runtime import Runtime, applied_at_least
 from streams.kafka import bootstrap_servers
 
 
-def _applied(url: str) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return int(float(client.hget(keys.STATS, "events_applied") or 0))
-    finally:
-        client.close()
+def _flush(url: str) -> None:
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
 
 
 def _produce(
@@ -69,15 +66,6 @@ async def _snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[str, int]
         await client.aclose()
 
 
-def _wait_applied(rt: Runtime, url: str, n: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _applied(url) < n:
-        rt.check_children()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"applied {_applied(url)}/{n} after {timeout_s}s")
-        time.sleep(0.1)
-
-
 def run_faults(
     settings: Settings,
     events: int = 50_000,
@@ -103,18 +91,19 @@ def run_faults(
         recovery: list[float] = []
         for k in range(kills):
             # Kill mid-processing: once this worker has applied something, at a random moment.
-            before = _applied(url)
-            _wait_applied(rt, url, min(before + 1, events), timeout_s=120)
+            before = rt.progress().applied
+            rt.wait_for(applied_at_least(min(before + 1, events)), 120, poll_s=0.1)
             time.sleep(rng.uniform(0.2, 2.0))
             rt.supervisor.kill(worker)
             if not quiet:
-                print(f"kill {k + 1}/{kills} at {_applied(url)} applied, {acked[0]} produced")
+                applied_now = rt.progress().applied
+                print(f"kill {k + 1}/{kills} at {applied_now} applied, {acked[0]} produced")
             worker = rt.start_worker()
             target, restarted = acked[0], time.perf_counter()
-            _wait_applied(rt, url, target, timeout_s=120)
+            rt.wait_for(applied_at_least(target), 120, poll_s=0.1)
             recovery.append(time.perf_counter() - restarted)
         producer.join()
-        _wait_applied(rt, url, events, timeout_s=180)
+        rt.wait_for(applied_at_least(events), 180, poll_s=0.1)
         time.sleep(1.0)  # anything still in flight would show up as a double count
         single, stats = asyncio.run(_snapshot(s))
 
@@ -122,13 +111,13 @@ def run_faults(
         two = s.model_copy(
             update={"redis_url": url.rsplit("/", 1)[0] + "/2", "worker_id": f"faults-pair-{run}"}
         )
-        redis.Redis.from_url(two.redis_url or "").flushdb()
+        _flush(two.redis_url or "")
         rt.start_worker("worker-a", two)
         rt.start_worker("worker-b", two)
-        _wait_applied(rt, two.redis_url or "", events, timeout_s=180)
+        rt.wait_for(applied_at_least(events), 180, redis_url=two.redis_url, poll_s=0.1)
         time.sleep(1.0)
         pair, _ = asyncio.run(_snapshot(two))
-        redis.Redis.from_url(two.redis_url or "").flushdb()
+        _flush(two.redis_url or "")
     finally:
         rt.stop()
 

@@ -30,7 +30,7 @@ from recommender import keys
 from recommender.settings import Settings
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
-from streamrec.runtime import Runtime
+from streamrec.runtime import Progress, Runtime
 from streams.kafka import bootstrap_servers
 
 
@@ -115,25 +115,21 @@ def _trivial_faust(rt: Runtime, n: int, timeout_s: float) -> float:
         rt.supervisor.stop(child)
 
 
-def _applied(client: redis.Redis) -> int:
-    return int(float(client.hget(keys.STATS, "events_applied") or 0))
-
-
-def _streamrec_worker(rt: Runtime, client: redis.Redis, n: int, timeout_s: float) -> float:
+def _streamrec_worker(rt: Runtime, n: int, timeout_s: float) -> float:
+    """Events/s from the first applied batch to the n-th event."""
     rt.start_worker()
-    deadline = time.monotonic() + timeout_s
-    first_at, first_count = 0.0, 0
-    while True:
-        rt.check_children()
-        applied = _applied(client)
-        now = time.perf_counter()
-        if applied and not first_at:
-            first_at, first_count = now, applied
-        if applied >= n:
-            return (applied - first_count) / (now - first_at)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker applied {applied}/{n} in {timeout_s}s")
-        time.sleep(0.02)
+    first: list[tuple[float, int]] = []
+    last = [0.0]
+
+    def done(progress: Progress) -> bool:
+        last[0] = time.perf_counter()
+        if progress.applied and not first:
+            first.append((last[0], progress.applied))
+        return progress.applied >= n
+
+    final = rt.wait_for(done, timeout_s, poll_s=0.02)
+    started, counted = first[0]
+    return (final.applied - counted) / (last[0] - started)
 
 
 def _freshness(
@@ -233,7 +229,7 @@ def run_ingest(
         print("trivial Faust agent baseline...")
         trivial_rate = _trivial_faust(rt, events, timeout_s=300)
         print("streamrec worker...")
-        worker_rate = _streamrec_worker(rt, client, events, timeout_s=600)
+        worker_rate = _streamrec_worker(rt, events, timeout_s=600)
         print(f"freshness at {freshness_rate} events/s for {freshness_s:.0f}s...")
         p50, p99, samples = _freshness(rt.settings, client, freshness_rate, freshness_s)
         per_user, per_item, per_seen = _memory(client)

@@ -1,18 +1,14 @@
 """Events produced with kafka-python reach the Faust worker, land in Valkey, and come back
 as recommendations from the API: every hop a real process over a real socket."""
 
-import asyncio
+import base64
 import json
 import os
-import time
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from kafka import KafkaConsumer
 
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
 from recommender.settings import Settings
 from recommender.types import Interaction
 from streamrec.runtime import Runtime
@@ -34,27 +30,6 @@ def _wire(e: Interaction) -> EventV1:
     )
 
 
-async def _wait_for(settings: Settings, events: int, dead: int, timeout_s: float = 90) -> None:
-    redis = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True)
-    store, state = FeatureStore(redis, settings), ModelState(redis)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            stats = await store.stats()
-            served = await state.current()
-            if (
-                stats.get("events_applied", 0) >= events
-                and stats.get("dead_letters", 0) >= dead
-                and served
-                and served.watermark >= events
-            ):
-                return
-            assert time.monotonic() < deadline, f"timed out: {stats}, {served}"
-            await asyncio.sleep(0.2)
-    finally:
-        await redis.aclose()
-
-
 def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
     interactions = clustered_interactions() + fan_of_scifi("alice")
     with Runtime(settings, api_port=0) as rt:
@@ -71,7 +46,14 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
             producer.send_raw(settings.topic_events, "mallory", b'{"event_id": 42}')
             # A redelivery of an event already sent must not count twice.
             producer.send_event(_wire(interactions[0]))
-        asyncio.run(_wait_for(rt.settings, len(interactions), dead=1))
+        n = len(interactions)
+        rt.wait_for(
+            lambda p: (
+                p.applied >= n and p.stats.get("dead_letters", 0) >= 1 and p.model_watermark >= n
+            ),
+            90,
+            poll_s=0.2,
+        )
 
         resp = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 5})
         assert resp.status_code == 200
@@ -100,7 +82,7 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
     consumer.close()
     assert len(letters) == 1
     assert letters[0].topic == settings.topic_events
-    assert json.loads(__import__("base64").b64decode(letters[0].original_b64)) == {"event_id": 42}
+    assert json.loads(base64.b64decode(letters[0].original_b64)) == {"event_id": 42}
 
 
 def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):

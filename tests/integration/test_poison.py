@@ -1,14 +1,11 @@
 """10,000 hostile payloads mixed with valid events, through the real worker over Kafka."""
 
-import asyncio
+import base64
 import random
-import time
 
 import pytest
-import redis.asyncio as aioredis
 from kafka import KafkaConsumer, KafkaProducer
 
-from recommender.feature_store import FeatureStore
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.records import DeadLetterV1
@@ -17,14 +14,6 @@ from tests.poison import poison_payloads, valid_payloads
 pytestmark = pytest.mark.integration
 
 N_POISON, N_VALID = 10_000, 2_000
-
-
-async def _stats(settings) -> dict[str, int]:
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    try:
-        return await FeatureStore(client, settings).stats()
-    finally:
-        await client.aclose()
 
 
 def test_worker_survives_poison_and_loses_nothing(settings, redis):
@@ -43,15 +32,12 @@ def test_worker_survives_poison_and_loses_nothing(settings, redis):
             producer.send(settings.topic_events, key=key.encode(), value=value)
         producer.flush()
         producer.close()
-        deadline = time.monotonic() + 120
-        while True:
-            rt.check_children()  # the worker never dies
-            stats = asyncio.run(_stats(rt.settings))
-            done = stats.get("events_applied", 0) + stats.get("dead_letters", 0)
-            if done >= len(mixed) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        # The worker never dies: wait_for raises if a child exits.
+        done = rt.wait_for(
+            lambda p: p.applied + p.stats.get("dead_letters", 0) >= len(mixed), 120, poll_s=0.2
+        )
         rt.check_children()
+    stats = done.stats
     assert stats.get("events_applied") == N_VALID
     assert stats.get("dead_letters") == N_POISON
 
@@ -66,6 +52,4 @@ def test_worker_survives_poison_and_loses_nothing(settings, redis):
     consumer.close()
     assert len(letters) == N_POISON
     assert all(d.reason and d.offset is not None for d in letters)
-    import base64
-
     assert sorted(base64.b64decode(d.original_b64) for d in letters) == sorted(poison)
