@@ -3,20 +3,8 @@
 User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMAC-SHA256
 (ENISA's recommended pseudonymisation: a plain hash could be reversed by enumerating ids).
 
-| key               | type   | meaning                                        | bound            |
-|-------------------|--------|------------------------------------------------|------------------|
-| `u:{p}:items`     | hash   | item -> summed confidence weight (CF input)    | user TTL         |
-| `u:{p}:recent`    | list   | newest interactions, `type|item|ts`            | capped, user TTL |
-| `u:{p}:counts`    | hash   | event type -> count, `last_seen` -> ts         | user TTL         |
-| `users:active`    | zset   | pseudonym -> last applied (wall ms)            | pruned by TTL    |
-| `item:{id}`       | hash   | title, text, categories (JSON)                 | catalogue size   |
-| `items:catalogue` | zset   | item -> first content ts                       | catalogue size   |
-| `items:popular`   | zset   | item -> interaction count                      | catalogue size   |
-| `seen:{event_id}` | string | dedupe marker                                  | dedupe TTL       |
-| `stats`           | hash   | global counters; `clock` = newest event ts     | fixed fields     |
-| `model:current`   | hash   | served model version and its data watermark    | one              |
-| `dek:{p}`         | string | the user's data key, wrapped by the master key | until erasure    |
-| `model:{v}:users` | hash   | pseudonym -> base64 float32 vector (version v) | retired on swap  |
+Every key, its type, meaning and bound is listed in the README's "Features in Redis" table;
+`tests/unit/test_deployment.py` checks that each key family below appears there.
 """
 
 from __future__ import annotations

@@ -38,3 +38,27 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     undocumented = [n for n in Settings.model_fields if f"`STREAMREC_{n.upper()}`" not in readme]
     assert undocumented == []
+
+
+def test_every_redis_key_family_is_in_the_readme_table():
+    from recommender import keys
+
+    families = [
+        keys.user_items("{p}"),
+        keys.user_recent("{p}"),
+        keys.user_counts("{p}"),
+        keys.user_categories("{p}"),
+        keys.item_meta("{id}"),
+        keys.item_users("{id}"),
+        keys.seen("{event_id}"),
+        keys.user_vectors("{v}"),
+        keys.data_key("{p}"),
+        keys.USERS_ACTIVE,
+        keys.ITEMS_CATALOGUE,
+        keys.ITEMS_POPULAR,
+        keys.STATS,
+        keys.MODEL_CURRENT,
+        *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
+    ]
+    readme = (ROOT / "README.md").read_text()
+    assert [f for f in families if f"`{f}`" not in readme] == []
