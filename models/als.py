@@ -51,6 +51,7 @@ class ALSModel(RecommenderModel):
         )
         self.item_ids: npt.NDArray[np.str_] = np.asarray([], dtype=np.str_)
         self._index: dict[str, int] = {}
+        self._norms: npt.NDArray[np.float32] = np.zeros((0,), dtype=np.float32)
 
     @property
     def item_factors(self) -> npt.NDArray[np.float32]:
@@ -62,6 +63,7 @@ class ALSModel(RecommenderModel):
         self._als.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         # implicit checks user_factors in places; serving never reads them.
         self._als.user_factors = np.zeros((0, item_factors.shape[1]), dtype=np.float32)
+        self._norms = np.linalg.norm(self._als.item_factors, axis=1) + 1e-9
 
     def fit(self, data: InteractionMatrix) -> None:
         self._als.fit(data.matrix, show_progress=False)
@@ -123,8 +125,7 @@ class ALSModel(RecommenderModel):
         if i is None:
             return np.asarray([], dtype=np.str_), np.asarray([], dtype=np.float32)
         f = self.item_factors
-        norms = np.linalg.norm(f, axis=1) + 1e-9
-        scores = (f @ f[i]) / (norms * norms[i])
+        scores = (f @ f[i]) / (self._norms * self._norms[i])
         return top_k(self.item_ids, scores.astype(np.float32), k, [i])
 
     def save(self, path: Path) -> None:

@@ -34,7 +34,8 @@ class RecommendationService:
         self._served = ServedModelCache(state, registry)
 
     async def served_version(self) -> str | None:
-        served, _ = await self._served.current()
+        """The pointer only: a health check must not load a model."""
+        served = await self._state.current()
         return served.version if served else None
 
     async def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> Recommendations:
