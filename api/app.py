@@ -9,31 +9,66 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from api.routes import health, users
+from api.middleware import HardeningMiddleware
+from api.publisher import Publisher
+from api.routes import events, health, items, metrics, users
+from api.telemetry import ApiMetrics
 from models.registry import ModelRegistry
+from recommender.access import ApiKeyStore, RateLimiter
+from recommender.crypto import UserDataCipher, check_master_keys, master_cipher
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
+from recommender.privacy import UserDataService
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the API; its Redis client lives in the lifespan and reaches handlers via state."""
-    _, redis_url = settings.require_infrastructure()
+    """Build the API. Missing secrets or master keys fail here, before anything is served;
+    clients live in the lifespan and reach handlers through the request state."""
+    kafka_url, redis_url = settings.require_infrastructure()
     settings.require_secrets()
+    master = master_cipher(settings.require_master_keys())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-        store = FeatureStore(redis, settings)
-        state = ModelState(redis)
-        service = RecommendationService(store, state, ModelRegistry(settings.models_dir))
+        publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content)
         try:
-            yield {"settings": settings, "store": store, "service": service}
+            await check_master_keys(redis, master)
+            store = FeatureStore(redis, settings)
+            yield {
+                "settings": settings,
+                "store": store,
+                "service": RecommendationService(
+                    store, ModelState(redis), ModelRegistry(settings.models_dir)
+                ),
+                "privacy": UserDataService(redis, store, UserDataCipher(redis, master)),
+                "api_keys": ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
+                "limiter": RateLimiter(redis, settings.api_rate_per_s, settings.api_rate_burst),
+                "publisher": publisher,
+                "metrics": telemetry,
+            }
         finally:
+            publisher.close()
             await redis.aclose()
 
-    app = FastAPI(title="streamrec", version="0.1.0", lifespan=lifespan)
-    app.include_router(users.router)
-    app.include_router(health.router)
+    telemetry = ApiMetrics()
+    docs = settings.api_docs
+    app = FastAPI(
+        title="streamrec",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+        max_body_size=settings.api_max_body_bytes,  # 413 beyond it, declared or streamed
+    )
+    for router in (users.router, items.router, events.router, health.router, metrics.router):
+        app.include_router(router)
+    app.add_middleware(
+        HardeningMiddleware,
+        requests=telemetry.requests,
+        latency=telemetry.latency,
+    )
     return app

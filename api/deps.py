@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
+from api.publisher import Publisher
+from api.telemetry import ApiMetrics
 from recommender.feature_store import FeatureStore
+from recommender.privacy import UserDataService
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
 
@@ -26,6 +30,41 @@ def _service(request: Request) -> RecommendationService:
     return service
 
 
+def _privacy(request: Request) -> UserDataService:
+    privacy: UserDataService = request.state.privacy
+    return privacy
+
+
+def _publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.state.publisher
+    return publisher
+
+
+def _metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.state.metrics
+    return metrics
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[FeatureStore, Depends(_store)]
 ServiceDep = Annotated[RecommendationService, Depends(_service)]
+PrivacyDep = Annotated[UserDataService, Depends(_privacy)]
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
+
+
+def capped_k(k: int, settings: Settings) -> int:
+    """``k`` if within the configured `max_k`, else the same 422 a declared bound gives."""
+    if k > settings.max_k:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("query", "k"),
+                    "msg": f"Input should be less than or equal to {settings.max_k}",
+                    "input": k,
+                    "ctx": {"le": settings.max_k},
+                }
+            ]
+        )
+    return k

@@ -1,8 +1,15 @@
-"""Response models: what a client may see, and nothing more (no pseudonyms, no features)."""
+"""Request and response models: what a client may send and see (no pseudonyms, no features)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recommender.types import ScoredItem
+
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_ITEMS_PER_REQUEST = 100
 
 
 class RecommendedItem(BaseModel):
@@ -10,16 +17,98 @@ class RecommendedItem(BaseModel):
     title: str | None
     score: float
     reason: str
+    because_item_id: str | None = None
+
+    @classmethod
+    def of(cls, item: ScoredItem) -> RecommendedItem:
+        return cls(
+            item_id=item.item_id,
+            title=item.title,
+            score=item.score,
+            reason=item.reason,
+            because_item_id=item.because_item_id,
+        )
 
 
 class RecommendationsOut(BaseModel):
     user_id: str
+    recommendation_id: str = Field(description="Quote it in later events to attribute them")
     model_version: str | None
     items: list[RecommendedItem]
 
 
-class HealthOut(BaseModel):
-    status: str
+class ItemsOut(BaseModel):
+    items: list[RecommendedItem]
+    model_version: str | None = None
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+
+
+class AcceptedOut(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[Rejected]
+
+
+class EventsIn(BaseModel):
+    """Up to 1,000 events, each in the `events` topic's v1 schema. Each is checked on its own:
+    valid ones are published, invalid ones are listed with the reason."""
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class ItemsIn(BaseModel):
+    """Up to 100 content items in the `content` topic's v1 schema."""
+
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
+
+
+Attribute = str | int | float | bool
+
+
+class Profile(BaseModel):
+    """A user's personal data. Stored only encrypted under the user's own data key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    name: Annotated[str, Field(max_length=200)] | None = None
+    age: Annotated[int, Field(ge=0, le=150)] | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    attributes: dict[Annotated[str, Field(max_length=64)], Attribute] = Field(
+        default_factory=dict, max_length=50
+    )
+
+
+class ExportOut(BaseModel):
+    """Everything streamrec holds about one user (the GDPR right of access)."""
+
+    user_id: str
+    profile: Profile | None
+    interactions: dict[str, float]
+    recent: list[dict[str, str | int]]
+    event_counts: dict[str, int]
+    category_affinity: dict[str, float]
+    has_data_key: bool
+
+
+class ErasureOut(BaseModel):
+    user_id: str
+    data_key_destroyed: bool
+    keys_deleted: int
+    model_vectors_removed: int
+
+
+class LiveOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok", "degraded"]
     redis: bool
+    kafka: bool
     model_version: str | None
     events_applied: int

@@ -107,12 +107,28 @@ class ALSModel(RecommenderModel):
         return np.atleast_2d(np.asarray(vecs, dtype=np.float32))
 
     def recommend_vector(
-        self, vector: npt.NDArray[np.float32], k: int, exclude: Iterable[str] = ()
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        exclude: Iterable[str] = (),
+        allowed: Iterable[str] | None = None,
     ) -> Ranked:
-        """Top-k items for a user vector, skipping ``exclude``."""
+        """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given."""
         scores = self.item_factors @ vector.astype(np.float32)
+        if allowed is not None:
+            keep = [self._index[i] for i in allowed if i in self._index]
+            masked = np.full_like(scores, -np.inf)
+            masked[keep] = scores[keep]
+            scores = masked
         excl = (self._index[i] for i in exclude if i in self._index)
         return top_k(self.item_ids, scores, k, excl)
+
+    def item_vectors(self, item_ids: Iterable[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """Unit-length factors of the items the model knows (for explanations)."""
+        f = self.item_factors
+        return {
+            i: f[self._index[i]] / self._norms[self._index[i]] for i in item_ids if i in self._index
+        }
 
     def recommend(
         self, history: Mapping[str, float], k: int, exclude: Iterable[str] = ()

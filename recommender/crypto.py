@@ -79,3 +79,20 @@ class UserDataCipher:
             # Only if unchanged since read, so a concurrent shred is never undone.
             rotated += int(await self._cas(keys=[key], args=[wrapped, fresh]))
         return rotated
+
+
+async def check_master_keys(redis: aioredis.Redis, master: MultiFernet) -> None:
+    """Fail at start-up, not at the first request, when the configured master keys cannot
+    unwrap the data keys already stored (a wrong or missing old key after a rotation)."""
+    async for name in redis.scan_iter(match=f"{keys.DATA_KEY_PREFIX}*", count=100):
+        wrapped = await redis.get(name)
+        if wrapped is None:
+            continue
+        try:
+            master.decrypt(str(wrapped).encode())
+        except InvalidToken:
+            raise ConfigurationError(
+                "STREAMREC_MASTER_KEYS cannot unwrap the users' data keys already stored: "
+                "a wrong key, or the old key was dropped before `streamrec keys rotate` ran"
+            ) from None
+        return

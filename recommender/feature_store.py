@@ -102,8 +102,14 @@ class FeatureStore:
         """Write item metadata and add the items to the catalogue (keeps the first-seen ts)."""
         if not items:
             return
+        previous = await self.categories([it.item_id for it in items])
         pipe = self._redis.pipeline(transaction=False)
-        for it in items:
+        for it, before in zip(items, previous, strict=True):
+            # The category index follows an item whose categories changed.
+            for c in set(before) - set(it.categories):
+                pipe.srem(keys.category_items(c), it.item_id)
+            for c in it.categories:
+                pipe.sadd(keys.category_items(c), it.item_id)
             fields: Mapping[Any, Any] = {
                 "title": it.title,
                 "text": it.text or "",
@@ -138,9 +144,37 @@ class FeatureStore:
             out.append(RecentInteraction(etype, item, int(ts)))
         return out
 
-    async def popular(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
-        """The k most interacted-with items that are not in ``exclude``."""
+    async def categories(self, item_ids: Sequence[str]) -> list[list[str]]:
+        """Each item's categories ([] for an item with no metadata)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item in item_ids:
+            pipe.hget(keys.item_meta(item), "categories")
+        return [json.loads(raw) if raw else [] for raw in await pipe.execute()]
+
+    async def items_in(self, category: str) -> set[str]:
+        return {str(i) for i in await self._redis.smembers(keys.category_items(category))}
+
+    async def known_item(self, item_id: str) -> bool:
+        """In the catalogue, or interacted with."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists(keys.item_meta(item_id))
+        pipe.zscore(keys.ITEMS_POPULAR, item_id)
+        meta, score = await pipe.execute()
+        return bool(meta) or score is not None
+
+    async def popular(
+        self, k: int, exclude: Iterable[str] = (), category: str | None = None
+    ) -> list[tuple[str, float]]:
+        """The k most interacted-with items that are not in ``exclude`` (and in ``category``)."""
         excluded = set(exclude)
+        if category is not None:
+            rows = cast(
+                list[tuple[str, float]],
+                await self._redis.zinter(
+                    {keys.ITEMS_POPULAR: 1, keys.category_items(category): 0}, withscores=True
+                ),
+            )
+            return _top(dict(rows), k, excluded)
         rows = cast(
             list[tuple[str, float]],
             await self._redis.zrevrange(

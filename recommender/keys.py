@@ -87,6 +87,23 @@ def user_categories(pseudonym: str) -> str:
     return f"{USER_PREFIX}{pseudonym}:cats"
 
 
+def user_profile(pseudonym: str) -> str:
+    """The user's personal data, only ever as a Fernet token under their data key."""
+    return f"{USER_PREFIX}{pseudonym}:profile"
+
+
+def user_keys_pattern(pseudonym: str) -> str:
+    """Every per-user key above (erasure deletes what this matches)."""
+    return f"{USER_PREFIX}{pseudonym}:*"
+
+
+CATEGORY_PREFIX = "cat:"
+
+
+def category_items(category: str) -> str:
+    return f"{CATEGORY_PREFIX}{category}"
+
+
 def seen(event_id: str) -> str:
     return f"{SEEN_PREFIX}{event_id}"
 
@@ -100,6 +117,22 @@ def data_key(pseudonym: str) -> str:
 
 def user_vectors(version: str) -> str:
     return f"model:{version}:users"
+
+
+USER_VECTORS_PATTERN = "model:*:users"
+
+API_KEY_PREFIX = "apikey:"
+
+
+def api_key(key_id: str) -> str:
+    return f"{API_KEY_PREFIX}{key_id}"
+
+
+RATE_PREFIX = "rate:"
+
+
+def rate_bucket(key_id: str) -> str:
+    return f"{RATE_PREFIX}{key_id}"
 
 
 #: How long a replaced model version's user vectors stay readable for requests in flight.
@@ -203,4 +236,24 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+
+
+#: Token bucket: KEYS[1] = the key's bucket hash; ARGV = now_ms, rate per second, burst.
+#: Takes one token if there is one. Returns 0 when allowed, else the ms until a token is there.
+#: The bucket expires once it would be full again, so idle keys cost nothing.
+RATE_LIMIT_LUA = """
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return wait
 """

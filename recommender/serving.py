@@ -1,10 +1,14 @@
-"""Serving: a user's recommendations through a fallback chain (collaborative filtering, popular)."""
+"""Serving: recommendations through a fallback chain (collaborative filtering, then popular),
+similar items, and popular or trending lists; every item with a short reason."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from models.als import ALSModel
 from models.registry import ModelRegistry
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState, ServedModelCache
@@ -12,6 +16,19 @@ from recommender.types import ScoredItem
 
 REASON_CF = "people with similar taste liked it"
 REASON_POPULAR = "popular right now"
+REASON_SIMILAR = "liked by the same people"
+REASON_TRENDING = "trending in the last hour"
+
+#: How many recent items an explanation looks through for the closest one.
+EXPLAIN_RECENT = 20
+
+
+def reason_popular_in(window: str) -> str:
+    return f"popular in the last {window}"
+
+
+def reason_because(title: str) -> str:
+    return f"because you liked {title}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +55,98 @@ class RecommendationService:
         served = await self._state.current()
         return served.version if served else None
 
-    async def recommend(self, user_id: str, k: int, exclude: Iterable[str] = ()) -> Recommendations:
-        """Top-k unseen items for ``user_id``; an unknown user gets the popular ones."""
+    async def recommend(
+        self,
+        user_id: str,
+        k: int,
+        exclude: Iterable[str] = (),
+        category: str | None = None,
+        explain: bool = False,
+    ) -> Recommendations:
+        """Top-k unseen items for ``user_id`` (in ``category`` if given); an unknown user, or
+        one the model cannot fill k for, gets popular items."""
         served, model = await self._served.current()
         version = served.version if served else None
         seen = await self._store.seen_items(user_id)
         excluded = seen | set(exclude)
+        allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
         if model is not None and version is not None:
             vec = await self._state.user_vector(version, self._store.pseudonym(user_id))
             if vec is not None:
-                ids, scores = model.recommend_vector(vec, k, excluded)
+                ids, scores = model.recommend_vector(vec, k, excluded, allowed)
                 items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
         if len(items) < k:
             taken = excluded | {i for i, _, _ in items}
-            popular = await self._store.popular(k - len(items), taken)
-            items += [(i, s, REASON_POPULAR) for i, s in popular]
-        titles = await self._store.titles([i for i, _, _ in items])
-        return Recommendations(
-            user_id=user_id,
-            items=[ScoredItem(i, s, t, r) for (i, s, r), t in zip(items, titles, strict=True)],
-            model_version=version,
-        )
+            popular = await self._store.popular(k - len(items), taken, category)
+            reason = REASON_POPULAR if category is None else f"popular in {category}"
+            items += [(i, s, reason) for i, s in popular]
+        because: dict[str, str] = {}
+        if explain and model is not None:
+            because = await self._explain(
+                user_id, model, [i for i, _, r in items if r == REASON_CF]
+            )
+        return Recommendations(user_id, await self._scored(items, because), version)
+
+    async def _explain(
+        self, user_id: str, model: ALSModel, recommended: Sequence[str]
+    ) -> dict[str, str]:
+        """For each CF item, the user's recent item closest to it in the model's item space."""
+        recent = [r.item_id for r in await self._store.recent(user_id, EXPLAIN_RECENT)]
+        mine = model.item_vectors(dict.fromkeys(recent))
+        theirs = model.item_vectors(recommended)
+        if not mine or not theirs:
+            return {}
+        mine_ids = list(mine)
+        sims = np.stack([theirs[i] for i in theirs]) @ np.stack([mine[i] for i in mine_ids]).T
+        return {i: mine_ids[int(j)] for i, j in zip(theirs, sims.argmax(axis=1), strict=True)}
+
+    async def _scored(
+        self, items: Sequence[tuple[str, float, str]], because: dict[str, str] | None = None
+    ) -> list[ScoredItem]:
+        because = because or {}
+        names = [i for i, _, _ in items] + [because[i] for i, _, _ in items if i in because]
+        titles = dict(zip(names, await self._store.titles(names), strict=True))
+        out = []
+        for item, score, reason in items:
+            cause = because.get(item)
+            if cause is not None:
+                reason = reason_because(titles.get(cause) or cause)
+            out.append(ScoredItem(item, score, titles.get(item), reason, cause))
+        return out
+
+    async def similar(self, item_id: str, k: int) -> tuple[list[ScoredItem], str | None] | None:
+        """Items most like ``item_id`` by the served model; None when the item is unknown."""
+        served, model = await self._served.current()
+        if model is not None:
+            ids, scores = model.similar_items(item_id, k)
+            if len(ids):
+                items = [
+                    (str(i), float(s), REASON_SIMILAR) for i, s in zip(ids, scores, strict=True)
+                ]
+                return await self._scored(items), served.version if served else None
+        if not await self._store.known_item(item_id):
+            return None
+        # Known, but too new for the model: the popular items of its categories.
+        (cats,) = await self._store.categories([item_id])
+        found: dict[str, float] = {}
+        for c in cats:
+            for i, s in await self._store.popular(k, {item_id}, c):
+                found[i] = max(found.get(i, 0.0), s)
+        ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        items = [(i, s, f"popular in {', '.join(cats)}") for i, s in ranked]
+        return await self._scored(items), served.version if served else None
+
+    async def popular(self, window: str | None, k: int) -> list[ScoredItem]:
+        """All-time popular items, or those of a window (`1h`, `24h`, `7d`)."""
+        if window is None:
+            rows = await self._store.popular(k)
+            reason = REASON_POPULAR
+        else:
+            rows = await self._store.popular_in(window, k)
+            reason = reason_popular_in(window)
+        return await self._scored([(i, s, reason) for i, s in rows])
+
+    async def trending(self, k: int) -> list[ScoredItem]:
+        rows = await self._store.trending(k)
+        return await self._scored([(i, s, REASON_TRENDING) for i, s in rows])

@@ -54,10 +54,24 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
     max_k: int = Field(100, ge=1, le=1000)
+    api_docs: bool = Field(False, description="Serve /docs and /openapi.json")
+    api_max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Larger request bodies are refused with 413"
+    )
+    api_rate_per_s: float = Field(100.0, gt=0, description="Requests per second per API key")
+    api_rate_burst: int = Field(200, ge=1, description="Token-bucket size per API key")
+    api_key_cache_s: float = Field(
+        5.0, ge=0, description="A verified key is trusted this long (a revocation's delay)"
+    )
 
     # Secrets: no defaults. The embedded runtime generates throwaway ones for its own run.
     pseudonym_key: SecretStr | None = Field(
         None, description="HMAC key that turns user ids into the pseudonyms used in Redis keys"
+    )
+
+    master_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys that wrap users' data keys; the first encrypts",
     )
 
     # Features
@@ -98,6 +112,18 @@ class Settings(BaseSettings):
                 "STREAMREC_PSEUDONYM_KEY must be set to a secret of at least 16 characters "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
+
+    def require_master_keys(self) -> list[str]:
+        """The master keys, or a clear start-up error (`crypto.master_cipher` checks each)."""
+        raw = self.master_keys.get_secret_value() if self.master_keys else ""
+        found = [k.strip() for k in raw.split(",") if k.strip()]
+        if not found:
+            raise ConfigurationError(
+                "STREAMREC_MASTER_KEYS must hold at least one Fernet key to encrypt user data "
+                "(`python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`)"
+            )
+        return found
 
     def require_infrastructure(self) -> tuple[str, str]:
         """Return (kafka_url, redis_url), or fail when a process that needs them has none."""

@@ -39,3 +39,4 @@ class ScoredItem:
     score: float
     title: str | None
     reason: str
+    because_item_id: str | None = None  # the user's own item that explains it, when asked

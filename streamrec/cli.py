@@ -1,4 +1,4 @@
-"""The `streamrec` command: up, worker, api, demo, import."""
+"""The `streamrec` command: up, worker, api, demo, import, keys, bench."""
 
 from __future__ import annotations
 
@@ -36,8 +36,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             f"  logs:  {rt.log_dir}\n"
         )
         if rt.embedded:
+            token = rt.create_api_key({"read", "write", "admin"}, "embedded")
             print(
-                "To publish from another shell:\n"
+                f"An API key for this run (all scopes; header X-API-Key):\n  {token}\n"
+                f"  e.g. curl -H 'X-API-Key: {token}' {rt.api_url}/v1/items/popular\n"
+            )
+        if rt.embedded:
+            print(
+                "To publish, or manage keys, from another shell:\n"
                 f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url}\n"
             )
         print("Ctrl-C stops everything.", flush=True)
@@ -143,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import", help="publish a history CSV (user,item,rating|type,timestamp)")
     i.add_argument("file", type=Path)
     i.set_defaults(func=cmd_import)
+    from streamrec.admin import add_parser as add_keys
+
+    add_keys(sub)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
     b.add_argument("which", choices=["ingest", "faults", "quality", "all"])
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")

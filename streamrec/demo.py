@@ -18,14 +18,17 @@ from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
 
 
-async def _show_user(rt: Runtime, user_id: str, titles: dict[str, str]) -> None:
+async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, str]) -> None:
     redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
     try:
         recent = await FeatureStore(redis, rt.settings).recent(user_id, 5)
     finally:
         await redis.aclose()
-    async with httpx.AsyncClient(base_url=rt.api_url, timeout=10) as client:
-        resp = await client.get(f"/v1/users/{user_id}/recommendations", params={"k": 10})
+    headers = {"X-API-Key": token}
+    async with httpx.AsyncClient(base_url=rt.api_url, timeout=10, headers=headers) as client:
+        resp = await client.get(
+            f"/v1/users/{user_id}/recommendations", params={"k": 10, "explain": "true"}
+        )
         resp.raise_for_status()
         body = resp.json()
     print(f"\nUser {user_id}")
@@ -59,6 +62,8 @@ def run_demo(
             f"streamrec is up: API {rt.api_url}  Kafka {rt.settings.kafka_url}  "
             f"Redis {rt.settings.redis_url}"
         )
+        token = rt.create_api_key({"read", "write", "admin"}, "demo")
+        print(f"API key for this run (all scopes; header X-API-Key): {token}")
         started = time.perf_counter()
         producer = EventProducer(
             bootstrap_servers(rt.settings.kafka_url or ""),
@@ -77,7 +82,7 @@ def run_demo(
         counts = events.groupby("user_id").size()
         regular = sorted(counts[(counts >= 20) & (counts <= 200)].index, key=int)
         for user_id in (regular[0], regular[len(regular) // 2], regular[-1]):
-            asyncio.run(_show_user(rt, str(user_id), titles))
+            asyncio.run(_show_user(rt, token, str(user_id), titles))
 
         users, items = asyncio.run(_counts(rt))
         print(
@@ -87,8 +92,8 @@ def run_demo(
         )
         if serve:
             print(
-                f"\nServing at {rt.api_url} (try {rt.api_url}/v1/users/1/recommendations); "
-                "Ctrl-C stops everything."
+                f"\nServing at {rt.api_url}; try\n  curl -H 'X-API-Key: {token}' "
+                f"{rt.api_url}/v1/users/1/recommendations\nCtrl-C stops everything."
             )
             _serve_forever(rt)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -15,9 +16,12 @@ from types import TracebackType
 
 import httpx
 import redis
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from recommender import keys
+from recommender.access import ApiKeyStore
 from recommender.feature_store import parse_stats
 from recommender.model_state import ServedModel
 from recommender.settings import Settings
@@ -87,8 +91,12 @@ class Runtime:
                 # The embedded broker and Valkey forget everything; so do the models.
                 "data_dir": self._workdir / "data",
             }
-        if self._base_settings.pseudonym_key is None and self.embedded:
-            updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))
+        if self.embedded:
+            # Throwaway secrets for a throwaway store; configured ones always win.
+            if self._base_settings.pseudonym_key is None:
+                updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))
+            if self._base_settings.master_keys is None:
+                updates["master_keys"] = SecretStr(Fernet.generate_key().decode())
         self.settings = self._base_settings.model_copy(update=updates)
         self.settings.require_secrets()
         create_topics(self.settings)
@@ -117,12 +125,24 @@ class Runtime:
         while time.monotonic() < deadline:
             self.check_children()
             try:
-                if httpx.get(f"{self.api_url}/v1/health", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.api_url}/v1/health/ready", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"the API did not answer on {self.api_url} in {timeout_s}s")
+
+    def create_api_key(self, scopes: set[str], name: str) -> str:
+        """A new API key on this runtime's Redis; returns the token (shown once)."""
+
+        async def create() -> str:
+            client = aioredis.Redis.from_url(self.settings.redis_url or "", decode_responses=True)
+            try:
+                return (await ApiKeyStore(client).create(scopes, name)).token
+            finally:
+                await client.aclose()
+
+        return asyncio.run(create())
 
     def check_children(self) -> None:
         """Raise, with the end of its log, if a child died."""

@@ -52,10 +52,10 @@ class EventProducer:
         return bool(self._producer.config.get("enable_idempotence"))
 
     def send_event(self, event: EventV1) -> FutureRecordMetadata:
-        return self.send_raw(self.events_topic, event.user_id, encode(event))
+        return self.send_raw(self.events_topic, event.partition_key, encode(event))
 
     def send_content(self, item: ContentV1) -> FutureRecordMetadata:
-        return self.send_raw(self.content_topic, item.item_id, encode(item))
+        return self.send_raw(self.content_topic, item.partition_key, encode(item))
 
     def send_raw(self, topic: str, key: str, value: bytes) -> FutureRecordMetadata:
         return self._producer.send(topic, key=key.encode(), value=value)

@@ -61,6 +61,10 @@ class EventV1(BaseModel):
             raise ValueError("value must be a finite number")
         return v
 
+    @property
+    def partition_key(self) -> str:
+        return self.user_id
+
     def to_interaction(self) -> Interaction:
         return Interaction(
             self.event_id, self.user_id, self.item_id, self.type, self.ts, self.value, self.text
@@ -96,6 +100,10 @@ class ContentV1(BaseModel):
             raise ValueError("image is neither PNG nor JPEG")
         return v
 
+    @property
+    def partition_key(self) -> str:
+        return self.item_id
+
     def to_item(self) -> ItemMeta:
         return ItemMeta(self.item_id, self.title, self.ts, self.text, tuple(self.categories))
 
@@ -114,15 +122,28 @@ class DeadLetterV1(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+def _reason(exc: ValidationError) -> InvalidRecordError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return InvalidRecordError(f"{where}: {first['msg']}")
+
+
 def _decode(model: type[M], raw: bytes) -> M:
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidRecordError(f"record of {len(raw)} bytes is over {MAX_RECORD_BYTES}")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise InvalidRecordError(f"{where}: {first['msg']}") from None
+        raise _reason(exc) from None
+
+
+def validate(model: type[M], obj: object) -> M:
+    """An already-parsed JSON value (e.g. from an HTTP body) as ``model``, or
+    `InvalidRecordError` with the same reason the dead-letter topic would give."""
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise _reason(exc) from None
 
 
 def decode_event(raw: bytes) -> Interaction:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
+from cryptography.fernet import Fernet
 
 from recommender.settings import Settings
 from streamrec.embedded import EmbeddedInfrastructure
@@ -18,6 +23,7 @@ from streamrec.supervisor import Supervisor
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 TEST_SECRET = "test-pseudonym-key-0123456789"
+TEST_MASTER_KEY = Fernet.generate_key().decode()
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     run = uuid.uuid4().hex[:8]
     values: dict[str, object] = {
         "pseudonym_key": TEST_SECRET,
+        "master_keys": TEST_MASTER_KEY,
+        "api_key_cache_s": 0,
         "data_dir": tmp_path / "data",
         "topic_events": f"events-{run}",
         "topic_content": f"content-{run}",
@@ -80,3 +88,26 @@ async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@asynccontextmanager
+async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app under uvicorn on a free loopback port, in this event loop; a client for it."""
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                raise RuntimeError("the API did not start") from task.exception()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task

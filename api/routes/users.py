@@ -1,17 +1,19 @@
-"""`/v1/users`: a user's recommendations."""
+"""`/v1/users`: recommendations, and the user's personal data (profile, export, erasure)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from api.deps import ServiceDep, SettingsDep
-from api.schemas import RecommendationsOut, RecommendedItem
+from api.auth import AdminKey, ReadKey, WriteKey
+from api.deps import PrivacyDep, ServiceDep, SettingsDep, capped_k
+from api.schemas import ErasureOut, ExportOut, Profile, RecommendationsOut, RecommendedItem
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\s|]+$")]
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
 
 
 @router.get("/{user_id}/recommendations", response_model=RecommendationsOut)
@@ -19,17 +21,56 @@ async def recommendations(
     user_id: UserId,
     service: ServiceDep,
     settings: SettingsDep,
-    k: Annotated[int, Query(ge=1, le=1000, description="How many items")] = 10,
+    _: ReadKey,
+    k: Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")] = 10,
+    category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    exclude: Annotated[list[str], Query(max_length=1000, description="Item ids to leave out")] = [],  # noqa: B006
+    explain: Annotated[bool, Query(description="Name the user's item behind each pick")] = False,
 ) -> RecommendationsOut:
     """Top-k items the user has not interacted with yet; popular items for an unknown user."""
-    if k > settings.max_k:
-        raise HTTPException(422, f"k must be at most {settings.max_k}")
-    recs = await service.recommend(user_id, k)
+    recs = await service.recommend(user_id, capped_k(k, settings), exclude, category, explain)
     return RecommendationsOut(
         user_id=recs.user_id,
+        recommendation_id=uuid.uuid4().hex,
         model_version=recs.model_version,
-        items=[
-            RecommendedItem(item_id=i.item_id, title=i.title, score=i.score, reason=i.reason)
-            for i in recs.items
-        ],
+        items=[RecommendedItem.of(i) for i in recs.items],
+    )
+
+
+@router.put("/{user_id}/profile", response_model=Profile)
+async def put_profile(
+    user_id: UserId, profile: Profile, privacy: PrivacyDep, _: WriteKey
+) -> Profile:
+    """Store the user's personal data, encrypted under their own data key."""
+    await privacy.put_profile(user_id, profile.model_dump(exclude_none=True))
+    return profile
+
+
+@router.get("/{user_id}/profile", response_model=Profile)
+async def get_profile(user_id: UserId, privacy: PrivacyDep, _: WriteKey) -> Profile:
+    found = await privacy.get_profile(user_id)
+    if found is None:
+        raise HTTPException(404, "no profile for this user")
+    return Profile.model_validate(found)
+
+
+@router.get("/{user_id}/export", response_model=ExportOut)
+async def export(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ExportOut:
+    """Everything streamrec holds about the user, decrypted (the GDPR right of access)."""
+    found = await privacy.export(user_id)
+    if found is None:
+        raise HTTPException(404, "streamrec holds no data about this user")
+    return ExportOut.model_validate(found)
+
+
+@router.delete("/{user_id}", response_model=ErasureOut)
+async def erase(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ErasureOut:
+    """Erase the user: destroy their data key, delete their features and model vector.
+    Idempotent: erasing again reports nothing left to remove."""
+    done = await privacy.erase(user_id)
+    return ErasureOut(
+        user_id=user_id,
+        data_key_destroyed=done.data_key_destroyed,
+        keys_deleted=done.keys_deleted,
+        model_vectors_removed=done.model_vectors_removed,
     )

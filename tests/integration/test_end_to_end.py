@@ -47,6 +47,7 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
             # A redelivery of an event already sent must not count twice.
             producer.send_event(_wire(interactions[0]))
         n = len(interactions)
+        auth = {"X-API-Key": rt.create_api_key({"read"}, "test")}
         rt.wait_for(
             lambda p: (
                 p.applied >= n and p.stats.get("dead_letters", 0) >= 1 and p.model_watermark >= n
@@ -55,7 +56,9 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
             poll_s=0.2,
         )
 
-        resp = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 5})
+        resp = httpx.get(
+            f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 5}, headers=auth
+        )
         assert resp.status_code == 200
         body = resp.json()
         assert body["model_version"]
@@ -63,13 +66,15 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         assert len(ids) == 5 and set(ids) <= set(SCI_FI[6:])  # her taste, none she has seen
         assert all(i["title"] == f"Film {i['item_id']}" for i in body["items"])
 
-        unknown = httpx.get(f"{rt.api_url}/v1/users/nobody/recommendations").json()
+        unknown = httpx.get(f"{rt.api_url}/v1/users/nobody/recommendations", headers=auth).json()
         assert len(unknown["items"]) == 10
         assert {i["reason"] for i in unknown["items"]} == {"popular right now"}
 
-        too_many = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 10**9})
+        too_many = httpx.get(
+            f"{rt.api_url}/v1/users/alice/recommendations", params={"k": 10**9}, headers=auth
+        )
         assert too_many.status_code == 422
-        health = httpx.get(f"{rt.api_url}/v1/health").json()
+        health = httpx.get(f"{rt.api_url}/v1/health/ready").json()
         assert health["events_applied"] == len(interactions)  # the replay was suppressed
 
     consumer = KafkaConsumer(
@@ -90,7 +95,7 @@ def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):
     try:
         rt.start(worker=False)
         assert rt.embedded
-        assert httpx.get(f"{rt.api_url}/v1/health").json()["status"] == "ok"
+        assert httpx.get(f"{rt.api_url}/v1/health/ready").json()["status"] == "ok"
         pids = [c.process.pid for c in rt.supervisor.children]
         assert len(pids) == 3  # tansu, valkey, api
         workdir = rt.log_dir.parent

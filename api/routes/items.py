@@ -1,0 +1,60 @@
+"""`/v1/items`: similar, popular and trending items; publishing content."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from api.auth import ReadKey, WriteKey
+from api.deps import PublisherDep, ServiceDep, SettingsDep, capped_k
+from api.publisher import validate_batch
+from api.routes.events import publish_rows
+from api.schemas import AcceptedOut, ItemsIn, ItemsOut, RecommendedItem
+from streams.records import ContentV1
+
+router = APIRouter(prefix="/v1/items", tags=["items"])
+
+ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
+K = Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")]
+
+
+@router.get("/popular", response_model=ItemsOut)
+async def popular(
+    service: ServiceDep,
+    settings: SettingsDep,
+    _: ReadKey,
+    window: Literal["1h", "24h", "7d", "all"] = "24h",
+    k: K = 10,
+) -> ItemsOut:
+    """The most interacted-with items in the window ending at the stream's clock."""
+    rows = await service.popular(None if window == "all" else window, capped_k(k, settings))
+    return ItemsOut(items=[RecommendedItem.of(i) for i in rows])
+
+
+@router.get("/trending", response_model=ItemsOut)
+async def trending(service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10) -> ItemsOut:
+    """Items whose last hour most exceeds their average hour of the last 24 h."""
+    rows = await service.trending(capped_k(k, settings))
+    return ItemsOut(items=[RecommendedItem.of(i) for i in rows])
+
+
+@router.get("/{item_id}/similar", response_model=ItemsOut)
+async def similar(
+    item_id: ItemId, service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10
+) -> ItemsOut:
+    """Items liked by the same people (the served model's item space); for an item too new for
+    the model, the popular items of its categories. 404 for an item streamrec never saw."""
+    found = await service.similar(item_id, capped_k(k, settings))
+    if found is None:
+        raise HTTPException(404, "unknown item")
+    rows, version = found
+    return ItemsOut(items=[RecommendedItem.of(i) for i in rows], model_version=version)
+
+
+@router.post("", status_code=202, response_model=AcceptedOut)
+async def post_items(body: ItemsIn, publisher: PublisherDep, _: WriteKey) -> AcceptedOut:
+    """Up to 100 content items in the `content` topic's schema, each validated on its own."""
+    return await publish_rows(
+        publisher, publisher.content_topic, *validate_batch(body.items, ContentV1)
+    )

@@ -1,0 +1,19 @@
+"""`/v1/metrics`: Prometheus exposition (a `read` key: it reveals volumes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.auth import ReadKey
+from api.deps import MetricsDep, ServiceDep, StoreDep
+
+router = APIRouter(prefix="/v1", tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(
+    store: StoreDep, service: ServiceDep, telemetry: MetricsDep, _: ReadKey
+) -> Response:
+    body = telemetry.render(await store.stats(), await service.served_version())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,134 @@
+"""Personal data through the API: encrypted profiles, export, and erasure by crypto-shredding,
+proven by scanning every key and value Valkey holds afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet, InvalidToken
+
+from models.registry import ModelRegistry
+from recommender import keys
+from recommender.access import ApiKeyStore
+from recommender.crypto import master_cipher
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState
+from recommender.serving import REASON_CF, REASON_POPULAR
+from recommender.training import Trainer
+from recommender.types import Interaction, ItemMeta
+from tests.conftest import TEST_SECRET, serve_api
+from tests.factories import SCI_FI, clustered_interactions
+
+pytestmark = pytest.mark.integration
+
+USER = "erin.example@mail.test"
+PROFILE = {
+    "email": USER,
+    "name": "Erin Example",
+    "age": 41,
+    "country": "NL",
+    "attributes": {"newsletter": True},
+}
+
+
+@pytest.fixture
+async def admin(redis) -> dict[str, str]:
+    token = (await ApiKeyStore(redis).create({"read", "write", "admin"}, "test")).token
+    return {"X-API-Key": token}
+
+
+async def _all_bytes(settings) -> list[tuple[Any, list[Any]]]:
+    """Every key in the database, with every value it holds, as raw bytes."""
+    raw: Any = aioredis.Redis.from_url(settings.redis_url or "")
+    found: list[tuple[Any, list[Any]]] = []
+    try:
+        async for name in raw.scan_iter(count=1000):
+            kind = str(await raw.type(name), "ascii")
+            values: list[Any]
+            if kind == "string":
+                values = [await raw.get(name)]
+            elif kind == "hash":
+                values = [x for kv in (await raw.hgetall(name)).items() for x in kv]
+            elif kind == "list":
+                values = await raw.lrange(name, 0, -1)
+            elif kind == "set":
+                values = list(await raw.smembers(name))
+            elif kind == "zset":
+                values = [m for m, _ in await raw.zrange(name, 0, -1, withscores=True)]
+            else:
+                raise AssertionError(f"unexpected type {kind} for {name!r}")
+            found.append((name, values))
+    finally:
+        await raw.aclose()
+    return found
+
+
+async def test_profiles_are_stored_only_encrypted(settings, redis, admin):
+    async with serve_api(settings) as api:
+        assert (await api.get(f"/v1/users/{USER}/profile", headers=admin)).status_code == 404
+        put = await api.put(f"/v1/users/{USER}/profile", json=PROFILE, headers=admin)
+        assert put.status_code == 200
+        assert (await api.get(f"/v1/users/{USER}/profile", headers=admin)).json() == PROFILE
+        extra = await api.put("/v1/users/x/profile", json={"ssn": "1"}, headers=admin)
+        assert extra.status_code == 422
+    for name, values in await _all_bytes(settings):
+        for blob in [name, *values]:
+            assert b"Erin" not in blob and USER.encode() not in blob
+
+
+async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis, admin):
+    store = FeatureStore(redis, settings)
+    p = keys.pseudonymize(TEST_SECRET.encode(), USER)
+    await store.upsert_items([ItemMeta(i, f"Film {i}", 1, None, ("scifi",)) for i in SCI_FI])
+    mine = [
+        Interaction(uuid.uuid4().hex, USER, item, "purchase", 1_800_000_000_000 + n)
+        for n, item in enumerate(SCI_FI[:6])
+    ]
+    await store.apply_interactions(clustered_interactions() + mine)
+    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    version = await trainer.refit()
+    assert await redis.hexists(keys.user_vectors(version), p)
+
+    async with serve_api(settings) as api:
+        await api.put(f"/v1/users/{USER}/profile", json=PROFILE, headers=admin)
+        export = (await api.get(f"/v1/users/{USER}/export", headers=admin)).json()
+        assert export["profile"] == PROFILE and set(export["interactions"]) == set(SCI_FI[:6])
+        assert len(export["recent"]) == 6 and export["has_data_key"]
+        before = (await api.get(f"/v1/users/{USER}/recommendations", headers=admin)).json()
+        assert {i["reason"] for i in before["items"]} == {REASON_CF}
+
+        # What an attacker with a backup would hold: the wrapped data key and the ciphertext.
+        master = master_cipher(settings.require_master_keys())
+        data_key = Fernet(master.decrypt((await redis.get(keys.data_key(p))).encode()))
+        token = await redis.get(keys.user_profile(p))
+        assert data_key.decrypt(token.encode())  # readable before the erasure
+
+        gone = (await api.delete(f"/v1/users/{USER}", headers=admin)).json()
+        assert gone["data_key_destroyed"] is True
+        assert gone["keys_deleted"] >= 5 and gone["model_vectors_removed"] == 1
+
+        for name, values in await _all_bytes(settings):
+            for blob in [name, *values]:
+                assert USER.encode() not in blob and p.encode() not in blob, name
+            for value in values:
+                with pytest.raises((InvalidToken, TypeError, ValueError)):
+                    data_key.decrypt(value)
+        assert not await redis.exists(keys.data_key(p))
+
+        assert (await api.get(f"/v1/users/{USER}/export", headers=admin)).status_code == 404
+        assert (await api.get(f"/v1/users/{USER}/profile", headers=admin)).status_code == 404
+        after = (await api.get(f"/v1/users/{USER}/recommendations", headers=admin)).json()
+        cold = (await api.get("/v1/users/never-seen/recommendations", headers=admin)).json()
+        assert {i["reason"] for i in after["items"]} == {REASON_POPULAR}
+        assert [i["item_id"] for i in after["items"]] == [i["item_id"] for i in cold["items"]]
+
+        again = (await api.delete(f"/v1/users/{USER}", headers=admin)).json()
+        assert again == {
+            "user_id": USER,
+            "data_key_destroyed": False,
+            "keys_deleted": 0,
+            "model_vectors_removed": 0,
+        }
