@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
         max_body_size=settings.api_max_body_bytes,  # 413 beyond it, declared or streamed
     )
+    _document_max_k(app, settings.max_k)
     for router in (users.router, items.router, events.router, health.router, metrics.router):
         app.include_router(router)
     app.add_middleware(
@@ -72,3 +73,22 @@ def create_app(settings: Settings) -> FastAPI:
         latency=telemetry.latency,
     )
     return app
+
+
+def _document_max_k(app: FastAPI, max_k: int) -> None:
+    """The routes declare `k <= 1000` (the setting's own ceiling); the OpenAPI document states
+    the configured `max_k` instead, so that clients and generated tests see the real bound."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for param in operation.get("parameters", []):
+                        if param.get("name") == "k" and param.get("in") == "query":
+                            param["schema"]["maximum"] = max_k
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,22 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_ITEMS_PER_REQUEST = 100
 
 
+class ErrorOut(BaseModel):
+    detail: str
+
+
+#: The answers every route behind a key may give besides its own.
+AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "No API key, or a bad or revoked one"},
+    403: {"model": ErrorOut, "description": "The key lacks the route's scope"},
+    429: {"model": ErrorOut, "description": "Over the key's rate; see Retry-After"},
+}
+NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut}}
+KAFKA_DOWN: dict[int | str, dict[str, object]] = {
+    503: {"model": ErrorOut, "description": "Kafka did not take the records"}
+}
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     title: str | None
@@ -74,7 +90,9 @@ class Profile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    email: (
+        Annotated[str, Field(max_length=254, pattern=r"^[^@\x00-\x20]+@[^@\x00-\x20]+$")] | None
+    ) = None
     name: Annotated[str, Field(max_length=200)] | None = None
     age: Annotated[int, Field(ge=0, le=150)] | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None

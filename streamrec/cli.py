@@ -114,12 +114,15 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.bench.faults import run_faults
     from streamrec.bench.ingest import run_ingest
     from streamrec.bench.quality import run_quality
+    from streamrec.bench.serve import run_serve
 
     out: Path = args.out
     if args.which in {"faults", "all"}:
         run_faults(settings, json_path=args.json or out / "faults.json")
     if args.which in {"quality", "all"}:
         run_quality(settings, json_path=args.json or out / "quality.json")
+    if args.which in {"serve", "all"}:
+        run_serve(settings, seconds=args.seconds, json_path=args.json or out / "serve.json")
     if args.which in {"ingest", "all"}:
         run_ingest(
             settings,
@@ -153,11 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys(sub)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
-    b.add_argument("which", choices=["ingest", "faults", "quality", "all"])
+    b.add_argument("which", choices=["ingest", "faults", "quality", "serve", "all"])
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
     b.add_argument("--events", type=int, default=200_000)
     b.add_argument("--freshness-seconds", type=float, default=30.0)
+    b.add_argument("--seconds", type=float, default=20.0, help="serve: load duration per endpoint")
     b.set_defaults(func=cmd_bench)
     return parser
 

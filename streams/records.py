@@ -24,8 +24,10 @@ MAX_IMAGE_BYTES = 2 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-#: Printable, no whitespace, no `|` (the feature store's field separator).
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
+#: No whitespace, no control characters, no `|` (the feature store's field separator). Spelled
+#: out rather than `\s`, which Python, Rust and ECMAScript regexes read differently (U+0085).
+ID_PATTERN = r"^[^|\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$"
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 #: Epoch milliseconds up to the year 2286; strict, so `true` or `"1"` is no timestamp.
 Millis = Annotated[int, Strict(), Field(ge=0, le=10**13, description="epoch milliseconds")]
 EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]

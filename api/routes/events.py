@@ -7,10 +7,10 @@ from fastapi import APIRouter, HTTPException
 from api.auth import WriteKey
 from api.deps import PublisherDep
 from api.publisher import Publisher, PublishError, validate_batch
-from api.schemas import AcceptedOut, EventsIn, Rejected
+from api.schemas import AUTH_ERRORS, KAFKA_DOWN, AcceptedOut, EventsIn, Rejected
 from streams.records import EventV1
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=AUTH_ERRORS)
 
 
 async def publish_rows(
@@ -31,7 +31,7 @@ async def publish_rows(
     )
 
 
-@router.post("", status_code=202, response_model=AcceptedOut)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=KAFKA_DOWN)
 async def post_events(body: EventsIn, publisher: PublisherDep, _: WriteKey) -> AcceptedOut:
     """Up to 1,000 events in the `events` topic's schema, each validated on its own."""
     return await publish_rows(

@@ -10,12 +10,20 @@ from api.auth import ReadKey, WriteKey
 from api.deps import PublisherDep, ServiceDep, SettingsDep, capped_k
 from api.publisher import validate_batch
 from api.routes.events import publish_rows
-from api.schemas import AcceptedOut, ItemsIn, ItemsOut, RecommendedItem
-from streams.records import ContentV1
+from api.schemas import (
+    AUTH_ERRORS,
+    KAFKA_DOWN,
+    NOT_FOUND,
+    AcceptedOut,
+    ItemsIn,
+    ItemsOut,
+    RecommendedItem,
+)
+from streams.records import ID_PATTERN, ContentV1
 
-router = APIRouter(prefix="/v1/items", tags=["items"])
+router = APIRouter(prefix="/v1/items", tags=["items"], responses=AUTH_ERRORS)
 
-ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
+ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 K = Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")]
 
 
@@ -39,7 +47,7 @@ async def trending(service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K 
     return ItemsOut(items=[RecommendedItem.of(i) for i in rows])
 
 
-@router.get("/{item_id}/similar", response_model=ItemsOut)
+@router.get("/{item_id}/similar", response_model=ItemsOut, responses=NOT_FOUND)
 async def similar(
     item_id: ItemId, service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10
 ) -> ItemsOut:
@@ -52,7 +60,7 @@ async def similar(
     return ItemsOut(items=[RecommendedItem.of(i) for i in rows], model_version=version)
 
 
-@router.post("", status_code=202, response_model=AcceptedOut)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=KAFKA_DOWN)
 async def post_items(body: ItemsIn, publisher: PublisherDep, _: WriteKey) -> AcceptedOut:
     """Up to 100 content items in the `content` topic's schema, each validated on its own."""
     return await publish_rows(

@@ -7,8 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.auth import ReadKey
 from api.deps import MetricsDep, ServiceDep, StoreDep
+from api.schemas import AUTH_ERRORS
 
-router = APIRouter(prefix="/v1", tags=["metrics"])
+router = APIRouter(prefix="/v1", tags=["metrics"], responses=AUTH_ERRORS)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -9,11 +9,20 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from api.auth import AdminKey, ReadKey, WriteKey
 from api.deps import PrivacyDep, ServiceDep, SettingsDep, capped_k
-from api.schemas import ErasureOut, ExportOut, Profile, RecommendationsOut, RecommendedItem
+from api.schemas import (
+    AUTH_ERRORS,
+    NOT_FOUND,
+    ErasureOut,
+    ExportOut,
+    Profile,
+    RecommendationsOut,
+    RecommendedItem,
+)
+from streams.records import ID_PATTERN
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
 
-UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\s|\x00-\x1f\x7f]+$")]
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
 @router.get("/{user_id}/recommendations", response_model=RecommendationsOut)
@@ -46,7 +55,7 @@ async def put_profile(
     return profile
 
 
-@router.get("/{user_id}/profile", response_model=Profile)
+@router.get("/{user_id}/profile", response_model=Profile, responses=NOT_FOUND)
 async def get_profile(user_id: UserId, privacy: PrivacyDep, _: WriteKey) -> Profile:
     found = await privacy.get_profile(user_id)
     if found is None:
@@ -54,7 +63,7 @@ async def get_profile(user_id: UserId, privacy: PrivacyDep, _: WriteKey) -> Prof
     return Profile.model_validate(found)
 
 
-@router.get("/{user_id}/export", response_model=ExportOut)
+@router.get("/{user_id}/export", response_model=ExportOut, responses=NOT_FOUND)
 async def export(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ExportOut:
     """Everything streamrec holds about the user, decrypted (the GDPR right of access)."""
     found = await privacy.export(user_id)

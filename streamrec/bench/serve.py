@@ -1,0 +1,117 @@
+"""`streamrec bench serve`: recommendation latency and throughput of the API under load.
+
+MovieLens goes through the running system (Kafka, worker, Redis) until a model covers it; then
+wrk (a C load generator, one thread, so it leaves the API most of the second core) asks for random
+known users' recommendations at concurrency 32, and in the same run for `/v1/health/live` on the
+same server: the ceiling of the framework, the server and the machine.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from recommender.errors import StreamrecError
+from recommender.history import clean_history
+from recommender.settings import Settings
+from streamrec.bench.report import write
+from streamrec.bench.workload import isolated
+from streamrec.movielens import load_ratings, movies
+from streamrec.publish import publish_events, publish_items
+from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
+from streams.producer import EventProducer
+
+CONCURRENCY = 32
+
+LUA = """
+local users = {%(users)s}
+wrk.headers["X-API-Key"] = "%(token)s"
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", "/v1/users/" .. users[math.random(#users)] .. "/recommendations?k=10")
+end
+"""
+
+
+def _wrk(url: str, seconds: float, script: Path | None) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds:g}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    return _parse(out)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def _parse(out: str) -> dict[str, float]:
+    """p50, p99 (ms), requests/s and non-2xx count from wrk's `--latency` report."""
+    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    found: dict[str, float] = {}
+    for name, text in (("p50_ms", pct.get("50")), ("p99_ms", pct.get("99"))):
+        m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text or "")
+        if m is None:
+            raise StreamrecError(f"cannot read wrk's latency report:\n{out}")
+        found[name] = _ms(m.group(1), m.group(2))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    found["rps"] = float(rps.group(1)) if rps else 0.0
+    found["non_2xx"] = float(bad.group(1)) if bad else 0.0
+    found["socket_errors"] = float(sum(int(g) for g in errors.groups())) if errors else 0.0
+    return found
+
+
+def run_serve(
+    settings: Settings, seconds: float = 20.0, json_path: Path | None = None
+) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise StreamrecError(
+            "the serve benchmark drives load with wrk: install it (Debian/Ubuntu: apt-get "
+            "install wrk; macOS: brew install wrk)"
+        )
+    ratings = load_ratings()
+    events, _ = clean_history(ratings)
+    catalogue = list(movies(ratings))
+    bench_settings = isolated(settings, "serve").model_copy(
+        update={"api_rate_per_s": 1e9, "api_rate_burst": 10**9}
+    )
+    with Runtime(bench_settings, api_port=0) as rt:
+        with EventProducer(
+            bootstrap_servers(rt.settings.kafka_url or ""),
+            rt.settings.topic_events,
+            rt.settings.topic_content,
+        ) as producer:
+            publish_items(producer, catalogue, total=len(catalogue), progress=False)
+            sent = publish_events(producer, events, progress=False)
+        rt.wait_for(lambda p: p.applied >= sent and p.model_watermark >= sent, 600, poll_s=0.5)
+        token = rt.create_api_key({"read"}, "bench")
+        users = sorted(events["user_id"].unique())
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "recs.lua"
+            script.write_text(LUA % {"users": ",".join(f'"{u}"' for u in users), "token": token})
+            _wrk(rt.api_url, 2, script)  # warm-up: model loaded, connections open
+            recs = _wrk(rt.api_url, seconds, script)
+            trivial = _wrk(f"{rt.api_url}/v1/health/live", seconds, None)
+    results: dict[str, Any] = {
+        "load_generator": f"wrk -t1 -c{CONCURRENCY} (C, one thread)",
+        "concurrency": CONCURRENCY,
+        "seconds": seconds,
+        "users": len(users),
+        "p50_ms": round(recs["p50_ms"], 2),
+        "p99_ms": round(recs["p99_ms"], 2),
+        "rps": round(recs["rps"], 1),
+        "non_2xx": int(recs["non_2xx"]),
+        "socket_errors": int(recs["socket_errors"]),
+        "trivial_p50_ms": round(trivial["p50_ms"], 2),
+        "trivial_p99_ms": round(trivial["p99_ms"], 2),
+        "trivial_rps": round(trivial["rps"], 1),
+        "rps_ratio": round(recs["rps"] / trivial["rps"], 3) if trivial["rps"] else 0.0,
+    }
+    return write(json_path, "serve", results)
