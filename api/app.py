@@ -41,7 +41,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "settings": settings,
                 "store": store,
                 "service": RecommendationService(
-                    store, ModelState(redis), ModelRegistry(settings.models_dir)
+                    store,
+                    ModelState(redis),
+                    ModelRegistry(settings.models_dir),
+                    pointer_check_s=settings.api_model_check_s,
+                    title_ttl_s=settings.api_title_cache_s,
                 ),
                 "privacy": UserDataService(redis, store, UserDataCipher(redis, master)),
                 "api_keys": ApiKeyStore(redis, cache_s=settings.api_key_cache_s),

@@ -9,9 +9,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import redis.asyncio as aioredis
 
 from recommender import keys
+from recommender.model_state import decode_vector
 from recommender.settings import Settings
 from recommender.types import Interaction, ItemMeta
 from recommender.verification import FeatureSnapshot
@@ -131,6 +134,20 @@ class FeatureStore:
     async def active_users(self) -> list[str]:
         """Pseudonyms of every user with live features."""
         return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
+
+    async def seen_and_vector(
+        self, user_id: str, version: str | None
+    ) -> tuple[set[str], npt.NDArray[np.float32] | None]:
+        """What serving needs of a user in one round trip: the items they touched, and their
+        vector in model ``version`` (None without a model or a vector)."""
+        p = self.pseudonym(user_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hkeys(keys.user_items(p))
+        if version is not None:
+            pipe.hget(keys.user_vectors(version), p)
+        rows = await pipe.execute()
+        vector = decode_vector(rows[1]) if version is not None else None
+        return {str(i) for i in rows[0]}, vector
 
     async def seen_items(self, user_id: str) -> set[str]:
         items = await self._redis.hkeys(keys.user_items(self.pseudonym(user_id)))

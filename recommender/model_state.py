@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,10 +73,14 @@ class ModelState:
         await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
     async def user_vector(self, version: str, pseudonym: str) -> npt.NDArray[np.float32] | None:
-        raw = await self._redis.hget(keys.user_vectors(version), pseudonym)
-        if raw is None:
-            return None
-        return np.frombuffer(base64.b64decode(raw), dtype=np.float32)
+        return decode_vector(await self._redis.hget(keys.user_vectors(version), pseudonym))
+
+
+def decode_vector(raw: str | bytes | None) -> npt.NDArray[np.float32] | None:
+    """A user vector as `write_user_vectors` stored it (base64 float32), or None."""
+    if raw is None:
+        return None
+    return np.frombuffer(base64.b64decode(raw), dtype=np.float32)
 
 
 class ServedModelCache:
@@ -86,15 +91,29 @@ class ServedModelCache:
     fitted and promoted, without reading it back from disk.
     """
 
-    def __init__(self, state: ModelState, registry: ModelRegistry) -> None:
+    def __init__(
+        self, state: ModelState, registry: ModelRegistry, check_every_s: float = 0.0
+    ) -> None:
         self._state = state
         self._registry = registry
         self._lock = asyncio.Lock()
+        self._check_every_s = check_every_s
+        self._checked: tuple[float, ServedModel | None] | None = None
         self.version: str | None = None
         self.model: ALSModel | None = None
 
-    async def current(self) -> tuple[ServedModel | None, ALSModel | None]:
+    async def _pointer(self) -> ServedModel | None:
+        # A hot API need not read the pointer on every request: a promotion reaches it within
+        # `check_every_s`, and the read it saves is a fifth of a request's Redis round trips.
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked[0] < self._check_every_s:
+            return self._checked[1]
         served = await self._state.current()
+        self._checked = (now, served)
+        return served
+
+    async def current(self) -> tuple[ServedModel | None, ALSModel | None]:
+        served = await self._pointer()
         if served is not None and served.version != self.version:
             async with self._lock:
                 if served.version != self.version:

@@ -3,6 +3,7 @@ similar items, and popular or trending lists; every item with a short reason."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ REASON_TRENDING = "trending in the last hour"
 
 #: How many recent items an explanation looks through for the closest one.
 EXPLAIN_RECENT = 20
+TITLE_CACHE_SIZE = 100_000
 
 
 def reason_popular_in(window: str) -> str:
@@ -45,10 +47,43 @@ class RecommendationService:
     so a promoted model is served without a restart.
     """
 
-    def __init__(self, store: FeatureStore, state: ModelState, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        state: ModelState,
+        registry: ModelRegistry,
+        pointer_check_s: float = 0.0,
+        title_ttl_s: float = 0.0,
+    ) -> None:
         self._store = store
         self._state = state
-        self._served = ServedModelCache(state, registry)
+        self._served = ServedModelCache(state, registry, pointer_check_s)
+        self._title_ttl_s = title_ttl_s
+        self._titles: dict[str, tuple[float, str | None]] = {}
+
+    async def _titles_of(self, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """Titles, from a short-lived in-process cache when ``title_ttl_s`` > 0 (titles change
+        rarely; reading ten per request was an eighth of the API's time in a profile)."""
+        now = time.monotonic()
+        found: dict[str, str | None] = {}
+        missing = []
+        for item in dict.fromkeys(item_ids):
+            hit = self._titles.get(item)
+            if hit is not None and hit[0] > now:
+                found[item] = hit[1]
+            else:
+                missing.append(item)
+        if missing:
+            fetched = await self._store.titles(missing)
+            if self._title_ttl_s > 0:
+                if len(self._titles) > TITLE_CACHE_SIZE:
+                    self._titles.clear()
+                expires = now + self._title_ttl_s
+                self._titles.update(
+                    {i: (expires, t) for i, t in zip(missing, fetched, strict=True)}
+                )
+            found.update(zip(missing, fetched, strict=True))
+        return found
 
     async def served_version(self) -> str | None:
         """The pointer only: a health check must not load a model."""
@@ -66,16 +101,14 @@ class RecommendationService:
         """Top-k unseen items for ``user_id`` (in ``category`` if given); an unknown user, or
         one the model cannot fill k for, gets popular items."""
         served, model = await self._served.current()
-        version = served.version if served else None
-        seen = await self._store.seen_items(user_id)
+        version = served.version if served and model is not None else None
+        seen, vec = await self._store.seen_and_vector(user_id, version)
         excluded = seen | set(exclude)
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
-        if model is not None and version is not None:
-            vec = await self._state.user_vector(version, self._store.pseudonym(user_id))
-            if vec is not None:
-                ids, scores = model.recommend_vector(vec, k, excluded, allowed)
-                items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
+        if model is not None and vec is not None:
+            ids, scores = model.recommend_vector(vec, k, excluded, allowed)
+            items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
         if len(items) < k:
             taken = excluded | {i for i, _, _ in items}
             popular = await self._store.popular(k - len(items), taken, category)
@@ -106,7 +139,7 @@ class RecommendationService:
     ) -> list[ScoredItem]:
         because = because or {}
         names = [i for i, _, _ in items] + [because[i] for i, _, _ in items if i in because]
-        titles = dict(zip(names, await self._store.titles(names), strict=True))
+        titles = await self._titles_of(names)
         out = []
         for item, score, reason in items:
             cause = because.get(item)

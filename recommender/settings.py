@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     )
     api_rate_per_s: float = Field(100.0, gt=0, description="Requests per second per API key")
     api_rate_burst: int = Field(200, ge=1, description="Token-bucket size per API key")
+    api_model_check_s: float = Field(
+        0.5, ge=0, description="How often the API checks which model version to serve"
+    )
+    api_title_cache_s: float = Field(60.0, ge=0, description="How long the API caches titles")
     api_key_cache_s: float = Field(
         5.0, ge=0, description="A verified key is trusted this long (a revocation's delay)"
     )

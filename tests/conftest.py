@@ -51,6 +51,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "pseudonym_key": TEST_SECRET,
         "master_keys": TEST_MASTER_KEY,
         "api_key_cache_s": 0,
+        "api_model_check_s": 0,
         "data_dir": tmp_path / "data",
         "topic_events": f"events-{run}",
         "topic_content": f"content-{run}",

@@ -29,7 +29,10 @@ def write(path: Path | None, name: str, results: Mapping[str, Any]) -> dict[str,
     print(f"\n{name}")
     print("-" * (width + 16))
     for key, value in scalars.items():
-        shown = f"{value:,.1f}" if isinstance(value, float) else f"{value}"
+        if isinstance(value, float):
+            shown = f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+        else:
+            shown = f"{value}"
         print(f"{key:<{width}}  {shown:>12}")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
