@@ -50,6 +50,9 @@ class RecommendationsOut(BaseModel):
     user_id: str
     recommendation_id: str = Field(description="Quote it in later events to attribute them")
     model_version: str | None
+    user_event_ms: int | None = Field(
+        None, description="Time of the newest event of the user's folded into their vector"
+    )
     items: list[RecommendedItem]
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from models.base import RecommenderModel
@@ -95,3 +96,32 @@ def _user_metrics(ranked: list[str], relevant: set[str], k: int) -> Mapping[str,
         "ndcg": dcg / ideal if ideal else 0.0,
         "map": sum(precisions) / min(len(relevant), k),
     }
+
+
+def holdout_split(
+    histories: Mapping[str, Mapping[str, float]],
+    fraction: float = 0.1,
+    min_items: int = 5,
+    max_users: int = 2000,
+    seed: int = 0,
+) -> Split:
+    """A random holdout of each user's items (users with ``min_items`` or more; at most
+    ``max_users`` of them, sampled), for the quality gate: the feature store keeps weights, not
+    times, so a refit cannot split by time as `temporal_split` does."""
+    rng = np.random.default_rng(seed)
+    eligible = sorted(u for u, h in histories.items() if len(h) >= min_items)
+    if len(eligible) > max_users:
+        eligible = sorted(rng.choice(eligible, size=max_users, replace=False).tolist())
+    chosen = set(eligible)
+    train: dict[str, dict[str, float]] = {}
+    test: dict[str, set[str]] = {}
+    for user, history in histories.items():
+        items = sorted(history)
+        if user in chosen:
+            n_test = max(1, int(len(items) * fraction))
+            held = set(rng.choice(items, size=n_test, replace=False).tolist())
+            test[user] = held
+            train[user] = {i: w for i, w in history.items() if i not in held}
+        else:
+            train[user] = dict(history)
+    return Split(train, test)

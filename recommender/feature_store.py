@@ -9,12 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import numpy as np
-import numpy.typing as npt
 import redis.asyncio as aioredis
 
 from recommender import keys
-from recommender.model_state import decode_vector
+from recommender.model_state import UserVector, decode_vector
 from recommender.settings import Settings
 from recommender.types import Interaction, ItemMeta
 from recommender.verification import FeatureSnapshot
@@ -137,7 +135,7 @@ class FeatureStore:
 
     async def seen_and_vector(
         self, user_id: str, version: str | None
-    ) -> tuple[set[str], npt.NDArray[np.float32] | None]:
+    ) -> tuple[set[str], UserVector | None]:
         """What serving needs of a user in one round trip: the items they touched, and their
         vector in model ``version`` (None without a model or a vector)."""
         p = self.pseudonym(user_id)
@@ -148,6 +146,19 @@ class FeatureStore:
         rows = await pipe.execute()
         vector = decode_vector(rows[1]) if version is not None else None
         return {str(i) for i in rows[0]}, vector
+
+    async def histories_and_last_seen(
+        self, pseudonyms: Sequence[str]
+    ) -> tuple[list[dict[str, float]], dict[str, int]]:
+        """`user_histories`, and each user's newest event time (the as-of of their vector)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p in pseudonyms:
+            pipe.hgetall(keys.user_items(p))
+            pipe.hget(keys.user_counts(p), "last_seen")
+        rows = await pipe.execute()
+        histories = [{item: float(w) for item, w in row.items()} for row in rows[::2]]
+        last_seen = {p: int(float(t or 0)) for p, t in zip(pseudonyms, rows[1::2], strict=True)}
+        return histories, last_seen
 
     async def seen_items(self, user_id: str) -> set[str]:
         items = await self._redis.hkeys(keys.user_items(self.pseudonym(user_id)))

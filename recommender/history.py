@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from recommender.errors import InvalidRecordError
-from recommender.types import EVENT_TYPES
+from recommender.settings import Settings
+from recommender.types import EVENT_TYPES, Interaction
+from recommender.weights import event_weight
 
 #: Column names we accept, mapped to ours.
 ALIASES = {
@@ -114,3 +116,16 @@ def clean_history(raw: pd.DataFrame) -> tuple[pd.DataFrame, ImportReport]:
         ],
     )
     return out, ImportReport(rows_read, missing, invalid, duplicates)
+
+
+def with_weights(events: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """``events`` (as `clean_history` returns them) with a `weight` column: each event's
+    confidence weight, as the feature store computes it."""
+    out = events.copy()
+    out["weight"] = [
+        event_weight(
+            Interaction("", "", "", t, 0, v), settings.event_weights, settings.rating_scale
+        )
+        for t, v in zip(out["type"], out["value"], strict=True)
+    ]
+    return out

@@ -19,6 +19,10 @@ ITEMS_CATALOGUE = "items:catalogue"
 ITEMS_POPULAR = "items:popular"
 STATS = "stats"
 MODEL_CURRENT = "model:current"
+MODEL_HISTORY = "model:history"
+MODEL_CHALLENGER = "model:challenger"
+#: Promotions remembered for `streamrec models rollback`.
+MODEL_HISTORY_LEN = 50
 MODEL_CHANNEL = "model:changed"
 POP_PREFIX = "pop:"
 

@@ -26,13 +26,14 @@ from recommender import keys
 class ServedModel:
     version: str
     watermark: int  # events applied to the feature store when the model was fitted
+    pinned: bool = False  # chosen by an operator: refits do not replace it
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> ServedModel | None:
         """From the `model:current` hash; None when no model is served yet."""
         if not raw.get("version"):
             return None
-        return cls(str(raw["version"]), int(raw.get("watermark", 0)))
+        return cls(str(raw["version"]), int(raw.get("watermark", 0)), str(raw.get("pinned")) == "1")
 
 
 class ModelState:
@@ -48,39 +49,82 @@ class ModelState:
     async def current(self) -> ServedModel | None:
         return ServedModel.from_hash(await self._redis.hgetall(keys.MODEL_CURRENT))
 
-    async def promote(self, version: str, watermark: int) -> None:
+    async def promote(self, version: str, watermark: int, pinned: bool = False) -> None:
         """Point serving at ``version``. Readers check the pointer (see `ServedModelCache`); the
         notification on `MODEL_CHANNEL` is for listeners that prefer to be told."""
         previous = await self.current()
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.MODEL_CURRENT, mapping={"version": version, "watermark": watermark})
+        pipe.hset(
+            keys.MODEL_CURRENT,
+            mapping={"version": version, "watermark": watermark, "pinned": int(pinned)},
+        )
+        pipe.lpush(keys.MODEL_HISTORY, version)
+        pipe.ltrim(keys.MODEL_HISTORY, 0, keys.MODEL_HISTORY_LEN - 1)
         pipe.persist(keys.user_vectors(version))
         if previous is not None and previous.version != version:
             pipe.expire(keys.user_vectors(previous.version), keys.RETIRED_MODEL_TTL_S)
         pipe.publish(keys.MODEL_CHANNEL, version)
         await pipe.execute()
 
+    async def set_pinned(self, pinned: bool) -> None:
+        await self._redis.hset(keys.MODEL_CURRENT, "pinned", int(pinned))
+
+    async def history(self) -> list[str]:
+        """Promoted versions, newest first."""
+        return [str(v) for v in await self._redis.lrange(keys.MODEL_HISTORY, 0, -1)]
+
+    async def record_challenger(self, version: str, details: Mapping[str, Any]) -> None:
+        """The newest refit that was kept but not served, and why."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.MODEL_CHALLENGER)
+        fields: dict[str | bytes, str] = {"version": version}
+        fields.update({k: str(v) for k, v in details.items()})
+        pipe.hset(keys.MODEL_CHALLENGER, mapping=fields)  # type: ignore[arg-type]
+        pipe.hincrby(keys.STATS, "models_held_back", 1)
+        await pipe.execute()
+
+    async def challenger(self) -> dict[str, str]:
+        return {
+            str(k): str(v) for k, v in (await self._redis.hgetall(keys.MODEL_CHALLENGER)).items()
+        }
+
+    async def has_vectors(self, version: str) -> bool:
+        return bool(await self._redis.exists(keys.user_vectors(version)))
+
     async def write_user_vectors(
-        self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
+        self,
+        version: str,
+        vectors: Mapping[str, npt.NDArray[np.float32]],
+        as_of: Mapping[str, int],
     ) -> None:
+        """Each user's vector with ``as_of``: the time of the newest event it was computed from
+        (what the API reports as `user_event_ms`, and the freshness benchmark waits for)."""
         if not vectors:
             return
         # base64 keeps one decode_responses=True client for every key.
         encoded = {
-            p: base64.b64encode(vec.astype(np.float32).tobytes()).decode()
+            p: f"{as_of.get(p, 0)}:{base64.b64encode(vec.astype(np.float32).tobytes()).decode()}"
             for p, vec in vectors.items()
         }
         await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
-    async def user_vector(self, version: str, pseudonym: str) -> npt.NDArray[np.float32] | None:
+    async def user_vector(self, version: str, pseudonym: str) -> UserVector | None:
         return decode_vector(await self._redis.hget(keys.user_vectors(version), pseudonym))
 
 
-def decode_vector(raw: str | bytes | None) -> npt.NDArray[np.float32] | None:
-    """A user vector as `write_user_vectors` stored it (base64 float32), or None."""
+@dataclass(frozen=True, slots=True)
+class UserVector:
+    vector: npt.NDArray[np.float32]
+    as_of: int  # epoch ms of the newest event folded in
+
+
+def decode_vector(raw: str | bytes | None) -> UserVector | None:
+    """A user vector as `write_user_vectors` stored it (`as_of:base64 float32`), or None."""
     if raw is None:
         return None
-    return np.frombuffer(base64.b64decode(raw), dtype=np.float32)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    as_of, _, b64 = text.partition(":")
+    return UserVector(np.frombuffer(base64.b64decode(b64), dtype=np.float32), int(as_of))
 
 
 class ServedModelCache:

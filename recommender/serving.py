@@ -38,6 +38,7 @@ class Recommendations:
     user_id: str
     items: list[ScoredItem]
     model_version: str | None
+    user_event_ms: int | None = None  # newest event folded into the user's vector
 
 
 class RecommendationService:
@@ -107,7 +108,7 @@ class RecommendationService:
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
         if model is not None and vec is not None:
-            ids, scores = model.recommend_vector(vec, k, excluded, allowed)
+            ids, scores = model.recommend_vector(vec.vector, k, excluded, allowed)
             items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
         if len(items) < k:
             taken = excluded | {i for i, _, _ in items}
@@ -119,7 +120,9 @@ class RecommendationService:
             because = await self._explain(
                 user_id, model, [i for i, _, r in items if r == REASON_CF]
             )
-        return Recommendations(user_id, await self._scored(items, because), version)
+        return Recommendations(
+            user_id, await self._scored(items, because), version, vec.as_of if vec else None
+        )
 
     async def _explain(
         self, user_id: str, model: ALSModel, recommended: Sequence[str]

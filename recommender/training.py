@@ -8,11 +8,15 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from functools import partial
+from typing import Any
 
 from models.als import ALSModel, fit_als
 from models.data import InteractionMatrix
+from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
+from recommender.evaluation import holdout_split
 from recommender.feature_store import FeatureStore
+from recommender.lifecycle import GateResult, holdout_ndcg
 from recommender.model_state import ModelState, ServedModelCache
 from recommender.settings import Settings
 from recommender.types import Interaction
@@ -76,9 +80,9 @@ class Trainer:
         if model is None or version is None:
             return
         users = sorted(pseudonyms)
-        histories = await self._store.user_histories(users)
+        histories, as_of = await self._store.histories_and_last_seen(users)
         vectors = model.user_vectors(histories)
-        await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)))
+        await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)), as_of)
 
     def _refit_due(self, applied: int) -> bool:
         s = self._settings
@@ -108,14 +112,18 @@ class Trainer:
         return await self.refit()
 
     async def refit(self) -> str:
-        """Fit on every live user's history, promote, then re-fold users touched meanwhile."""
+        """Fit on every live user's history; serve it if it passes the quality gate and the
+        served version is not pinned (else keep it as the challenger); then re-fold the users
+        touched meanwhile. Returns the new version, served or not."""
         s = self._settings
         self._fitting = True
         self._touched_during_fit = set()
+        promoted = False
         try:
+            await self.sync()  # the gate and the pin are judged against what is served now
             applied = (await self._store.stats()).get("events_applied", 0)
             users = await self._store.active_users()
-            histories = await self._store.user_histories(users)
+            histories, as_of = await self._store.histories_and_last_seen(users)
             data = InteractionMatrix.from_histories(users, histories)
             params = {
                 "factors": s.als_factors,
@@ -123,6 +131,7 @@ class Trainer:
                 "iterations": s.als_iterations,
                 "alpha": s.als_alpha,
             }
+            gate = await self._gate(users, histories, params, seed=applied)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             item_ids, item_factors, vectors = await loop.run_in_executor(
@@ -130,6 +139,15 @@ class Trainer:
             )
             fit_s = time.perf_counter() - started
             model = ALSModel.from_factors(item_ids, item_factors, **params)
+            served = await self._state.current()
+            held = ""
+            if served is not None and served.pinned:
+                held = f"the served version {served.version} is pinned"
+            elif gate is not None and not gate.passed:
+                held = (
+                    f"holdout NDCG@10 {gate.challenger_ndcg:.4f} trails the served model's "
+                    f"{gate.served_ndcg:.4f} by more than {gate.margin}"
+                )
             version = await asyncio.to_thread(
                 self._registry.save,
                 model,
@@ -140,23 +158,62 @@ class Trainer:
                     "nnz": data.nnz,
                     "fit_seconds": round(fit_s, 3),
                     "params": params,
+                    "status": f"held: {held}" if held else "served",
+                    **(gate.as_metadata() if gate else {}),
                 },
             )
-            await self._state.write_user_vectors(version, dict(zip(users, vectors, strict=True)))
-            await self._state.promote(version, applied)
-            self._served.adopt(version, model)
+            if held:
+                await self._state.record_challenger(
+                    version, {"reason": held, **(gate.as_metadata() if gate else {})}
+                )
+                log.warning("model %s held back: %s", version, held)
+            else:
+                await self._state.write_user_vectors(
+                    version, dict(zip(users, vectors, strict=True)), as_of
+                )
+                await self._state.promote(version, applied)
+                self._served.adopt(version, model)
+                promoted = True
+                log.info(
+                    "model %s fitted on %d users, %d items, %d events in %.2fs",
+                    version,
+                    len(users),
+                    len(data.item_ids),
+                    applied,
+                    fit_s,
+                )
             self._fitted_at_events, self._fitted_at = applied, time.monotonic()
-            log.info(
-                "model %s fitted on %d users, %d items, %d events in %.2fs",
-                version,
-                len(users),
-                len(data.item_ids),
-                applied,
-                fit_s,
-            )
         finally:
             self._fitting = False
         # Events applied while the fit ran were folded into the old version's vectors.
-        if self._touched_during_fit:
+        if promoted and self._touched_during_fit:
             await self.update_users(self._touched_during_fit)
         return version
+
+    async def _gate(
+        self,
+        users: list[str],
+        histories: list[dict[str, float]],
+        params: dict[str, Any],
+        seed: int,
+    ) -> GateResult | None:
+        """The challenger's holdout NDCG@10 against the one the served version recorded; None
+        when too few users have enough items to judge."""
+        s = self._settings
+        split = holdout_split(
+            dict(zip(users, histories, strict=True)), s.quality_gate_holdout, seed=seed
+        )
+        if len(split.test) < s.quality_gate_min_users:
+            return None
+        loop = asyncio.get_running_loop()
+        challenger = await loop.run_in_executor(
+            self._fit_executor, partial(holdout_ndcg, split, params)
+        )
+        served_ndcg = None
+        if self._served.version is not None:
+            try:
+                recorded = self._registry.metadata(self._served.version).get("holdout_ndcg@10")
+            except ModelNotFoundError:
+                recorded = None
+            served_ndcg = None if recorded is None else float(recorded)
+        return GateResult(challenger, served_ndcg, s.quality_gate_margin, len(split.test))

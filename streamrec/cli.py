@@ -1,4 +1,4 @@
-"""The `streamrec` command: up, worker, api, demo, import, keys, bench."""
+"""The `streamrec` command: up, worker, api, demo, import, keys, models, bench."""
 
 from __future__ import annotations
 
@@ -43,8 +43,13 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             )
         if rt.embedded:
             print(
-                "To publish, or manage keys, from another shell:\n"
-                f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url}\n"
+                "To publish, or manage keys and models, from another shell (throwaway secrets "
+                "of this run):\n"
+                f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url} "
+                f"STREAMREC_DATA_DIR={s.data_dir} STREAMREC_PSEUDONYM_KEY="
+                f"{s.pseudonym_key.get_secret_value() if s.pseudonym_key else ''} "
+                f"STREAMREC_MASTER_KEYS="
+                f"{s.master_keys.get_secret_value() if s.master_keys else ''}\n"
             )
         print("Ctrl-C stops everything.", flush=True)
         while True:
@@ -112,6 +117,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.bench.faults import run_faults
+    from streamrec.bench.freshness import run_freshness
     from streamrec.bench.ingest import run_ingest
     from streamrec.bench.quality import run_quality
     from streamrec.bench.serve import run_serve
@@ -121,6 +127,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         run_faults(settings, json_path=args.json or out / "faults.json")
     if args.which in {"quality", "all"}:
         run_quality(settings, json_path=args.json or out / "quality.json")
+    if args.which in {"freshness", "all"}:
+        run_freshness(settings, json_path=args.json or out / "freshness.json")
     if args.which in {"serve", "all"}:
         run_serve(settings, seconds=args.seconds, json_path=args.json or out / "serve.json")
     if args.which in {"ingest", "all"}:
@@ -152,11 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import", help="publish a history CSV (user,item,rating|type,timestamp)")
     i.add_argument("file", type=Path)
     i.set_defaults(func=cmd_import)
+    from streamrec.admin import add_models_parser
     from streamrec.admin import add_parser as add_keys
 
     add_keys(sub)
+    add_models_parser(sub)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
-    b.add_argument("which", choices=["ingest", "faults", "quality", "serve", "all"])
+    b.add_argument("which", choices=["ingest", "faults", "quality", "freshness", "serve", "all"])
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
     b.add_argument("--events", type=int, default=200_000)

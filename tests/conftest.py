@@ -112,3 +112,16 @@ async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         server.should_exit = True
         await task
+
+
+async def run_cli(argv: list[str]) -> int:
+    """`streamrec ARGV` as a user runs it; in a thread, since the CLI runs its own event loop."""
+    from streamrec.cli import main
+
+    def run() -> int:
+        try:
+            return main(argv)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+
+    return await asyncio.to_thread(run)

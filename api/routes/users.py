@@ -42,6 +42,7 @@ async def recommendations(
         user_id=recs.user_id,
         recommendation_id=uuid.uuid4().hex,
         model_version=recs.model_version,
+        user_event_ms=recs.user_event_ms,
         items=[RecommendedItem.of(i) for i in recs.items],
     )
 

@@ -11,23 +11,15 @@ from models.als import ALSModel
 from models.base import RecommenderModel
 from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from recommender.evaluation import evaluate, temporal_split
-from recommender.history import clean_history
+from recommender.history import clean_history, with_weights
 from recommender.settings import Settings
-from recommender.types import Interaction
-from recommender.weights import event_weight
 from streamrec.bench.report import write
 from streamrec.movielens import load_ratings
 
 
 def run_quality(settings: Settings, k: int = 10, json_path: Path | None = None) -> dict[str, Any]:
     events, _ = clean_history(load_ratings())
-    events["weight"] = [
-        event_weight(
-            Interaction("", "", "", t, 0, v), settings.event_weights, settings.rating_scale
-        )
-        for t, v in zip(events["type"], events["value"], strict=True)
-    ]
-    split = temporal_split(events)
+    split = temporal_split(with_weights(events, settings))
     data = split.matrix()
     models: list[RecommenderModel] = [
         PopularityModel(),

@@ -16,15 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from recommender.errors import StreamrecError
-from recommender.history import clean_history
 from recommender.settings import Settings
 from streamrec.bench.report import write
-from streamrec.bench.workload import isolated
-from streamrec.movielens import load_ratings, movies
-from streamrec.publish import publish_events, publish_items
+from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.runtime import Runtime
-from streams.kafka import bootstrap_servers
-from streams.producer import EventProducer
 
 CONCURRENCY = 32
 
@@ -76,21 +71,11 @@ def run_serve(
             "the serve benchmark drives load with wrk: install it (Debian/Ubuntu: apt-get "
             "install wrk; macOS: brew install wrk)"
         )
-    ratings = load_ratings()
-    events, _ = clean_history(ratings)
-    catalogue = list(movies(ratings))
     bench_settings = isolated(settings, "serve").model_copy(
         update={"api_rate_per_s": 1e9, "api_rate_burst": 10**9}
     )
     with Runtime(bench_settings, api_port=0) as rt:
-        with EventProducer(
-            bootstrap_servers(rt.settings.kafka_url or ""),
-            rt.settings.topic_events,
-            rt.settings.topic_content,
-        ) as producer:
-            publish_items(producer, catalogue, total=len(catalogue), progress=False)
-            sent = publish_events(producer, events, progress=False)
-        rt.wait_for(lambda p: p.applied >= sent and p.model_watermark >= sent, 600, poll_s=0.5)
+        events = seed_movielens(rt)
         token = rt.create_api_key({"read"}, "bench")
         users = sorted(events["user_id"].unique())
         with tempfile.TemporaryDirectory() as tmp:

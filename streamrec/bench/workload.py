@@ -6,8 +6,15 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import pandas as pd
+
+from recommender.history import clean_history
 from recommender.settings import Settings
-from streamrec.movielens import load_ratings
+from streamrec.movielens import load_ratings, movies
+from streamrec.publish import publish_events, publish_items
+from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
+from streams.producer import EventProducer
 
 
 def isolated(settings: Settings, prefix: str) -> Settings:
@@ -48,3 +55,20 @@ def movielens_events(n: int, prefix: str = "b") -> Iterator[tuple[str, bytes]]:
             yield user_id, json.dumps(event, separators=(",", ":")).encode()
             produced += 1
         cycle += 1
+
+
+def seed_movielens(rt: Runtime, timeout_s: float = 600) -> pd.DataFrame:
+    """Every MovieLens movie and rating through the running system, until a model covers them
+    all; returns the cleaned events."""
+    ratings = load_ratings()
+    events, _ = clean_history(ratings)
+    catalogue = list(movies(ratings))
+    with EventProducer(
+        bootstrap_servers(rt.settings.kafka_url or ""),
+        rt.settings.topic_events,
+        rt.settings.topic_content,
+    ) as producer:
+        publish_items(producer, catalogue, total=len(catalogue), progress=False)
+        sent = publish_events(producer, events, progress=False)
+    rt.wait_for(lambda p: p.applied >= sent and p.model_watermark >= sent, timeout_s, poll_s=0.5)
+    return events

@@ -201,6 +201,7 @@ async def test_recommendations_filter_exclude_explain(settings, redis, tokens):
 
         plain = (await get(k=5)).json()
         assert len(plain["recommendation_id"]) == 32 and plain["model_version"]
+        assert plain["user_event_ms"] == 1_800_000_000_005  # her newest event, folded in
         ids = [i["item_id"] for i in plain["items"]]
         assert set(ids) <= set(SCI_FI[6:]) and {i["reason"] for i in plain["items"]} == {REASON_CF}
 

@@ -4,6 +4,7 @@ as recommendations from the API: every hop a real process over a real socket."""
 import base64
 import json
 import os
+import time
 
 import httpx
 import pytest
@@ -120,3 +121,29 @@ def test_embedded_infrastructure_stops_and_removes_its_own_directory():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not infra.workdir.exists()
+
+
+def test_killed_worker_and_api_come_back_serving_the_same_version(settings, redis):
+    interactions = clustered_interactions()
+    with Runtime(settings, api_port=0) as rt:
+        with EventProducer(
+            bootstrap_servers(settings.kafka_url or ""), settings.topic_events
+        ) as producer:
+            for e in interactions:
+                producer.send_event(_wire(e))
+        done = rt.wait_for(lambda p: p.model_watermark >= len(interactions), 90, poll_s=0.2)
+        assert done.served is not None
+        version = done.served.version
+        auth = {"X-API-Key": rt.create_api_key({"read"}, "test")}
+
+        for child in list(rt.supervisor.children):
+            if child.name in {"worker", "api"}:
+                rt.supervisor.kill(child)
+        rt.start_worker()
+        rt.start_api()
+
+        resp = httpx.get(f"{rt.api_url}/v1/users/a1/recommendations", headers=auth).json()
+        assert resp["model_version"] == version
+        # The restarted worker finds the model covers every event: no refit replaces it.
+        time.sleep(settings.refit_idle_s + 2)
+        assert rt.progress().served == done.served

@@ -7,7 +7,7 @@ from cryptography.fernet import Fernet
 
 from recommender.access import ApiKeyStore
 from recommender.crypto import UserDataCipher, master_cipher
-from streamrec.cli import main
+from tests.conftest import run_cli as asyncio_main
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +52,3 @@ async def test_rotate_rewraps_under_the_new_primary(monkeypatch, capsys, setting
     only_new = UserDataCipher(redis, master_cipher([new]))
     for p, token in tokens.items():
         assert await only_new.decrypt(p, token) == p.encode()
-
-
-async def asyncio_main(argv: list[str]) -> int:
-    """The CLI runs its own event loop: run it in a thread, out of the test's loop."""
-    import asyncio
-
-    def run() -> int:
-        try:
-            return main(argv)
-        except SystemExit as exc:
-            return int(exc.code or 0)
-
-    return await asyncio.to_thread(run)

@@ -62,6 +62,8 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.ITEMS_POPULAR,
         keys.STATS,
         keys.MODEL_CURRENT,
+        keys.MODEL_HISTORY,
+        keys.MODEL_CHALLENGER,
         *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
     ]
     readme = (ROOT / "README.md").read_text()
