@@ -9,7 +9,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from models.base import RecommenderModel
@@ -98,30 +97,19 @@ def _user_metrics(ranked: list[str], relevant: set[str], k: int) -> Mapping[str,
     }
 
 
-def holdout_split(
+def forward_split(
     histories: Mapping[str, Mapping[str, float]],
-    fraction: float = 0.1,
-    min_items: int = 5,
-    max_users: int = 2000,
-    seed: int = 0,
+    new_items: Mapping[str, set[str]],
+    min_train: int = 2,
 ) -> Split:
-    """A random holdout of each user's items (users with ``min_items`` or more; at most
-    ``max_users`` of them, sampled), for the quality gate: the feature store keeps weights, not
-    times, so a refit cannot split by time as `temporal_split` does."""
-    rng = np.random.default_rng(seed)
-    eligible = sorted(u for u, h in histories.items() if len(h) >= min_items)
-    if len(eligible) > max_users:
-        eligible = sorted(rng.choice(eligible, size=max_users, replace=False).tolist())
-    chosen = set(eligible)
+    """Test on what users did after a point in time: ``new_items`` (user -> items touched since)
+    leave the users' training histories and become their test sets. Users left with fewer than
+    ``min_train`` training items are not tested."""
     train: dict[str, dict[str, float]] = {}
     test: dict[str, set[str]] = {}
     for user, history in histories.items():
-        items = sorted(history)
-        if user in chosen:
-            n_test = max(1, int(len(items) * fraction))
-            held = set(rng.choice(items, size=n_test, replace=False).tolist())
+        held = new_items.get(user, set()) & set(history)
+        train[user] = {i: w for i, w in history.items() if i not in held}
+        if held and len(train[user]) >= min_train:
             test[user] = held
-            train[user] = {i: w for i, w in history.items() if i not in held}
-        else:
-            train[user] = dict(history)
     return Split(train, test)

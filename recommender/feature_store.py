@@ -172,6 +172,19 @@ class FeatureStore:
             out.append(RecentInteraction(etype, item, int(ts)))
         return out
 
+    async def items_since(self, pseudonyms: Sequence[str], ts: int) -> dict[str, set[str]]:
+        """Each user's items with an event newer than ``ts`` (among their recent interactions),
+        for users that have any."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p in pseudonyms:
+            pipe.lrange(keys.user_recent(p), 0, -1)
+        found: dict[str, set[str]] = {}
+        for p, rows in zip(pseudonyms, await pipe.execute(), strict=True):
+            new = {item for _, item, t in (str(r).split("|", 2) for r in rows) if int(t) > ts}
+            if new:
+                found[p] = new
+        return found
+
     async def categories(self, item_ids: Sequence[str]) -> list[list[str]]:
         """Each item's categories ([] for an item with no metadata)."""
         pipe = self._redis.pipeline(transaction=False)

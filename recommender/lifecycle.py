@@ -1,10 +1,10 @@
 """Model lifecycle: the quality gate a refit must pass to be served, and the operator's
 promote / rollback / pin (`streamrec models ...`).
 
-Every full fit becomes a version in the registry. It is *served* only if its holdout NDCG@10 is
-not worse than the served model's by more than `quality_gate_margin`, and no operator has pinned
-the served version; otherwise it is kept as the challenger, and `model:challenger` and the
-`models_held_back` counter say so.
+Every full fit becomes a version in the registry. It is *served* only if, on what users did since
+the served model was fitted, its NDCG@10 is not worse than the served model's by more than
+`quality_gate_margin`, and no operator has pinned the served version; otherwise it is kept as the
+challenger, and `model:challenger` and the `models_held_back` counter say so.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from models.als import ALSModel, fit_als
 from models.data import InteractionMatrix
@@ -26,36 +29,41 @@ from recommender.model_state import ModelState
 @dataclass(frozen=True, slots=True)
 class GateResult:
     challenger_ndcg: float
-    served_ndcg: float | None  # None: the served version recorded none (or nothing is served)
+    served_ndcg: float
     margin: float
     users: int
 
     @property
     def passed(self) -> bool:
-        return self.served_ndcg is None or self.challenger_ndcg >= self.served_ndcg - self.margin
+        return self.challenger_ndcg >= self.served_ndcg - self.margin
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "holdout_ndcg@10": round(self.challenger_ndcg, 5),
-            "served_holdout_ndcg@10": (
-                None if self.served_ndcg is None else round(self.served_ndcg, 5)
-            ),
+            "served_holdout_ndcg@10": round(self.served_ndcg, 5),
             "gate_margin": self.margin,
             "gate_users": self.users,
         }
 
 
-def holdout_ndcg(split: Split, params: dict[str, Any]) -> float:
-    """NDCG@10 on the split's holdout of ALS fitted with ``params`` on its training part.
+def gate_scores(
+    split: Split,
+    served_item_ids: npt.NDArray[np.str_],
+    served_item_factors: npt.NDArray[np.float32],
+    params: dict[str, Any],
+) -> tuple[float, float]:
+    """(challenger, served) NDCG@10 on what users did since the served model was fitted.
 
-    Every version is measured this way on its own data when it is fitted, and the gate compares
-    the challenger's figure with the one the served version recorded. (Scoring the served model
-    on the challenger's holdout would flatter it: its item factors have seen those items.)
-    A top-level function, so that it runs in the worker's fit process."""
+    The challenger is fitted with ``params`` on everything but that; the served model keeps its
+    item factors, which never saw it either. Both fold the users in from the same training
+    histories, so the comparison is like for like. A top-level function, so that it runs in the
+    worker's fit process."""
     users = list(split.train)
     data = InteractionMatrix.from_histories(users, [split.train[u] for u in users])
     item_ids, item_factors, _ = fit_als(data, **params)
-    return evaluate(ALSModel.from_factors(item_ids, item_factors, **params), split).ndcg
+    challenger = ALSModel.from_factors(item_ids, item_factors, **params)
+    served = ALSModel.from_factors(served_item_ids, served_item_factors, **params)
+    return evaluate(challenger, split).ndcg, evaluate(served, split).ndcg
 
 
 class NoSuchVersionError(StreamrecError):

@@ -100,11 +100,8 @@ class Settings(BaseSettings):
     quality_gate_margin: float = Field(
         0.01, ge=0, le=1, description="A refit whose holdout NDCG@10 trails by more is held back"
     )
-    quality_gate_holdout: float = Field(
-        0.1, gt=0, lt=1, description="Share of each user's items held out by the quality gate"
-    )
     quality_gate_min_users: int = Field(
-        20, ge=1, description="Fewer users with a holdout than this: no gate, the refit is served"
+        20, ge=1, description="Fewer users active since the served fit: no gate, refit served"
     )
 
     @field_validator("event_weights")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -14,14 +15,17 @@ from models.als import ALSModel, fit_als
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
-from recommender.evaluation import holdout_split
+from recommender.evaluation import forward_split
 from recommender.feature_store import FeatureStore
-from recommender.lifecycle import GateResult, holdout_ndcg
+from recommender.lifecycle import GateResult, gate_scores
 from recommender.model_state import ModelState, ServedModelCache
 from recommender.settings import Settings
 from recommender.types import Interaction
 
 log = logging.getLogger(__name__)
+
+#: Users the quality gate looks at (a sample, beyond that).
+GATE_MAX_USERS = 5000
 
 
 class Trainer:
@@ -121,7 +125,8 @@ class Trainer:
         promoted = False
         try:
             await self.sync()  # the gate and the pin are judged against what is served now
-            applied = (await self._store.stats()).get("events_applied", 0)
+            stats = await self._store.stats()
+            applied, clock = stats.get("events_applied", 0), stats.get("clock", 0)
             users = await self._store.active_users()
             histories, as_of = await self._store.histories_and_last_seen(users)
             data = InteractionMatrix.from_histories(users, histories)
@@ -131,7 +136,7 @@ class Trainer:
                 "iterations": s.als_iterations,
                 "alpha": s.als_alpha,
             }
-            gate = await self._gate(users, histories, params, seed=applied)
+            gate = await self._gate(users, histories, params)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             item_ids, item_factors, vectors = await loop.run_in_executor(
@@ -153,6 +158,7 @@ class Trainer:
                 model,
                 {
                     "watermark": applied,
+                    "clock": clock,  # the newest event time in the data
                     "users": len(users),
                     "items": len(data.item_ids),
                     "nnz": data.nnz,
@@ -195,25 +201,29 @@ class Trainer:
         users: list[str],
         histories: list[dict[str, float]],
         params: dict[str, Any],
-        seed: int,
     ) -> GateResult | None:
-        """The challenger's holdout NDCG@10 against the one the served version recorded; None
-        when too few users have enough items to judge."""
+        """Challenger against served model on what users did since the served one was fitted;
+        None without a served model, or with too few such users to judge."""
         s = self._settings
-        split = holdout_split(
-            dict(zip(users, histories, strict=True)), s.quality_gate_holdout, seed=seed
-        )
+        model, version = self._served.model, self._served.version
+        if model is None or version is None:
+            return None
+        try:
+            since = self._registry.metadata(version).get("clock")
+        except ModelNotFoundError:
+            since = None
+        if since is None:
+            return None
+        sample = users
+        if len(users) > GATE_MAX_USERS:
+            sample = random.Random(len(users)).sample(users, GATE_MAX_USERS)
+        new_items = await self._store.items_since(sample, int(since))
+        split = forward_split(dict(zip(users, histories, strict=True)), new_items)
         if len(split.test) < s.quality_gate_min_users:
             return None
         loop = asyncio.get_running_loop()
-        challenger = await loop.run_in_executor(
-            self._fit_executor, partial(holdout_ndcg, split, params)
+        challenger, served = await loop.run_in_executor(
+            self._fit_executor,
+            partial(gate_scores, split, model.item_ids, model.item_factors, params),
         )
-        served_ndcg = None
-        if self._served.version is not None:
-            try:
-                recorded = self._registry.metadata(self._served.version).get("holdout_ndcg@10")
-            except ModelNotFoundError:
-                recorded = None
-            served_ndcg = None if recorded is None else float(recorded)
-        return GateResult(challenger, served_ndcg, s.quality_gate_margin, len(split.test))
+        return GateResult(challenger, served, s.quality_gate_margin, len(split.test))
