@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,7 @@ from scipy.sparse import csr_matrix
 from models.base import Ranked, RecommenderModel, top_k
 from models.data import InteractionMatrix
 from models.errors import ModelFitError
+from models.neighbours import item_neighbours, load_arrays, recent_scores, save_arrays
 
 
 class ALSModel(RecommenderModel):
@@ -34,12 +35,22 @@ class ALSModel(RecommenderModel):
         alpha: float = 2.0,
         random_state: int = 42,
         num_threads: int = 1,
+        neighbours: int = 0,
+        knn_weight: float = 0.0,
+        recent_decay: float = 0.95,
     ) -> None:
+        """``neighbours`` > 0: `fit` also keeps each item's nearest items (cosine of interaction
+        columns), and ``knn_weight`` blends them in from the user's recent items (see
+        `recommend_vector`)."""
         self.factors = factors
         self.regularization = regularization
         self.iterations = iterations
         self.alpha = alpha
         self.random_state = random_state
+        self.neighbours = neighbours
+        self.knn_weight = knn_weight
+        self.recent_decay = recent_decay
+        self.item_neighbours: csr_matrix | None = None
         self._als = AlternatingLeastSquares(
             factors=factors,
             regularization=regularization,
@@ -73,6 +84,8 @@ class ALSModel(RecommenderModel):
                 "ALS produced NaN or infinite factors; lower alpha or raise regularization"
             )
         self._set_items(data.item_ids, factors)
+        if self.neighbours > 0:
+            self.item_neighbours = item_neighbours(data, self.neighbours)
 
     def _history_rows(self, histories: Sequence[Mapping[str, float]]) -> csr_matrix:
         indptr = [0]
@@ -92,10 +105,15 @@ class ALSModel(RecommenderModel):
 
     @classmethod
     def from_factors(
-        cls, item_ids: npt.NDArray[np.str_], item_factors: np.ndarray, **params: Any
+        cls,
+        item_ids: npt.NDArray[np.str_],
+        item_factors: np.ndarray,
+        item_neighbours: csr_matrix | None = None,
+        **params: Any,
     ) -> Self:
         model = cls(**params)
         model._set_items(item_ids, item_factors)
+        model.item_neighbours = item_neighbours
         return model
 
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
@@ -112,16 +130,32 @@ class ALSModel(RecommenderModel):
         k: int,
         exclude: Iterable[str] = (),
         allowed: Iterable[str] | None = None,
+        recent: Sequence[str] = (),
+        knn_weight: float | None = None,
+        recent_decay: float | None = None,
     ) -> Ranked:
-        """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given."""
+        """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given.
+
+        With item neighbours and a ``knn_weight`` (defaults: the model's), the score blends the
+        factor score with the neighbours of the user's ``recent`` items (newest first, the r-th
+        weighted ``recent_decay ** r``), each scaled to a maximum of 1: what the user did last
+        says most about what they do next, which the factors, fitted on the whole history, blur.
+        """
         scores = self.item_factors @ vector.astype(np.float32)
+        weight = self.knn_weight if knn_weight is None else knn_weight
+        if weight > 0 and recent and self.item_neighbours is not None:
+            decay = self.recent_decay if recent_decay is None else recent_decay
+            near = recent_scores(self.item_neighbours, self._index, recent, decay)
+            if near is not None:
+                scores = scores / (np.abs(scores).max() + 1e-9)
+                scores = scores + weight * near / (np.abs(near).max() + 1e-9)
         if allowed is not None:
             keep = [self._index[i] for i in allowed if i in self._index]
             masked = np.full_like(scores, -np.inf)
             masked[keep] = scores[keep]
             scores = masked
         excl = (self._index[i] for i in exclude if i in self._index)
-        return top_k(self.item_ids, scores, k, excl)
+        return top_k(self.item_ids, scores.astype(np.float32), k, excl)
 
     def item_vectors(self, item_ids: Iterable[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Unit-length factors of the items the model knows (for explanations)."""
@@ -131,10 +165,14 @@ class ALSModel(RecommenderModel):
         }
 
     def recommend(
-        self, history: Mapping[str, float], k: int, exclude: Iterable[str] = ()
+        self,
+        history: Mapping[str, float],
+        k: int,
+        exclude: Iterable[str] = (),
+        recent: Sequence[str] = (),
     ) -> Ranked:
         vec = self.user_vectors([history])[0]
-        return self.recommend_vector(vec, k, set(exclude) | set(history))
+        return self.recommend_vector(vec, k, set(exclude) | set(history), recent=recent)
 
     def similar_items(self, item_id: str, k: int) -> Ranked:
         i = self._index.get(item_id)
@@ -145,22 +183,18 @@ class ALSModel(RecommenderModel):
         return top_k(self.item_ids, scores.astype(np.float32), k, [i])
 
     def save(self, path: Path) -> None:
+        arrays: dict[str, Any] = {
+            "item_ids": self.item_ids,
+            "item_factors": self.item_factors,
+            "params": np.asarray(
+                [self.factors, self.regularization, self.iterations, self.alpha, self.random_state],
+                dtype=np.float64,
+            ),
+        }
+        if self.item_neighbours is not None:
+            arrays.update(save_arrays("neighbours", self.item_neighbours))
         with path.open("wb") as fh:
-            np.savez(
-                fh,
-                item_ids=self.item_ids,
-                item_factors=self.item_factors,
-                params=np.asarray(
-                    [
-                        self.factors,
-                        self.regularization,
-                        self.iterations,
-                        self.alpha,
-                        self.random_state,
-                    ],
-                    dtype=np.float64,
-                ),
-            )
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -168,13 +202,12 @@ class ALSModel(RecommenderModel):
             factors, reg, iters, alpha, seed = npz["params"].tolist()
             model = cls(int(factors), reg, int(iters), alpha, int(seed))
             model._set_items(npz["item_ids"], npz["item_factors"])
+            model.item_neighbours = load_arrays("neighbours", npz)
         return model
 
 
-def fit_als(
-    data: InteractionMatrix, **params: Any
-) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Fit ALS and fold in every user of ``data``: (item ids, item factors, user vectors).
+def fit_als(data: InteractionMatrix, **params: Any) -> FittedALS:
+    """Fit ALS (and item neighbours if ``neighbours`` > 0) and fold in every user of ``data``.
 
     Module-level and returning plain arrays, so a process pool can run it: a full fit then never
     competes with ingestion for the worker's GIL.
@@ -185,4 +218,14 @@ def fit_als(
     vectors = np.atleast_2d(
         np.asarray(model._als.recalculate_user(users, data.matrix), dtype=np.float32)
     )
-    return model.item_ids, model.item_factors, vectors
+    return FittedALS(model.item_ids, model.item_factors, vectors, model.item_neighbours)
+
+
+class FittedALS(NamedTuple):
+    item_ids: npt.NDArray[np.str_]
+    item_factors: npt.NDArray[np.float32]
+    user_vectors: npt.NDArray[np.float32]
+    neighbours: csr_matrix | None
+
+    def model(self, **params: Any) -> ALSModel:
+        return ALSModel.from_factors(self.item_ids, self.item_factors, self.neighbours, **params)

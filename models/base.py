@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -27,9 +27,14 @@ class RecommenderModel(ABC):
 
     @abstractmethod
     def recommend(
-        self, history: Mapping[str, float], k: int, exclude: Iterable[str] = ()
+        self,
+        history: Mapping[str, float],
+        k: int,
+        exclude: Iterable[str] = (),
+        recent: Sequence[str] = (),
     ) -> Ranked:
-        """Top-k items for a user whose interactions are ``history`` (item -> weight)."""
+        """Top-k items for a user whose interactions are ``history`` (item -> weight);
+        ``recent`` is their latest items, newest first, for models that use order."""
 
     @abstractmethod
     def similar_items(self, item_id: str, k: int) -> Ranked:

@@ -7,15 +7,17 @@ dense item x item inverse, so it is a baseline here, not a streaming model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 
 from models.base import Ranked, RecommenderModel, top_k
 from models.data import InteractionMatrix
+from models.neighbours import item_neighbours, load_arrays, save_arrays
 
 
 class _ItemScorer(RecommenderModel):
@@ -44,7 +46,11 @@ class _ItemScorer(RecommenderModel):
         return scores
 
     def recommend(
-        self, history: Mapping[str, float], k: int, exclude: Iterable[str] = ()
+        self,
+        history: Mapping[str, float],
+        k: int,
+        exclude: Iterable[str] = (),
+        recent: Sequence[str] = (),
     ) -> Ranked:
         excl = {self._index[i] for i in (*history, *exclude) if i in self._index}
         return top_k(self.item_ids, self._scores(history).astype(np.float32), k, excl)
@@ -81,24 +87,44 @@ class PopularityModel(_ItemScorer):
 
 
 class ItemKNNModel(_ItemScorer):
-    """Item-item cosine similarity on binary interactions, top `neighbours` kept per item."""
+    """Item-item cosine similarity on binary interactions, top `neighbours` kept per item
+    (sparse: see `models.neighbours`)."""
 
     name = "item_knn"
 
     def __init__(self, neighbours: int = 100) -> None:
         super().__init__()
         self.neighbours = neighbours
+        self._sim = csr_matrix((0, 0), dtype=np.float32)
 
     def fit(self, data: InteractionMatrix) -> None:
-        x = (data.matrix > 0).astype(np.float32)
-        co = (x.T @ x).toarray()
-        norms = np.sqrt(np.diag(co)) + 1e-9
-        sim = co / norms[:, None] / norms[None, :]
-        np.fill_diagonal(sim, 0.0)
-        if self.neighbours < sim.shape[1]:
-            cut = np.partition(sim, -self.neighbours, axis=1)[:, -self.neighbours][:, None]
-            sim = np.where(sim >= cut, sim, 0.0)
-        self._set(data.item_ids, sim)
+        self._sim = item_neighbours(data, self.neighbours)
+        self._set(data.item_ids, np.zeros(0, dtype=np.float32))
+
+    def _scores(self, history: Mapping[str, float]) -> np.ndarray:
+        return np.asarray(self._sim.T @ self._history_vector(history)).ravel()
+
+    def similar_items(self, item_id: str, k: int) -> Ranked:
+        i = self._index.get(item_id)
+        if i is None:
+            return np.asarray([], dtype=np.str_), np.asarray([], dtype=np.float32)
+        row = np.asarray(self._sim[i].toarray(), dtype=np.float32).ravel()
+        return top_k(self.item_ids, row, k, [i])
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as fh:
+            arrays: dict[str, Any] = {"item_ids": self.item_ids, **save_arrays("sim", self._sim)}
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        model = cls()
+        with np.load(path, allow_pickle=False) as npz:
+            model._set(npz["item_ids"], np.zeros(0, dtype=np.float32))
+            sim = load_arrays("sim", npz)
+            if sim is not None:
+                model._sim = sim
+        return model
 
 
 class EASEModel(_ItemScorer):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -17,10 +17,16 @@ from models.data import InteractionMatrix
 Histories = dict[str, dict[str, float]]
 
 
+#: Recent items kept per user, as the feature store keeps them (`recent_items`).
+RECENT_ITEMS = 50
+
+
 @dataclass(frozen=True)
 class Split:
     train: Histories
     test: dict[str, set[str]]
+    #: Each user's latest training items, newest first (for models that use order).
+    recent: dict[str, list[str]] = field(default_factory=dict)
 
     def matrix(self) -> InteractionMatrix:
         users = sorted(self.train)
@@ -49,10 +55,7 @@ def temporal_split(events: pd.DataFrame, test_fraction: float = 0.2, min_events:
     events stay whole in training; test items the user already had in training are dropped.
     """
     df = events.sort_values(["user_id", "ts"], kind="stable")
-    position = df.groupby("user_id").cumcount()
-    size = df.groupby("user_id")["item_id"].transform("size")
-    n_test = (size * test_fraction).astype(int)
-    in_test = (size >= min_events) & (position >= size - n_test)
+    in_test = _latest(df, test_fraction, min_events)
     train: Histories = {}
     for user, item, weight in df.loc[~in_test, ["user_id", "item_id", "weight"]].itertuples(
         index=False, name=None
@@ -63,7 +66,28 @@ def temporal_split(events: pd.DataFrame, test_fraction: float = 0.2, min_events:
     for user, item in df.loc[in_test, ["user_id", "item_id"]].itertuples(index=False, name=None):
         if str(item) not in train.get(str(user), {}):
             test.setdefault(str(user), set()).add(str(item))
-    return Split(train, {u: items for u, items in test.items() if u in train})
+    recent: dict[str, list[str]] = {}
+    for user, items in df.loc[~in_test].groupby("user_id")["item_id"]:
+        newest_first = [str(i) for i in reversed(items.tolist())]
+        recent[str(user)] = list(dict.fromkeys(newest_first))[:RECENT_ITEMS]
+    return Split(train, {u: items for u, items in test.items() if u in train}, recent)
+
+
+def _latest(df: pd.DataFrame, fraction: float, min_events: int) -> pd.Series:
+    """Mask of each user's latest ``fraction`` of events (``df`` sorted by user, then time)."""
+    position = df.groupby("user_id").cumcount()
+    size = df.groupby("user_id")["item_id"].transform("size")
+    n_test = (size * fraction).astype(int)
+    return (size >= min_events) & (position >= size - n_test)
+
+
+def training_events(
+    events: pd.DataFrame, test_fraction: float = 0.2, min_events: int = 5
+) -> pd.DataFrame:
+    """The events `temporal_split` trains on: split them again to carve a validation set, so
+    that hyper-parameters are never chosen on the test set."""
+    df = events.sort_values(["user_id", "ts"], kind="stable")
+    return df.loc[~_latest(df, test_fraction, min_events)]
 
 
 def evaluate(model: RecommenderModel, split: Split, k: int = 10) -> RankingMetrics:
@@ -72,7 +96,7 @@ def evaluate(model: RecommenderModel, split: Split, k: int = 10) -> RankingMetri
     recommended: set[str] = set()
     sums = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0}
     for user, relevant in split.test.items():
-        ids, _ = model.recommend(split.train[user], k)
+        ids, _ = model.recommend(split.train[user], k, recent=split.recent.get(user, ()))
         ranked = [str(i) for i in ids]
         recommended.update(ranked)
         for name, value in _user_metrics(ranked, relevant, k).items():

@@ -133,19 +133,22 @@ class FeatureStore:
         """Pseudonyms of every user with live features."""
         return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
 
-    async def seen_and_vector(
-        self, user_id: str, version: str | None
-    ) -> tuple[set[str], UserVector | None]:
-        """What serving needs of a user in one round trip: the items they touched, and their
-        vector in model ``version`` (None without a model or a vector)."""
+    async def serving_state(
+        self, user_id: str, version: str | None, recent: int
+    ) -> tuple[set[str], UserVector | None, list[str]]:
+        """What serving needs of a user, in one round trip: the items they touched, their
+        vector in model ``version`` (None without a model or a vector), and their ``recent``
+        latest items, newest first."""
         p = self.pseudonym(user_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hkeys(keys.user_items(p))
+        pipe.lrange(keys.user_recent(p), 0, max(recent, 1) - 1)
         if version is not None:
             pipe.hget(keys.user_vectors(version), p)
         rows = await pipe.execute()
-        vector = decode_vector(rows[1]) if version is not None else None
-        return {str(i) for i in rows[0]}, vector
+        vector = decode_vector(rows[2]) if version is not None else None
+        latest = list(dict.fromkeys(str(r).split("|", 2)[1] for r in rows[1]))[:recent]
+        return {str(i) for i in rows[0]}, vector, latest
 
     async def histories_and_last_seen(
         self, pseudonyms: Sequence[str]

@@ -60,8 +60,7 @@ def gate_scores(
     worker's fit process."""
     users = list(split.train)
     data = InteractionMatrix.from_histories(users, [split.train[u] for u in users])
-    item_ids, item_factors, _ = fit_als(data, **params)
-    challenger = ALSModel.from_factors(item_ids, item_factors, **params)
+    challenger = fit_als(data, **params).model(**params)
     served = ALSModel.from_factors(served_item_ids, served_item_factors, **params)
     return evaluate(challenger, split).ndcg, evaluate(served, split).ndcg
 

@@ -1,5 +1,10 @@
-"""Serving: recommendations through a fallback chain (collaborative filtering, then popular),
-similar items, and popular or trending lists; every item with a short reason."""
+"""Serving: recommendations through a fallback chain, similar items, and popular or trending
+lists; every item with a short reason.
+
+The chain: the ALS score blended with the neighbours of the user's latest items; then, for what
+the model cannot fill (no model yet, a user it cannot place), the popular items of the user's
+favourite categories; then popular items.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,16 @@ REASON_TRENDING = "trending in the last hour"
 #: How many recent items an explanation looks through for the closest one.
 EXPLAIN_RECENT = 20
 TITLE_CACHE_SIZE = 100_000
+#: Categories the affinity step looks at, the user's strongest first.
+AFFINITY_TOP = 3
 
 
 def reason_popular_in(window: str) -> str:
     return f"popular in the last {window}"
+
+
+def reason_affinity(category: str) -> str:
+    return f"popular in {category}, which you like"
 
 
 def reason_because(title: str) -> str:
@@ -55,7 +66,15 @@ class RecommendationService:
         registry: ModelRegistry,
         pointer_check_s: float = 0.0,
         title_ttl_s: float = 0.0,
+        knn_weight: float = 0.0,
+        recent_items: int = 0,
+        recent_decay: float = 0.95,
     ) -> None:
+        """``knn_weight`` and ``recent_items``: how much the neighbours of the user's latest
+        items count against the ALS score (see `ALSModel.recommend_vector`)."""
+        self._knn_weight = knn_weight
+        self._recent_items = recent_items
+        self._recent_decay = recent_decay
         self._store = store
         self._state = state
         self._served = ServedModelCache(state, registry, pointer_check_s)
@@ -103,13 +122,17 @@ class RecommendationService:
         one the model cannot fill k for, gets popular items."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
-        seen, vec = await self._store.seen_and_vector(user_id, version)
+        seen, vec, recent = await self._store.serving_state(user_id, version, self._recent_items)
         excluded = seen | set(exclude)
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
         if model is not None and vec is not None:
-            ids, scores = model.recommend_vector(vec.vector, k, excluded, allowed)
+            ids, scores = model.recommend_vector(
+                vec.vector, k, excluded, allowed, recent, self._knn_weight, self._recent_decay
+            )
             items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
+        if len(items) < k and category is None:
+            items += await self._by_affinity(user_id, k - len(items), excluded, items)
         if len(items) < k:
             taken = excluded | {i for i, _, _ in items}
             popular = await self._store.popular(k - len(items), taken, category)
@@ -123,6 +146,26 @@ class RecommendationService:
         return Recommendations(
             user_id, await self._scored(items, because), version, vec.as_of if vec else None
         )
+
+    async def _by_affinity(
+        self,
+        user_id: str,
+        n: int,
+        excluded: set[str],
+        chosen: Sequence[tuple[str, float, str]],
+    ) -> list[tuple[str, float, str]]:
+        """The chain's step between the model and plain popularity: popular items of the
+        categories the user likes most (for users the model cannot place yet)."""
+        affinity = await self._store.category_affinity(user_id)
+        found: list[tuple[str, float, str]] = []
+        taken = excluded | {i for i, _, _ in chosen}
+        for cat, _ in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))[:AFFINITY_TOP]:
+            for item, score in await self._store.popular(n - len(found), taken, cat):
+                found.append((item, score, reason_affinity(cat)))
+                taken.add(item)
+            if len(found) >= n:
+                break
+        return found
 
     async def _explain(
         self, user_id: str, model: ALSModel, recommended: Sequence[str]

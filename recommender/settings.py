@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     als_iterations: int = Field(15, ge=1, le=200)
     als_alpha: float = Field(2.0, gt=0, description="Confidence = 1 + alpha * weight")
     als_min_events: int = Field(1000, ge=1, description="Events needed before the first fit")
+    knn_neighbours: int = Field(
+        100, ge=0, le=1000, description="Nearest items kept per item at each refit (0: none)"
+    )
+    serve_knn_weight: float = Field(
+        0.5, ge=0, description="Weight of the recent items' neighbours against the ALS score"
+    )
+    serve_recent_items: int = Field(
+        10, ge=0, le=50, description="Recent items whose neighbours are blended in"
+    )
+    serve_recent_decay: float = Field(
+        0.95, gt=0, le=1, description="The r-th most recent item counts decay**r"
+    )
     refit_growth: float = Field(0.2, gt=0, description="Refit when events grew by this fraction")
     refit_idle_s: float = Field(2.0, gt=0, description="Refit when the stream is quiet this long")
     refit_min_interval_s: float = Field(

@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Any
 
-from models.als import ALSModel, fit_als
+from models.als import fit_als
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
@@ -135,15 +135,16 @@ class Trainer:
                 "regularization": s.als_regularization,
                 "iterations": s.als_iterations,
                 "alpha": s.als_alpha,
+                "neighbours": s.knn_neighbours,
             }
             gate = await self._gate(users, histories, params)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
-            item_ids, item_factors, vectors = await loop.run_in_executor(
+            fitted = await loop.run_in_executor(
                 self._fit_executor, partial(fit_als, data, **params)
             )
             fit_s = time.perf_counter() - started
-            model = ALSModel.from_factors(item_ids, item_factors, **params)
+            model, vectors = fitted.model(**params), fitted.user_vectors
             served = await self._state.current()
             held = ""
             if served is not None and served.pinned:

@@ -126,7 +126,12 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.which in {"faults", "all"}:
         run_faults(settings, json_path=args.json or out / "faults.json")
     if args.which in {"quality", "all"}:
-        run_quality(settings, json_path=args.json or out / "quality.json")
+        run_quality(
+            settings,
+            json_path=args.json or out / "quality.json",
+            chart_path=out / "quality.png",
+            prequential_events=args.prequential_events,
+        )
     if args.which in {"freshness", "all"}:
         run_freshness(settings, json_path=args.json or out / "freshness.json")
     if args.which in {"serve", "all"}:
@@ -171,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
     b.add_argument("--events", type=int, default=200_000)
     b.add_argument("--freshness-seconds", type=float, default=30.0)
+    b.add_argument("--prequential-events", type=int, default=5000, help="quality: events replayed")
     b.add_argument("--seconds", type=float, default=20.0, help="serve: load duration per endpoint")
     b.set_defaults(func=cmd_bench)
     return parser

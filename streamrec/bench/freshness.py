@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 from kafka import KafkaProducer
 
-from models.als import ALSModel, fit_als
+from models.als import fit_als
 from recommender.evaluation import temporal_split
 from recommender.history import clean_history, with_weights
 from recommender.settings import Settings
@@ -100,11 +100,11 @@ def _training_costs(settings: Settings) -> dict[str, float]:
         "regularization": settings.als_regularization,
         "iterations": settings.als_iterations,
         "alpha": settings.als_alpha,
+        "neighbours": settings.knn_neighbours,
     }
     t0 = time.perf_counter()
-    item_ids, item_factors, _ = fit_als(data, **params)
+    model = fit_als(data, **params).model(**params)
     refit_s = time.perf_counter() - t0
-    model = ALSModel.from_factors(item_ids, item_factors, **params)
     all_h = [histories[u] for u in users]
     t0 = time.perf_counter()
     model.user_vectors(all_h)

@@ -6,9 +6,15 @@ from models.registry import ModelRegistry
 from recommender import keys
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
-from recommender.serving import REASON_CF, REASON_POPULAR, RecommendationService
+from recommender.serving import (
+    REASON_CF,
+    REASON_POPULAR,
+    RecommendationService,
+    reason_affinity,
+)
 from recommender.training import Trainer
-from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
+from recommender.types import Interaction, ItemMeta
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions, fan_of_scifi
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +82,20 @@ async def test_a_restarted_trainer_picks_up_the_served_version(parts, settings, 
     await fresh.sync()
     assert fresh.version == version
     assert await fresh.maybe_refit() is None  # nothing new since the fit
+
+
+async def test_without_a_model_the_chain_uses_category_affinity_then_popularity(parts):
+    store, state, registry, _ = parts
+    await store.upsert_items(
+        [ItemMeta(i, i, 1, None, ("scifi",)) for i in SCI_FI]
+        + [ItemMeta(i, i, 1, None, ("romance",)) for i in ROMANCE]
+    )
+    await store.apply_interactions(clustered_interactions())
+    carol = [
+        Interaction(f"carol-{i}", "carol", i, "purchase", 1_800_000_000_000) for i in ROMANCE[:2]
+    ]
+    await store.apply_interactions(carol)
+    recs = await RecommendationService(store, state, registry).recommend("carol", 25)
+    liked = [i for i in recs.items if i.reason == reason_affinity("romance")]
+    assert len(liked) == 18 and {i.item_id for i in liked} == set(ROMANCE[2:])
+    assert {i.reason for i in recs.items[18:]} == {REASON_POPULAR}  # then everything else

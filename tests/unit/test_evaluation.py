@@ -19,7 +19,7 @@ class FixedRanking(RecommenderModel):
     def fit(self, data):  # pragma: no cover - not needed
         pass
 
-    def recommend(self, history, k, exclude=()):
+    def recommend(self, history, k, exclude=(), recent=()):
         ids = [i for i in self.ranking if i not in history][:k]
         return np.asarray(ids), np.ones(len(ids), dtype=np.float32)
 
