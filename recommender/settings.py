@@ -87,9 +87,9 @@ class Settings(BaseSettings):
 
     # Collaborative filtering
     als_factors: int = Field(64, ge=2, le=1024)
-    als_regularization: float = Field(0.05, ge=0)
+    als_regularization: float = Field(10.0, ge=0)
     als_iterations: int = Field(15, ge=1, le=200)
-    als_alpha: float = Field(2.0, gt=0, description="Confidence = 1 + alpha * weight")
+    als_alpha: float = Field(0.25, gt=0, description="Confidence = 1 + alpha * weight")
     als_min_events: int = Field(1000, ge=1, description="Events needed before the first fit")
     knn_neighbours: int = Field(
         100, ge=0, le=1000, description="Nearest items kept per item at each refit (0: none)"
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         10, ge=0, le=50, description="Recent items whose neighbours are blended in"
     )
     serve_recent_decay: float = Field(
-        0.95, gt=0, le=1, description="The r-th most recent item counts decay**r"
+        0.8, gt=0, le=1, description="The r-th most recent item counts decay**r"
     )
     refit_growth: float = Field(0.2, gt=0, description="Refit when events grew by this fraction")
     refit_idle_s: float = Field(2.0, gt=0, description="Refit when the stream is quiet this long")

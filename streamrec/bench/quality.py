@@ -103,9 +103,8 @@ def run_quality(
     blend, als = tuned["blend"], tuned["als"]
     iterations = settings.als_iterations
 
-    default_als = ALSModel(
-        settings.als_factors, settings.als_regularization, iterations, settings.als_alpha
-    )
+    # Batch ALS as a user of implicit gets it: the library's defaults.
+    default_als = ALSModel(factors=100, regularization=0.01, iterations=15, alpha=1.0)
     tuned_als = ALSModel(iterations=iterations, **als)
     chain = ALSModel(
         iterations=iterations,
