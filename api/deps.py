@@ -5,9 +5,10 @@ hand-offs cost more than the request itself (seen in a py-spy profile of `bench 
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 
 from api.publisher import Publisher
@@ -16,44 +17,30 @@ from recommender.feature_store import FeatureStore
 from recommender.privacy import UserDataService
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
+from streams.records import ID_PATTERN
+
+T = TypeVar("T")
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
+def _from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency answering ``request.state.<name>``, which the lifespan set."""
+
+    async def get(request: Request) -> T:
+        value: T = getattr(request.state, name)
+        return value
+
+    get.__name__ = f"state_{name}"
+    return get
 
 
-async def _store(request: Request) -> FeatureStore:
-    store: FeatureStore = request.state.store
-    return store
-
-
-async def _service(request: Request) -> RecommendationService:
-    service: RecommendationService = request.state.service
-    return service
-
-
-async def _privacy(request: Request) -> UserDataService:
-    privacy: UserDataService = request.state.privacy
-    return privacy
-
-
-async def _publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.state.publisher
-    return publisher
-
-
-async def _metrics(request: Request) -> ApiMetrics:
-    metrics: ApiMetrics = request.state.metrics
-    return metrics
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-StoreDep = Annotated[FeatureStore, Depends(_store)]
-ServiceDep = Annotated[RecommendationService, Depends(_service)]
-PrivacyDep = Annotated[UserDataService, Depends(_privacy)]
-PublisherDep = Annotated[Publisher, Depends(_publisher)]
-MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings", Settings))]
+StoreDep = Annotated[FeatureStore, Depends(_from_state("store", FeatureStore))]
+ServiceDep = Annotated[
+    RecommendationService, Depends(_from_state("service", RecommendationService))
+]
+PrivacyDep = Annotated[UserDataService, Depends(_from_state("privacy", UserDataService))]
+PublisherDep = Annotated[Publisher, Depends(_from_state("publisher", Publisher))]
+MetricsDep = Annotated[ApiMetrics, Depends(_from_state("metrics", ApiMetrics))]
 
 
 def capped_k(k: int, settings: Settings) -> int:
@@ -71,3 +58,7 @@ def capped_k(k: int, settings: Settings) -> int:
             ]
         )
     return k
+
+
+#: A user or item id in a path, as the record schemas define ids.
+PathId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -83,16 +83,17 @@ class UserDataCipher:
 
 async def check_master_keys(redis: aioredis.Redis, master: MultiFernet) -> None:
     """Fail at start-up, not at the first request, when the configured master keys cannot
-    unwrap the data keys already stored (a wrong or missing old key after a rotation)."""
-    async for name in redis.scan_iter(match=f"{keys.DATA_KEY_PREFIX}*", count=100):
-        wrapped = await redis.get(name)
-        if wrapped is None:
-            continue
-        try:
-            master.decrypt(str(wrapped).encode())
-        except InvalidToken:
-            raise ConfigurationError(
-                "STREAMREC_MASTER_KEYS cannot unwrap the users' data keys already stored: "
-                "a wrong key, or the old key was dropped before `streamrec keys rotate` ran"
-            ) from None
+    unwrap what is stored. One canary, wrapped like a data key (so `rotate` re-wraps it too),
+    is written by the first start and unwrapped by every later one: O(1), and it catches a wrong
+    key even before any user has data."""
+    canary = await redis.get(keys.MASTER_KEY_CANARY)
+    if canary is None:
+        await redis.set(keys.MASTER_KEY_CANARY, master.encrypt(b"streamrec").decode(), nx=True)
         return
+    try:
+        master.decrypt(str(canary).encode())
+    except InvalidToken:
+        raise ConfigurationError(
+            "STREAMREC_MASTER_KEYS cannot unwrap the data keys already stored: a wrong key, "
+            "or the old key was dropped before `streamrec keys rotate` ran"
+        ) from None

@@ -119,6 +119,10 @@ def data_key(pseudonym: str) -> str:
     return f"{DATA_KEY_PREFIX}{pseudonym}"
 
 
+#: Wrapped like a data key (pseudonyms are hex, so no user's), for the start-up key check.
+MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
+
+
 def user_vectors(version: str) -> str:
     return f"model:{version}:users"
 

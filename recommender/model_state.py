@@ -108,9 +108,6 @@ class ModelState:
         }
         await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
-    async def user_vector(self, version: str, pseudonym: str) -> UserVector | None:
-        return decode_vector(await self._redis.hget(keys.user_vectors(version), pseudonym))
-
 
 @dataclass(frozen=True, slots=True)
 class UserVector:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from models.data import InteractionMatrix
 from recommender.types import Interaction
 
 SCI_FI = [f"scifi-{i}" for i in range(20)]
@@ -32,3 +33,12 @@ def fan_of_scifi(user_id: str = "alice", n: int = 6) -> list[Interaction]:
         Interaction(f"{user_id}-{item}", user_id, item, "purchase", 1_800_000_000_000 + i)
         for i, item in enumerate(SCI_FI[:n])
     ]
+
+
+def clustered_matrix() -> InteractionMatrix:
+    """`clustered_interactions` as a binary user x item matrix (60 x 40)."""
+    histories: dict[str, dict[str, float]] = {}
+    for e in clustered_interactions():
+        histories.setdefault(e.user_id, {})[e.item_id] = 1.0
+    users = sorted(histories)
+    return InteractionMatrix.from_histories(users, [histories[u] for u in users])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import ReadKey, WriteKey
-from api.deps import PublisherDep, ServiceDep, SettingsDep, capped_k
+from api.deps import PathId, PublisherDep, ServiceDep, SettingsDep, capped_k
 from api.publisher import validate_batch
 from api.routes.events import publish_rows
 from api.schemas import (
@@ -19,11 +19,10 @@ from api.schemas import (
     ItemsOut,
     RecommendedItem,
 )
-from streams.records import ID_PATTERN, ContentV1
+from streams.records import ContentV1
 
 router = APIRouter(prefix="/v1/items", tags=["items"], responses=AUTH_ERRORS)
 
-ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 K = Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")]
 
 
@@ -49,7 +48,7 @@ async def trending(service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K 
 
 @router.get("/{item_id}/similar", response_model=ItemsOut, responses=NOT_FOUND)
 async def similar(
-    item_id: ItemId, service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10
+    item_id: PathId, service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10
 ) -> ItemsOut:
     """Items liked by the same people (the served model's item space); for an item too new for
     the model, the popular items of its categories. 404 for an item streamrec never saw."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import AdminKey, ReadKey, WriteKey
-from api.deps import PrivacyDep, ServiceDep, SettingsDep, capped_k
+from api.deps import PathId, PrivacyDep, ServiceDep, SettingsDep, capped_k
 from api.schemas import (
     AUTH_ERRORS,
     NOT_FOUND,
@@ -18,16 +18,13 @@ from api.schemas import (
     RecommendationsOut,
     RecommendedItem,
 )
-from streams.records import ID_PATTERN
 
 router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
-
-UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
 @router.get("/{user_id}/recommendations", response_model=RecommendationsOut)
 async def recommendations(
-    user_id: UserId,
+    user_id: PathId,
     service: ServiceDep,
     settings: SettingsDep,
     _: ReadKey,
@@ -49,7 +46,7 @@ async def recommendations(
 
 @router.put("/{user_id}/profile", response_model=Profile)
 async def put_profile(
-    user_id: UserId, profile: Profile, privacy: PrivacyDep, _: WriteKey
+    user_id: PathId, profile: Profile, privacy: PrivacyDep, _: WriteKey
 ) -> Profile:
     """Store the user's personal data, encrypted under their own data key."""
     await privacy.put_profile(user_id, profile.model_dump(exclude_none=True))
@@ -57,7 +54,7 @@ async def put_profile(
 
 
 @router.get("/{user_id}/profile", response_model=Profile, responses=NOT_FOUND)
-async def get_profile(user_id: UserId, privacy: PrivacyDep, _: WriteKey) -> Profile:
+async def get_profile(user_id: PathId, privacy: PrivacyDep, _: WriteKey) -> Profile:
     found = await privacy.get_profile(user_id)
     if found is None:
         raise HTTPException(404, "no profile for this user")
@@ -65,7 +62,7 @@ async def get_profile(user_id: UserId, privacy: PrivacyDep, _: WriteKey) -> Prof
 
 
 @router.get("/{user_id}/export", response_model=ExportOut, responses=NOT_FOUND)
-async def export(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ExportOut:
+async def export(user_id: PathId, privacy: PrivacyDep, _: AdminKey) -> ExportOut:
     """Everything streamrec holds about the user, decrypted (the GDPR right of access)."""
     found = await privacy.export(user_id)
     if found is None:
@@ -74,7 +71,7 @@ async def export(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ExportOut
 
 
 @router.delete("/{user_id}", response_model=ErasureOut)
-async def erase(user_id: UserId, privacy: PrivacyDep, _: AdminKey) -> ErasureOut:
+async def erase(user_id: PathId, privacy: PrivacyDep, _: AdminKey) -> ErasureOut:
     """Erase the user: destroy their data key, delete their features and model vector.
     Idempotent: erasing again reports nothing left to remove."""
     done = await privacy.erase(user_id)

@@ -270,10 +270,19 @@ async def test_start_up_fails_clearly_without_or_with_a_wrong_master_key(setting
         create_app(settings.model_copy(update={"master_keys": None}))
     with pytest.raises(ConfigurationError, match="not a valid Fernet key"):
         create_app(settings.model_copy(update={"master_keys": SecretStr("not-a-key")}))
-    cipher = UserDataCipher(redis, master_cipher([settings.require_master_keys()[0]]))
-    await cipher.encrypt("p-someone", b"data")
+    right = create_app(settings)
+    async with right.router.lifespan_context(right):  # the first start writes the canary
+        pass
     wrong = settings.model_copy(update={"master_keys": SecretStr(Fernet.generate_key().decode())})
     app = create_app(wrong)
     with pytest.raises(ConfigurationError, match="cannot unwrap"):
         async with app.router.lifespan_context(app):
             pass
+    # After a rotation onto a new key, the new key alone starts.
+    new = Fernet.generate_key().decode()
+    both = master_cipher([new, settings.require_master_keys()[0]])
+    assert await UserDataCipher(redis, both).rotate() == 1  # the canary
+    alone = create_app(settings.model_copy(update={"master_keys": SecretStr(new)}))
+    async with alone.router.lifespan_context(alone):
+        pass
+    await redis.flushdb()  # the next test's API starts with the shared test master key

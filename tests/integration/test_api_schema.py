@@ -34,6 +34,14 @@ async def _admin_key(redis_url: str) -> str:
         await client.aclose()
 
 
+async def _flush(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(scope="module")
 def served(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, key) of the API running in a thread for the whole module."""
@@ -45,6 +53,7 @@ def served(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         api_rate_per_s=100_000,
         api_rate_burst=100_000,
     )
+    asyncio.run(_flush(s.redis_url or ""))
     server = uvicorn.Server(
         uvicorn.Config(create_app(s), host="127.0.0.1", port=0, log_level="warning")
     )

@@ -53,6 +53,7 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.seen("{event_id}"),
         keys.user_vectors("{v}"),
         keys.data_key("{p}"),
+        keys.MASTER_KEY_CANARY,
         keys.user_profile("{p}"),
         keys.category_items("{c}"),
         keys.api_key("{key_id}"),

@@ -11,16 +11,12 @@ from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
-from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+from tests.factories import ROMANCE, SCI_FI, clustered_matrix
 
 
 @pytest.fixture(scope="module")
 def data() -> InteractionMatrix:
-    histories: dict[str, dict[str, float]] = {}
-    for e in clustered_interactions():
-        histories.setdefault(e.user_id, {})[e.item_id] = 1.0
-    users = sorted(histories)
-    return InteractionMatrix.from_histories(users, [histories[u] for u in users])
+    return clustered_matrix()
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,12 @@ from models.data import InteractionMatrix
 from models.neighbours import item_neighbours, recent_scores
 from recommender.evaluation import temporal_split, training_events
 from recommender.prequential import prequential
-from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions, clustered_matrix
 
 
 @pytest.fixture(scope="module")
 def data() -> InteractionMatrix:
-    histories: dict[str, dict[str, float]] = {}
-    for e in clustered_interactions():
-        histories.setdefault(e.user_id, {})[e.item_id] = 1.0
-    users = sorted(histories)
-    return InteractionMatrix.from_histories(users, [histories[u] for u in users])
+    return clustered_matrix()
 
 
 def test_neighbours_stay_in_their_cluster_and_are_capped(data):
