@@ -51,6 +51,8 @@ class ALSModel(RecommenderModel):
         self.knn_weight = knn_weight
         self.recent_decay = recent_decay
         self.item_neighbours: csr_matrix | None = None
+        #: U^T U over the users of the fit: what an item solve needs of the users not touching it.
+        self.user_gramian: npt.NDArray[np.float32] | None = None
         self._als = AlternatingLeastSquares(
             factors=factors,
             regularization=regularization,
@@ -86,6 +88,8 @@ class ALSModel(RecommenderModel):
         self._set_items(data.item_ids, factors)
         if self.neighbours > 0:
             self.item_neighbours = item_neighbours(data, self.neighbours)
+        users = np.asarray(self._als.user_factors, dtype=np.float32)
+        self.user_gramian = users.T @ users
 
     def _history_rows(self, histories: Sequence[Mapping[str, float]]) -> csr_matrix:
         indptr = [0]
@@ -109,12 +113,78 @@ class ALSModel(RecommenderModel):
         item_ids: npt.NDArray[np.str_],
         item_factors: np.ndarray,
         item_neighbours: csr_matrix | None = None,
+        user_gramian: npt.NDArray[np.float32] | None = None,
         **params: Any,
     ) -> Self:
         model = cls(**params)
         model._set_items(item_ids, item_factors)
         model.item_neighbours = item_neighbours
+        model.user_gramian = user_gramian
         return model
+
+    def knows(self, item_id: str) -> bool:
+        return item_id in self._index
+
+    def partial_fit_items(
+        self,
+        user_vectors: Sequence[npt.NDArray[np.float32]],
+        weights: Sequence[npt.NDArray[np.float32]],
+    ) -> npt.NDArray[np.float32]:
+        """Factors for items the model does not know yet, from the vectors of the users who
+        touched each (and their weights for it), against fixed user factors: the item half of an
+        ALS sweep. Without the fit's user Gramian (an older artifact), only those users count."""
+        f = self.factors if not len(self.item_ids) else self.item_factors.shape[1]
+        gram = self.user_gramian if self.user_gramian is not None else np.zeros((f, f))
+        out = np.zeros((len(user_vectors), f), dtype=np.float32)
+        for n, (y, w) in enumerate(zip(user_vectors, weights, strict=True)):
+            conf = 1.0 + self.alpha * np.asarray(w, dtype=np.float64)
+            y64 = np.asarray(y, dtype=np.float64)
+            a = gram + (y64.T * (conf - 1.0)) @ y64 + self.regularization * np.eye(f)
+            out[n] = np.linalg.solve(a, y64.T @ conf)
+        return out
+
+    def with_items(
+        self, item_ids: Sequence[str], item_factors: npt.NDArray[np.float32]
+    ) -> ALSModel:
+        """A copy that also scores ``item_ids`` (new ones appended, known ones replaced); the
+        new items have no neighbours until the next refit."""
+        ids = list(self.item_ids)
+        factors = self.item_factors.copy()
+        fresh_ids, fresh_rows = [], []
+        for item, row in zip(item_ids, item_factors, strict=True):
+            i = self._index.get(item)
+            if i is None:
+                fresh_ids.append(item)
+                fresh_rows.append(row)
+            else:
+                factors[i] = row
+        if fresh_ids:
+            ids += fresh_ids
+            factors = np.vstack([factors, np.asarray(fresh_rows, dtype=np.float32)])
+        neighbours = None
+        if self.item_neighbours is not None:
+            neighbours = self.item_neighbours.copy()
+            neighbours.resize((len(ids), len(ids)))
+        model = ALSModel.from_factors(
+            np.asarray(ids, dtype=np.str_),
+            factors,
+            neighbours,
+            self.user_gramian,
+            **self._params(),
+        )
+        return model
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "factors": self.factors,
+            "regularization": self.regularization,
+            "iterations": self.iterations,
+            "alpha": self.alpha,
+            "random_state": self.random_state,
+            "neighbours": self.neighbours,
+            "knn_weight": self.knn_weight,
+            "recent_decay": self.recent_decay,
+        }
 
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
         """One least-squares solve per user against the fixed item factors (a partial fit)."""
@@ -193,6 +263,8 @@ class ALSModel(RecommenderModel):
         }
         if self.item_neighbours is not None:
             arrays.update(save_arrays("neighbours", self.item_neighbours))
+        if self.user_gramian is not None:
+            arrays["user_gramian"] = self.user_gramian
         with path.open("wb") as fh:
             np.savez(fh, **arrays)
 
@@ -203,6 +275,8 @@ class ALSModel(RecommenderModel):
             model = cls(int(factors), reg, int(iters), alpha, int(seed))
             model._set_items(npz["item_ids"], npz["item_factors"])
             model.item_neighbours = load_arrays("neighbours", npz)
+            if "user_gramian" in npz:
+                model.user_gramian = npz["user_gramian"]
         return model
 
 
@@ -218,7 +292,9 @@ def fit_als(data: InteractionMatrix, **params: Any) -> FittedALS:
     vectors = np.atleast_2d(
         np.asarray(model._als.recalculate_user(users, data.matrix), dtype=np.float32)
     )
-    return FittedALS(model.item_ids, model.item_factors, vectors, model.item_neighbours)
+    return FittedALS(
+        model.item_ids, model.item_factors, vectors, model.item_neighbours, model.user_gramian
+    )
 
 
 class FittedALS(NamedTuple):
@@ -226,6 +302,9 @@ class FittedALS(NamedTuple):
     item_factors: npt.NDArray[np.float32]
     user_vectors: npt.NDArray[np.float32]
     neighbours: csr_matrix | None
+    user_gramian: npt.NDArray[np.float32] | None
 
     def model(self, **params: Any) -> ALSModel:
-        return ALSModel.from_factors(self.item_ids, self.item_factors, self.neighbours, **params)
+        return ALSModel.from_factors(
+            self.item_ids, self.item_factors, self.neighbours, self.user_gramian, **params
+        )

@@ -175,6 +175,13 @@ class FeatureStore:
             out.append(RecentInteraction(etype, item, int(ts)))
         return out
 
+    async def weights_of(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The weight of each (pseudonym, item) in the user's history (0 if none)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, item in pairs:
+            pipe.hget(keys.user_items(p), item)
+        return [float(w or 0) for w in await pipe.execute()]
+
     async def items_since(self, pseudonyms: Sequence[str], ts: int) -> dict[str, set[str]]:
         """Each user's items with an event newer than ``ts`` (among their recent interactions),
         for users that have any."""

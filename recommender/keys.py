@@ -129,6 +129,18 @@ def user_vectors(version: str) -> str:
 
 USER_VECTORS_PATTERN = "model:*:users"
 
+
+def item_vectors(version: str) -> str:
+    """Factors of items newer than version ``version``'s fit, folded in by the worker."""
+    return f"model:{version}:items"
+
+
+def items_written_field(version: str) -> str:
+    """`model:current` field counting item-vector writes for ``version`` (readers reload the
+    extra items when it moves)."""
+    return f"items_written:{version}"
+
+
 API_KEY_PREFIX = "apikey:"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +27,20 @@ class ServedModel:
     version: str
     watermark: int  # events applied to the feature store when the model was fitted
     pinned: bool = False  # chosen by an operator: refits do not replace it
+    items_written: int = 0  # item vectors folded in since the fit (see `write_item_vectors`)
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> ServedModel | None:
         """From the `model:current` hash; None when no model is served yet."""
         if not raw.get("version"):
             return None
-        return cls(str(raw["version"]), int(raw.get("watermark", 0)), str(raw.get("pinned")) == "1")
+        version = str(raw["version"])
+        return cls(
+            version,
+            int(raw.get("watermark", 0)),
+            str(raw.get("pinned")) == "1",
+            int(raw.get(keys.items_written_field(version), 0)),
+        )
 
 
 class ModelState:
@@ -54,6 +61,7 @@ class ModelState:
         notification on `MODEL_CHANNEL` is for listeners that prefer to be told."""
         previous = await self.current()
         pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.MODEL_CURRENT)  # no field of the previous version survives
         pipe.hset(
             keys.MODEL_CURRENT,
             mapping={"version": version, "watermark": watermark, "pinned": int(pinned)},
@@ -61,8 +69,10 @@ class ModelState:
         pipe.lpush(keys.MODEL_HISTORY, version)
         pipe.ltrim(keys.MODEL_HISTORY, 0, keys.MODEL_HISTORY_LEN - 1)
         pipe.persist(keys.user_vectors(version))
+        pipe.persist(keys.item_vectors(version))
         if previous is not None and previous.version != version:
             pipe.expire(keys.user_vectors(previous.version), keys.RETIRED_MODEL_TTL_S)
+            pipe.expire(keys.item_vectors(previous.version), keys.RETIRED_MODEL_TTL_S)
         pipe.publish(keys.MODEL_CHANNEL, version)
         await pipe.execute()
 
@@ -90,6 +100,36 @@ class ModelState:
 
     async def has_vectors(self, version: str) -> bool:
         return bool(await self._redis.exists(keys.user_vectors(version)))
+
+    async def write_item_vectors(
+        self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        """Factors of items newer than ``version``'s fit; readers pick them up (`items_written`)."""
+        if not vectors:
+            return
+        encoded = {
+            item: base64.b64encode(vec.astype(np.float32).tobytes()).decode()
+            for item, vec in vectors.items()
+        }
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        pipe.hincrby(keys.MODEL_CURRENT, keys.items_written_field(version), len(encoded))
+        await pipe.execute()
+
+    async def item_vectors(self, version: str) -> dict[str, npt.NDArray[np.float32]]:
+        raw = await self._redis.hgetall(keys.item_vectors(version))
+        return {
+            str(item): np.frombuffer(base64.b64decode(b64), dtype=np.float32)
+            for item, b64 in raw.items()
+        }
+
+    async def user_vectors_of(
+        self, version: str, pseudonyms: Sequence[str]
+    ) -> list[UserVector | None]:
+        if not pseudonyms:
+            return []
+        rows = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
+        return [decode_vector(r) for r in rows]
 
     async def write_user_vectors(
         self,
@@ -142,6 +182,8 @@ class ServedModelCache:
         self._checked: tuple[float, ServedModel | None] | None = None
         self.version: str | None = None
         self.model: ALSModel | None = None
+        self._base: ALSModel | None = None  # as loaded: without the items folded in since
+        self._items_seen = 0
 
     async def _pointer(self) -> ServedModel | None:
         # A hot API need not read the pointer on every request: a promotion reaches it within
@@ -155,12 +197,32 @@ class ServedModelCache:
 
     async def current(self) -> tuple[ServedModel | None, ALSModel | None]:
         served = await self._pointer()
-        if served is not None and served.version != self.version:
+        if served is not None and (
+            served.version != self.version or served.items_written != self._items_seen
+        ):
             async with self._lock:
                 if served.version != self.version:
                     loaded = await asyncio.to_thread(self._registry.load, served.version)
                     self.adopt(served.version, loaded)
+                if served.items_written != self._items_seen and self._base is not None:
+                    extra = await self._state.item_vectors(served.version)
+                    self.model = self._base
+                    if extra:
+                        factors = np.asarray(list(extra.values()), dtype=np.float32)
+                        self.model = self._base.with_items(list(extra), factors)
+                    self._items_seen = served.items_written
         return served, self.model
 
+    def fitted_knows(self, item_id: str) -> bool:
+        """Whether the served version's fit (not a fold-in since) has the item."""
+        return self._base is not None and self._base.knows(item_id)
+
     def adopt(self, version: str, model: ALSModel) -> None:
-        self.version, self.model = version, model
+        self.version, self.model, self._base = version, model, model
+        self._items_seen = 0
+
+    def extend(self, items: Sequence[str], factors: npt.NDArray[np.float32]) -> None:
+        """Serve ``items`` too, as this process has just written them (no read back)."""
+        if self.model is not None:
+            self.model = self.model.with_items(items, factors)
+            self._items_seen += len(items)

@@ -11,6 +11,9 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from models.als import fit_als
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Users the quality gate looks at (a sample, beyond that).
 GATE_MAX_USERS = 5000
+#: Users whose vectors place a new item before the next refit (the first ones to touch it).
+NEW_ITEM_MAX_USERS = 1000
 
 
 class Trainer:
@@ -58,6 +63,8 @@ class Trainer:
         self._last_event = time.monotonic()
         self._fitting = False
         self._touched_during_fit: set[str] = set()
+        #: Items newer than the served fit -> the users who touched them since (bounded).
+        self._new_item_users: dict[str, set[str]] = {}
 
     @property
     def version(self) -> str | None:
@@ -78,6 +85,42 @@ class Trainer:
         if self._fitting:
             self._touched_during_fit |= pseudonyms
         await self.update_users(pseudonyms)
+        await self.update_new_items(events)
+
+    async def update_new_items(self, events: Iterable[Interaction]) -> None:
+        """Fold in items the served fit does not know, from the vectors of the users who touched
+        them since (`ALSModel.partial_fit_items`), and write them where readers find them."""
+        version = self._served.version
+        if self._served.model is None or version is None:
+            return
+        touched: set[str] = set()
+        for e in events:
+            if not self._served.fitted_knows(e.item_id):
+                users = self._new_item_users.setdefault(e.item_id, set())
+                if len(users) < NEW_ITEM_MAX_USERS:
+                    users.add(self._store.pseudonym(e.user_id))
+                touched.add(e.item_id)
+        if not touched:
+            return
+        items = sorted(touched)
+        pairs = [(p, item) for item in items for p in sorted(self._new_item_users[item])]
+        weights = await self._store.weights_of(pairs)
+        vectors = await self._state.user_vectors_of(version, [p for p, _ in pairs])
+        ys: dict[str, list[npt.NDArray[np.float32]]] = {item: [] for item in items}
+        ws: dict[str, list[float]] = {item: [] for item in items}
+        for (_, item), w, vec in zip(pairs, weights, vectors, strict=True):
+            if vec is not None and w > 0:
+                ys[item].append(vec.vector)
+                ws[item].append(w)
+        ready = [item for item in items if ys[item]]
+        if not ready:
+            return
+        model = self._served.model
+        factors = model.partial_fit_items(
+            [np.stack(ys[i]) for i in ready], [np.asarray(ws[i], dtype=np.float32) for i in ready]
+        )
+        await self._state.write_item_vectors(version, dict(zip(ready, factors, strict=True)))
+        self._served.extend(ready, factors)
 
     async def update_users(self, pseudonyms: Iterable[str]) -> None:
         model, version = self._served.model, self._served.version
@@ -180,6 +223,7 @@ class Trainer:
                 )
                 await self._state.promote(version, applied)
                 self._served.adopt(version, model)
+                self._new_item_users = {}
                 promoted = True
                 log.info(
                     "model %s fitted on %d users, %d items, %d events in %.2fs",

@@ -137,16 +137,19 @@ def run_quality(
     )
     replay_s = time.perf_counter() - t0
 
-    header = f"{'model':<20}" + "".join(f"{c:>14}" for c in next(iter(rows.values())))
-    print(f"\nquality (MovieLens, {len(split.test)} test users, temporal 80/20)\n{header}")
+    columns = list(next(iter(rows.values())))
+    print(f"\nquality (MovieLens, {len(split.test)} test users, temporal 80/20)\n")
+    print("| model | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
     for name, metrics in rows.items():
-        print(f"{name:<20}" + "".join(f"{v:>14.4f}" for v in metrics.values()))
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in metrics.values()) + " |")
     print(
         f"\nprequential HR@{k} ({replay['events']} events over {replay['days']} days after a "
-        f"warm-up of {replay['warmup_events']})"
+        f"warm-up of {replay['warmup_events']})\n"
     )
+    print(f"| strategy | hr@{k} |\n|---|---:|")
     for name, hr in replay["hr@10"].items():
-        print(f"{name:<20}{hr:>14.4f}")
+        print(f"| {name} | {hr:.4f} |")
     print(f"\ntuned on validation: {tuned}")
     if chart_path is not None:
         _chart(rows, replay["hr@10"], chart_path)

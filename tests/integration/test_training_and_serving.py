@@ -99,3 +99,22 @@ async def test_without_a_model_the_chain_uses_category_affinity_then_popularity(
     liked = [i for i in recs.items if i.reason == reason_affinity("romance")]
     assert len(liked) == 18 and {i.item_id for i in liked} == set(ROMANCE[2:])
     assert {i.reason for i in recs.items[18:]} == {REASON_POPULAR}  # then everything else
+
+
+async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, redis):
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.refit()
+    new_item = [
+        Interaction(f"a{u}-scifi-new", f"a{u}", "scifi-new", "purchase", 1_800_000_000_000 + u)
+        for u in range(15)
+    ]
+    applied = (await store.apply_interactions(new_item)).applied
+    await trainer.on_applied(applied)
+    assert await redis.hexists(keys.item_vectors(version), "scifi-new")
+
+    # Another process (an API replica) picks the item up from Redis, without a refit.
+    api = RecommendationService(store, state, registry)
+    recs = await api.recommend("a20", 5)
+    assert recs.model_version == version and "scifi-new" in [i.item_id for i in recs.items]
+    assert (await state.current()).version == version

@@ -52,6 +52,7 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.item_users("{id}"),
         keys.seen("{event_id}"),
         keys.user_vectors("{v}"),
+        keys.item_vectors("{v}"),
         keys.data_key("{p}"),
         keys.MASTER_KEY_CANARY,
         keys.user_profile("{p}"),

@@ -87,3 +87,23 @@ def test_prequential_streaming_beats_a_frozen_model_on_a_new_user():
     assert result["events"] == 20 and result["days"] == 1
     assert hr["streamrec"] > hr["streamrec_frozen"]
     assert hr["streamrec_daily"] == hr["streamrec_frozen"]  # one day: never retrained
+
+
+def test_a_new_item_is_placed_by_the_users_who_touched_it(data, tmp_path: Path):
+    model = ALSModel(factors=8, iterations=10, regularization=1.0, random_state=1, neighbours=10)
+    model.fit(data)
+    fans = [{i: 1.0 for i in SCI_FI[n : n + 8]} for n in range(10)]
+    vectors = model.user_vectors(fans)
+    (factor,) = model.partial_fit_items([vectors], [np.ones(len(fans), dtype=np.float32)])
+    extended = model.with_items(["scifi-new"], factor[None, :])
+    assert extended.knows("scifi-new") and not model.knows("scifi-new")
+    assert extended.item_neighbours is not None and extended.item_neighbours.shape == (41, 41)
+    similar, _ = extended.similar_items("scifi-new", 5)
+    assert set(similar) <= set(SCI_FI)
+    ids, _ = extended.recommend({i: 1.0 for i in SCI_FI[:5]}, 3)
+    assert "scifi-new" in ids  # a sci-fi fan gets it before any refit
+
+    extended.save(tmp_path / "m.npz")
+    saved, fitted = ALSModel.load(tmp_path / "m.npz").user_gramian, model.user_gramian
+    assert saved is not None and fitted is not None
+    np.testing.assert_allclose(saved, fitted)
