@@ -213,6 +213,11 @@ class ServedModelCache:
                     self._items_seen = served.items_written
         return served, self.model
 
+    @property
+    def fitted(self) -> ALSModel | None:
+        """The served version as fitted, without the items folded in since."""
+        return self._base
+
     def fitted_knows(self, item_id: str) -> bool:
         """Whether the served version's fit (not a fold-in since) has the item."""
         return self._base is not None and self._base.knows(item_id)

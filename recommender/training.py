@@ -180,7 +180,8 @@ class Trainer:
                 "alpha": s.als_alpha,
                 "neighbours": s.knn_neighbours,
             }
-            gate = await self._gate(users, histories, params)
+            pinned = await self._state.current()
+            gate = None if pinned and pinned.pinned else await self._gate(users, histories, params)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             fitted = await loop.run_in_executor(
@@ -250,7 +251,10 @@ class Trainer:
         """Challenger against served model on what users did since the served one was fitted;
         None without a served model, or with too few such users to judge."""
         s = self._settings
-        model, version = self._served.model, self._served.version
+        # As fitted: the items folded in since were placed by the very interactions the gate
+        # holds out, which would flatter the served model (measured: 0.29 against 0.22 while
+        # loading MovieLens, and every refit held back).
+        model, version = self._served.fitted, self._served.version
         if model is None or version is None:
             return None
         try:

@@ -112,3 +112,19 @@ async def test_models_cli(parts, monkeypatch, capsys, settings):
     assert f"*P {v1}" in capsys.readouterr().out
     assert await run_cli(["models", "rollback"]) == 2  # nothing earlier
     assert "no earlier served version" in capsys.readouterr().err
+
+
+async def test_the_gate_ignores_items_folded_in_since_the_fit(parts, settings):
+    """Items folded in after the fit were placed by the very interactions the gate holds out;
+    judging the served model with them would hold back every refit."""
+    store, state, registry, _ = parts
+    trainer = Trainer(store, state, registry, settings)
+    v1 = await trainer.refit()
+    fans = [
+        Interaction(f"a{u}-new", f"a{u}", "scifi-new", "purchase", 1_750_000_000_000 + u)
+        for u in range(30)
+    ]
+    await trainer.on_applied((await store.apply_interactions(fans)).applied)
+    assert trainer.version == v1 and (await state.current()).items_written == 1
+    v2 = await trainer.refit()
+    assert registry.metadata(v2)["status"] == "served", registry.metadata(v2)
