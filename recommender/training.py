@@ -65,6 +65,7 @@ class Trainer:
         self._touched_during_fit: set[str] = set()
         #: Items newer than the served fit -> the users who touched them since (bounded).
         self._new_item_users: dict[str, set[str]] = {}
+        self._new_item_solved: dict[str, int] = {}  # item -> users at its last solve
 
     @property
     def version(self) -> str | None:
@@ -85,24 +86,32 @@ class Trainer:
         if self._fitting:
             self._touched_during_fit |= pseudonyms
         await self.update_users(pseudonyms)
-        await self.update_new_items(events)
+        if self._served.model is not None:
+            for e in events:
+                if not self._served.fitted_knows(e.item_id):
+                    users = self._new_item_users.setdefault(e.item_id, set())
+                    if len(users) < NEW_ITEM_MAX_USERS:
+                        users.add(self._store.pseudonym(e.user_id))
 
-    async def update_new_items(self, events: Iterable[Interaction]) -> None:
+    async def fold_in_new_items(self) -> None:
         """Fold in items the served fit does not know, from the vectors of the users who touched
-        them since (`ALSModel.partial_fit_items`), and write them where readers find them."""
+        them since (`ALSModel.partial_fit_items`), and write them where readers find them.
+
+        On a timer, not per batch, and an item only when its users doubled since its last solve
+        (about log2(NEW_ITEM_MAX_USERS) solves per item): per batch, re-reading every such
+        user's weight halved the worker's rate in `bench ingest`."""
         version = self._served.version
         if self._served.model is None or version is None:
             return
-        touched: set[str] = set()
-        for e in events:
-            if not self._served.fitted_knows(e.item_id):
-                users = self._new_item_users.setdefault(e.item_id, set())
-                if len(users) < NEW_ITEM_MAX_USERS:
-                    users.add(self._store.pseudonym(e.user_id))
-                touched.add(e.item_id)
-        if not touched:
+        items = sorted(
+            item
+            for item, users in self._new_item_users.items()
+            if len(users) >= 2 * self._new_item_solved.get(item, 0)
+        )
+        if not items:
             return
-        items = sorted(touched)
+        for item in items:
+            self._new_item_solved[item] = len(self._new_item_users[item])
         pairs = [(p, item) for item in items for p in sorted(self._new_item_users[item])]
         weights = await self._store.weights_of(pairs)
         vectors = await self._state.user_vectors_of(version, [p for p, _ in pairs])
@@ -224,7 +233,7 @@ class Trainer:
                 )
                 await self._state.promote(version, applied)
                 self._served.adopt(version, model)
-                self._new_item_users = {}
+                self._new_item_users, self._new_item_solved = {}, {}
                 promoted = True
                 log.info(
                     "model %s fitted on %d users, %d items, %d events in %.2fs",

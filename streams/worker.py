@@ -111,6 +111,10 @@ def create_app(settings: Settings) -> faust.App:
             await trainer.sync()
         except Exception:
             log.exception("could not load the served model version")
+        try:
+            await trainer.fold_in_new_items()
+        except Exception:
+            log.exception("could not fold in new items; they wait for the next refit")
 
     return app
 

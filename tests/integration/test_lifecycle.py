@@ -125,6 +125,7 @@ async def test_the_gate_ignores_items_folded_in_since_the_fit(parts, settings):
         for u in range(30)
     ]
     await trainer.on_applied((await store.apply_interactions(fans)).applied)
+    await trainer.fold_in_new_items()
     assert trainer.version == v1 and (await state.current()).items_written == 1
     v2 = await trainer.refit()
     assert registry.metadata(v2)["status"] == "served", registry.metadata(v2)

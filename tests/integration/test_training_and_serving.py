@@ -111,6 +111,7 @@ async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, r
     ]
     applied = (await store.apply_interactions(new_item)).applied
     await trainer.on_applied(applied)
+    await trainer.fold_in_new_items()  # the worker's 1 s timer
     assert await redis.hexists(keys.item_vectors(version), "scifi-new")
 
     # Another process (an API replica) picks the item up from Redis, without a refit.
