@@ -163,10 +163,6 @@ class FeatureStore:
         last_seen = {p: int(float(t or 0)) for p, t in zip(pseudonyms, rows[1::2], strict=True)}
         return histories, last_seen
 
-    async def seen_items(self, user_id: str) -> set[str]:
-        items = await self._redis.hkeys(keys.user_items(self.pseudonym(user_id)))
-        return {str(i) for i in items}
-
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
         rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
         out = []

@@ -21,7 +21,7 @@ from models.registry import ModelRegistry
 from recommender.evaluation import forward_split
 from recommender.feature_store import FeatureStore
 from recommender.lifecycle import GateResult, gate_scores
-from recommender.model_state import ModelState, ServedModelCache
+from recommender.model_state import ModelState, ServedModel, ServedModelCache
 from recommender.settings import Settings
 from recommender.types import Interaction
 
@@ -71,12 +71,13 @@ class Trainer:
     def version(self) -> str | None:
         return self._served.version
 
-    async def sync(self) -> None:
-        """Load the served version if another process promoted a newer one."""
+    async def sync(self) -> ServedModel | None:
+        """Load the served version if another process promoted a newer one; return the pointer."""
         before = self._served.version
         served, _ = await self._served.current()
         if served is not None and served.version != before:
             self._fitted_at_events = served.watermark
+        return served
 
     async def on_applied(self, events: Iterable[Interaction]) -> None:
         pseudonyms = {self._store.pseudonym(e.user_id) for e in events}
@@ -176,7 +177,9 @@ class Trainer:
         self._touched_during_fit = set()
         promoted = False
         try:
-            await self.sync()  # the gate and the pin are judged against what is served now
+            # The pin and the gate are judged against what is served now.
+            now_served = await self.sync()
+            pinned = now_served is not None and now_served.pinned
             stats = await self._store.stats()
             applied, clock = stats.get("events_applied", 0), stats.get("clock", 0)
             users = await self._store.active_users()
@@ -189,8 +192,7 @@ class Trainer:
                 "alpha": s.als_alpha,
                 "neighbours": s.knn_neighbours,
             }
-            pinned = await self._state.current()
-            gate = None if pinned and pinned.pinned else await self._gate(users, histories, params)
+            gate = None if pinned else await self._gate(users, histories, params)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             fitted = await loop.run_in_executor(
@@ -198,7 +200,7 @@ class Trainer:
             )
             fit_s = time.perf_counter() - started
             model, vectors = fitted.model(**params), fitted.user_vectors
-            served = await self._state.current()
+            served = await self._state.current()  # again: an operator may have acted meanwhile
             held = ""
             if served is not None and served.pinned:
                 held = f"the served version {served.version} is pinned"

@@ -68,7 +68,7 @@ async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts, 
     # Refits do not pile up vectors: the replaced version's expire shortly, the served one's not.
     assert 0 < await redis.ttl(keys.user_vectors(v1)) <= keys.RETIRED_MODEL_TTL_S
     assert await redis.ttl(keys.user_vectors(v2)) == -1
-    seen = await store.seen_items("a0")
+    seen, _, _ = await store.serving_state("a0", None, 0)
     assert not seen & {i.item_id for i in recs.items}
     assert len(recs.items) == 30  # every unseen item, none repeated
     assert len({i.item_id for i in recs.items}) == 30
