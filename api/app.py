@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.middleware import HardeningMiddleware
@@ -15,6 +15,7 @@ from api.routes import events, health, items, metrics, users
 from api.telemetry import ApiMetrics
 from models.registry import ModelRegistry
 from recommender.access import ApiKeyStore, RateLimiter
+from recommender.connections import redis_async
 from recommender.crypto import UserDataCipher, check_master_keys, master_cipher
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
@@ -29,10 +30,12 @@ def create_app(settings: Settings) -> FastAPI:
     kafka_url, redis_url = settings.require_infrastructure()
     settings.require_secrets()
     master = master_cipher(settings.require_master_keys())
+    if settings.instance_id is None:
+        settings = settings.model_copy(update={"instance_id": secrets.token_hex(8)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        redis = redis_async(redis_url)
         publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content)
         try:
             await check_master_keys(redis, master)

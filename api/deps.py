@@ -17,7 +17,7 @@ from recommender.feature_store import FeatureStore
 from recommender.privacy import UserDataService
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
-from streams.records import ID_PATTERN
+from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 T = TypeVar("T")
 
@@ -61,4 +61,4 @@ def capped_k(k: int, settings: Settings) -> int:
 
 
 #: A user or item id in a path, as the record schemas define ids.
-PathId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]

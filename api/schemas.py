@@ -125,11 +125,16 @@ class ErasureOut(BaseModel):
 
 class LiveOut(BaseModel):
     status: Literal["ok"]
+    instance: str = Field(description="Names this API process (a supervisor checks it)")
 
 
 class ReadyOut(BaseModel):
     status: Literal["ok", "degraded"]
+    instance: str = Field(description="Names this API process (a supervisor checks it)")
     redis: bool
     kafka: bool
     model_version: str | None
+    model_note: str | None = Field(
+        None, description="Why no model is served yet, when none is (answers are popular items)"
+    )
     events_applied: int

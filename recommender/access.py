@@ -89,8 +89,11 @@ class ApiKeyStore:
         )
         return IssuedKey(key, f"{TOKEN_PREFIX}_{key_id}_{secret}")
 
-    async def revoke(self, key_id: str) -> bool:
-        """True if the key existed. Its rate-limit bucket goes with it."""
+    async def revoke(self, key: str) -> bool:
+        """Revoke a key named by its id or by the whole key; True if it existed. Its rate-limit
+        bucket goes with it."""
+        split = _split(key)
+        key_id = split[0] if split is not None else key
         return bool(await self._redis.delete(keys.api_key(key_id), keys.rate_bucket(key_id)))
 
     async def list(self) -> list[ApiKey]:

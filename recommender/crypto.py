@@ -69,31 +69,46 @@ class UserDataCipher:
         return bool(await self._redis.delete(keys.data_key(pseudonym)))
 
     async def rotate(self) -> int:
-        """Re-wrap every data key under the primary master key; return how many."""
+        """Re-wrap every data key under the primary master key; return how many.
+
+        Raises `ConfigurationError` (before changing anything, thanks to the canary) when the
+        configured keys cannot unwrap what is stored."""
+        await check_master_keys(self._redis, self._master, create=False)
         rotated = 0
         async for key in self._redis.scan_iter(match=f"{keys.DATA_KEY_PREFIX}*", count=1000):
             wrapped = await self._redis.get(key)
             if wrapped is None:
                 continue  # erased meanwhile
-            fresh = self._master.rotate(str(wrapped).encode()).decode()
+            try:
+                fresh = self._master.rotate(str(wrapped).encode()).decode()
+            except InvalidToken:
+                raise ConfigurationError(
+                    f"STREAMREC_MASTER_KEYS cannot unwrap {key}: keep every old master key after "
+                    "the new one until `streamrec keys rotate` has run"
+                ) from None
             # Only if unchanged since read, so a concurrent shred is never undone.
             rotated += int(await self._cas(keys=[key], args=[wrapped, fresh]))
         return rotated
 
 
-async def check_master_keys(redis: aioredis.Redis, master: MultiFernet) -> None:
+async def check_master_keys(
+    redis: aioredis.Redis, master: MultiFernet, create: bool = True
+) -> None:
     """Fail at start-up, not at the first request, when the configured master keys cannot
     unwrap what is stored. One canary, wrapped like a data key (so `rotate` re-wraps it too),
     is written by the first start and unwrapped by every later one: O(1), and it catches a wrong
     key even before any user has data."""
     canary = await redis.get(keys.MASTER_KEY_CANARY)
     if canary is None:
+        if not create:
+            return
         await redis.set(keys.MASTER_KEY_CANARY, master.encrypt(b"streamrec").decode(), nx=True)
         return
     try:
         master.decrypt(str(canary).encode())
     except InvalidToken:
         raise ConfigurationError(
-            "STREAMREC_MASTER_KEYS cannot unwrap the data keys already stored: a wrong key, "
-            "or the old key was dropped before `streamrec keys rotate` ran"
+            "STREAMREC_MASTER_KEYS cannot unwrap the data keys already stored: a wrong key, or "
+            "the old key was dropped before `streamrec keys rotate` ran (to rotate, put the new "
+            "key first and keep the old one after it)"
         ) from None

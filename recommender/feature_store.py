@@ -63,7 +63,6 @@ class FeatureStore:
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
-        self._secret = settings.pseudonym_secret
         self._apply = redis.register_script(keys.APPLY_EVENTS_LUA)
         self._pseudonyms: dict[str, str] = {}
 
@@ -73,7 +72,8 @@ class FeatureStore:
         if p is None:
             if len(self._pseudonyms) >= PSEUDONYM_CACHE_SIZE:
                 self._pseudonyms.clear()
-            p = self._pseudonyms[user_id] = keys.pseudonymize(self._secret, user_id)
+            secret = self._settings.pseudonym_secret  # only what needs it asks for the key
+            p = self._pseudonyms[user_id] = keys.pseudonymize(secret, user_id)
         return p
 
     async def apply_interactions(

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recommender.errors import ConfigurationError
+from recommender.types import EVENT_TYPES
 
 #: Confidence weight of one event of each type, before a rating scales it.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
         0.5, ge=0, description="How often the API checks which model version to serve"
     )
     api_title_cache_s: float = Field(60.0, ge=0, description="How long the API caches titles")
+    instance_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Names this process in health answers; a random one when unset",
+    )
     api_key_cache_s: float = Field(
         5.0, ge=0, description="A verified key is trusted this long (a revocation's delay)"
     )
@@ -119,7 +125,7 @@ class Settings(BaseSettings):
     @field_validator("event_weights")
     @classmethod
     def _weights_known(cls, value: dict[str, float]) -> dict[str, float]:
-        missing = set(DEFAULT_EVENT_WEIGHTS) - set(value)
+        missing = set(EVENT_TYPES) - set(value)
         if missing:
             raise ValueError(f"event_weights lacks a weight for {sorted(missing)}")
         if any(w < 0 for w in value.values()):
@@ -131,8 +137,10 @@ class Settings(BaseSettings):
         key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
         if len(key) < 16:
             raise ConfigurationError(
-                "STREAMREC_PSEUDONYM_KEY must be set to a secret of at least 16 characters "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                "STREAMREC_PSEUDONYM_KEY is not set (or shorter than 16 characters). To reach a "
+                "running system, use the key it was started with (`streamrec up` prints it in "
+                "its export line): another key finds none of its users. A new deployment needs "
+                "a new secret: `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
 
     def require_master_keys(self) -> list[str]:

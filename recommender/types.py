@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "review")
+#: The kinds of user event, defined here once (the wire schema and the weights read them).
+EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+#: What an id may be: no whitespace, no control characters, no `|` (the feature store's field
+#: separator). Spelled out rather than `\s`, which Python, Rust and ECMAScript regexes read
+#: differently (U+0085).
+ID_PATTERN = r"^[^|\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$"
+MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
 from recommender.access import ApiKeyStore
+from recommender.connections import check_redis, redis_async
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
 from recommender.feature_store import FeatureStore
@@ -22,9 +24,11 @@ from recommender.settings import Settings
 def _redis(settings: Settings) -> aioredis.Redis:
     if not settings.redis_url:
         raise ConfigurationError(
-            "set STREAMREC_REDIS_URL to the running system's Redis (`streamrec up` prints it)"
+            "STREAMREC_REDIS_URL is not set: point it at the running system's Redis "
+            "(`streamrec up` prints an export line with it)"
         )
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    check_redis(settings.redis_url)
+    return redis_async(settings.redis_url)
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -33,6 +37,9 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
         store = ApiKeyStore(redis)
         if args.action == "create":
             issued = await store.create(set(args.scope), args.name)
+            if args.quiet:
+                print(issued.token)
+                return 0
             print(f"key id: {issued.key.key_id}  scopes: {' '.join(sorted(issued.key.scopes))}")
             print(f"key:    {issued.token}")
             print("The key is shown only now; streamrec keeps only its hash.")
@@ -41,11 +48,12 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created_at))
                 print(f"{key.key_id}  {created}Z  {' '.join(sorted(key.scopes)):<16} {key.name}")
         elif args.action == "revoke":
-            if not await store.revoke(args.key_id):
-                print(f"no key {args.key_id}")
+            shown = args.key.split("_")[1] if args.key.startswith("sr_") else args.key
+            if not await store.revoke(args.key):
+                print(f"no key {shown} (`streamrec keys list` shows the ids)", file=sys.stderr)
                 return 1
             print(
-                f"revoked {args.key_id} (API replicas stop accepting it within "
+                f"revoked {shown} (API replicas stop accepting it within "
                 f"{settings.api_key_cache_s:g} s)"
             )
         elif args.action == "rotate":
@@ -114,9 +122,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="repeat for several scopes",
     )
     c.add_argument("--name", default="", help="what the key is for")
+    c.add_argument("--quiet", action="store_true", help="print the key alone (for scripts)")
     actions.add_parser("list", help="key ids, creation times, scopes and names (no secrets)")
-    r = actions.add_parser("revoke", help="revoke a key by its id")
-    r.add_argument("key_id")
+    r = actions.add_parser("revoke", help="revoke a key, named by its id or by the key itself")
+    r.add_argument("key", help="the key id (from `keys list`) or the whole key")
     actions.add_parser(
         "rotate",
         help="re-wrap every user's data key under the first of STREAMREC_MASTER_KEYS",

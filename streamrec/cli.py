@@ -1,4 +1,8 @@
-"""The `streamrec` command: up, worker, api, demo, import, keys, models, bench."""
+"""The `streamrec` command: up, worker, api, demo, import, keys, models, bench.
+
+Every error a user can cause (a file, a URL, a key, a flag) is one line on stderr and a non-zero
+exit; a traceback only with STREAMREC_DEBUG=1.
+"""
 
 from __future__ import annotations
 
@@ -14,44 +18,41 @@ from types import FrameType
 # implicit warns, and runs slower, when OpenBLAS spawns its own threads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from pydantic import ValidationError
+
+from recommender.connections import redacted
 from recommender.errors import StreamrecError
 from recommender.settings import Settings
+
+EPILOG_ENV = (
+    "Connection: STREAMREC_KAFKA_URL and STREAMREC_REDIS_URL (both unset: `up` and `demo` start "
+    "an embedded broker and Valkey); STREAMREC_PSEUDONYM_KEY, STREAMREC_MASTER_KEYS and "
+    "STREAMREC_DATA_DIR as the running system uses them. `streamrec up` prints one export line "
+    "with all of them. Every setting: README, Configuration."
+)
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _with_port(settings: Settings, args: argparse.Namespace) -> Settings:
+    port = getattr(args, "port", None)
+    return settings if port is None else settings.model_copy(update={"api_port": port})
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.banner import print_banner
     from streamrec.runtime import Runtime
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    rt = Runtime(settings)
+    rt = Runtime(_with_port(settings, args))
     try:
         rt.start()
-        s = rt.settings
-        print(
-            f"streamrec is up.\n  API:   {rt.api_url}  (GET {rt.api_url}/v1/users/1/"
-            f"recommendations)\n  Kafka: {s.kafka_url}\n  Redis: {s.redis_url}\n"
-            f"  logs:  {rt.log_dir}\n"
-        )
-        if rt.embedded:
-            token = rt.create_api_key({"read", "write", "admin"}, "embedded")
-            print(
-                f"An API key for this run (all scopes; header X-API-Key):\n  {token}\n"
-                f"  e.g. curl -H 'X-API-Key: {token}' {rt.api_url}/v1/items/popular\n"
-            )
-        if rt.embedded:
-            print(
-                "To publish, or manage keys and models, from another shell (throwaway secrets "
-                "of this run):\n"
-                f"  export STREAMREC_KAFKA_URL={s.kafka_url} STREAMREC_REDIS_URL={s.redis_url} "
-                f"STREAMREC_DATA_DIR={s.data_dir} STREAMREC_PSEUDONYM_KEY="
-                f"{s.pseudonym_key.get_secret_value() if s.pseudonym_key else ''} "
-                f"STREAMREC_MASTER_KEYS="
-                f"{s.master_keys.get_secret_value() if s.master_keys else ''}\n"
-            )
-        print("Ctrl-C stops everything.", flush=True)
+        token = rt.create_api_key({"read", "write", "admin"}, "embedded") if rt.embedded else None
+        print_banner(rt, token, empty=rt.progress().applied == 0)
+        if not rt.embedded:
+            print("Create an API key with `streamrec keys create --scope read`.")
         while True:
             rt.check_children()
             time.sleep(1)
@@ -75,8 +76,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from streamrec.runtime import ensure_port_free
 
+    settings = _with_port(settings, args)
     app = create_app(settings)
+    ensure_port_free(settings.api_host, settings.api_port)
     uvicorn.run(
         app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False
     )
@@ -87,32 +91,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.demo import run_demo
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    return run_demo(settings, serve=args.serve, limit=args.limit)
+    return run_demo(_with_port(settings, args), serve=args.serve, limit=args.limit)
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    import pandas as pd
+    from streamrec.importing import run_import
 
-    from recommender.history import clean_history
-    from streamrec.publish import publish_events
-    from streams.kafka import bootstrap_servers
-    from streams.producer import EventProducer
-
-    if not settings.kafka_url:
-        raise StreamrecError(
-            "set STREAMREC_KAFKA_URL to the running system's broker (`streamrec up` prints it)"
-        )
-    events, report = clean_history(pd.read_csv(args.file))
-    with EventProducer(
-        bootstrap_servers(settings.kafka_url), settings.topic_events, settings.topic_content
-    ) as producer:
-        sent = publish_events(producer, events, progress=sys.stderr.isatty())
-    print(
-        f"read {report.rows_read} rows: dropped {report.missing_dropped} with missing values, "
-        f"{report.invalid_dropped} with an unknown type, {report.duplicates_dropped} duplicates; "
-        f"published {sent} events to {settings.topic_events}"
-    )
-    return 0
+    return run_import(settings, args)
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -146,25 +131,116 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+IMPORT_HELP = """\
+Publish a history file, a catalogue file or the MovieLens sample to the running system's Kafka.
+
+History CSV (FILE): one event per row, a header line naming the columns (any order, case
+ignored; aliases in brackets):
+  user       the user id                [userId, user_id]
+  item       the item id                [itemId, item_id, movieId, movie_id]
+  timestamp  epoch seconds, epoch milliseconds or an ISO 8601 date   [ts, time]
+  rating     a number from 0 to STREAMREC_RATING_SCALE (default 5)   [value]
+  type       view, click, cart, purchase, rating or review; without this column every row
+             is a rating                [event_type]
+  text       optional review text       [review]
+Ids are kept exactly as written (007 stays 007). Each row is checked on its own: a bad row is
+left out and reported by line and reason (all of them with --rejects), the rest published.
+Importing the same file twice applies nothing new (event ids come from the row's content).
+
+Catalogue CSV (--items): id, title, and optionally categories (separated by |), text, image
+(a PNG or JPEG file, relative to the CSV) and ts; published to the `content` topic.
+
+Exit status: 0 every row published; 1 published, but some rows were left out; 2 nothing
+published (a missing file, an unreachable Kafka, ...).
+
+example: streamrec import ratings.csv --items items.csv --wait
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamrec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "up", help="run the whole system (embedded Kafka and Valkey if no URLs)"
-    ).set_defaults(func=cmd_up)
-    w = sub.add_parser("worker", help="run the Faust worker against the configured URLs")
-    w.add_argument("--loglevel", default="info")
-    w.set_defaults(func=cmd_worker)
-    sub.add_parser("api", help="run the HTTP API against the configured URLs").set_defaults(
-        func=cmd_api
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="streamrec: an event-driven, streaming recommender (Kafka, Faust, Redis, "
+        "ALS, FastAPI).",
+        epilog=EPILOG_ENV,
     )
-    d = sub.add_parser("demo", help="replay MovieLens through the system and show recommendations")
-    d.add_argument("--serve", action="store_true", help="keep running afterwards")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    up = sub.add_parser(
+        "up",
+        help="run the whole system until Ctrl-C",
+        description="Run the worker and the API, and, when STREAMREC_KAFKA_URL and "
+        "STREAMREC_REDIS_URL are unset, an embedded Kafka-compatible broker (Tansu) and Valkey "
+        "on free loopback ports, all removed again on exit. Prints the API's address, an API "
+        "key with every scope, and an export line for another shell.",
+        epilog=EPILOG_ENV,
+    )
+    up.add_argument("--port", type=int, help="API port (default STREAMREC_API_PORT, 8000)")
+    up.set_defaults(func=cmd_up)
+
+    w = sub.add_parser(
+        "worker",
+        help="run the Faust worker against the configured Kafka and Redis",
+        description="Consume the events and content topics, keep the features in Redis and the "
+        "models current. Needs STREAMREC_KAFKA_URL, STREAMREC_REDIS_URL and "
+        "STREAMREC_PSEUDONYM_KEY; creates the topics if missing. Run several for more "
+        "throughput, never more than STREAMREC_TOPIC_PARTITIONS.",
+    )
+    w.add_argument("--loglevel", default="info", help="Faust's log level (default info)")
+    w.set_defaults(func=cmd_worker)
+
+    a = sub.add_parser(
+        "api",
+        help="run the HTTP API against the configured Kafka and Redis",
+        description="Serve the /v1 HTTP API (uvicorn, one process) on STREAMREC_API_HOST and "
+        "STREAMREC_API_PORT. Needs STREAMREC_KAFKA_URL, STREAMREC_REDIS_URL, "
+        "STREAMREC_PSEUDONYM_KEY and STREAMREC_MASTER_KEYS, and the worker's "
+        "STREAMREC_DATA_DIR (model artifacts).",
+    )
+    a.add_argument("--port", type=int, help="port (default STREAMREC_API_PORT, 8000)")
+    a.set_defaults(func=cmd_api)
+
+    d = sub.add_parser(
+        "demo",
+        help="replay MovieLens through the system and show recommendations",
+        description="Start an embedded system, publish the MovieLens movies and 100,004 ratings, "
+        "wait until the worker applied them and a model covers them, and print three users' "
+        "recommendations fetched over HTTP.",
+    )
+    d.add_argument("--serve", action="store_true", help="keep running afterwards, as `up` does")
+    d.add_argument("--port", type=int, help="API port with --serve (default 8000)")
     d.add_argument("--limit", type=int, default=None, help="replay only the first N ratings")
     d.set_defaults(func=cmd_demo)
-    i = sub.add_parser("import", help="publish a history CSV (user,item,rating|type,timestamp)")
-    i.add_argument("file", type=Path)
+
+    i = sub.add_parser(
+        "import",
+        help="publish a history CSV, a catalogue CSV or the MovieLens sample",
+        description=IMPORT_HELP,
+        formatter_class=raw,
+        epilog=EPILOG_ENV,
+    )
+    i.add_argument("file", type=Path, nargs="?", help="history CSV (see above)")
+    i.add_argument("--items", type=Path, metavar="FILE", help="catalogue CSV (see above)")
+    i.add_argument(
+        "--movielens",
+        action="store_true",
+        help="the MovieLens sample: 9,066 movies, 100,004 ratings",
+    )
+    i.add_argument("--limit", type=int, metavar="N", help="publish only the first N events")
+    i.add_argument(
+        "--delimiter", default=",", metavar="C", help="field separator: one character or 'tab'"
+    )
+    i.add_argument("--rejects", type=Path, metavar="PATH", help="write every left-out row here")
+    i.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the worker applied them and a model covers them (needs "
+        "STREAMREC_REDIS_URL)",
+    )
+    i.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (600)")
     i.set_defaults(func=cmd_import)
+
     from streamrec.admin import add_models_parser
     from streamrec.admin import add_parser as add_keys
 
@@ -182,18 +258,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = "STREAMREC_" + "_".join(str(p) for p in first["loc"]).upper()
+    return f"{name}: {first['msg']}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; every failure becomes one line on stderr."""
+    import redis
+    from kafka.errors import KafkaError
+
+    settings: Settings | None = None
+    try:
+        settings = Settings()
+        rc: int = args.func(settings, args)
+        return rc
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        print(f"streamrec: {_settings_error(exc)}", file=sys.stderr)
+    except StreamrecError as exc:
+        print(f"streamrec: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        url = redacted(settings.redis_url or "") if settings else ""
+        print(f"streamrec: Redis at {url} (STREAMREC_REDIS_URL): {exc}", file=sys.stderr)
+    except KafkaError as exc:
+        url = redacted(settings.kafka_url or "") if settings else ""
+        print(f"streamrec: Kafka at {url} (STREAMREC_KAFKA_URL): {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"streamrec: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if os.environ.get("STREAMREC_DEBUG"):
+            raise
+        print(
+            f"streamrec: unexpected error: {type(exc).__name__}: {exc} "
+            "(STREAMREC_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.command in {"worker", "api"} else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # kafka-python's selector warns about its own slow tasks while we produce in bulk.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    try:
-        settings = Settings()
-        rc: int = args.func(settings, args)
-        return rc
-    except StreamrecError as exc:
-        print(f"streamrec: {exc}", file=sys.stderr)
-        return 2
+    # kafka-python's selector warns about its own slow tasks while we produce in bulk, and logs
+    # connection failures that the command reports itself in one line.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    return _run(args)

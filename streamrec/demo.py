@@ -6,20 +6,21 @@ import asyncio
 import time
 
 import httpx
-import redis.asyncio as aioredis
 
+from recommender.connections import redis_async
 from recommender.feature_store import FeatureStore
 from recommender.history import clean_history
 from recommender.settings import Settings
+from streamrec.banner import print_banner
 from streamrec.movielens import load_ratings, movies
+from streamrec.progress import WorkerTimeoutError, wait_until_served
 from streamrec.publish import publish_events, publish_items
 from streamrec.runtime import Runtime
-from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
 
 
 async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, str]) -> None:
-    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+    redis = redis_async(rt.settings.redis_url or "")
     try:
         recent = await FeatureStore(redis, rt.settings).recent(user_id, 5)
     finally:
@@ -49,12 +50,12 @@ def run_demo(
     ratings = load_ratings()
     if limit:
         ratings = ratings.sort_values("timestamp").head(limit)
-    events, report = clean_history(ratings)
+    events, report = clean_history(ratings, settings.rating_scale)
     catalogue = list(movies(ratings))
     titles = {m.item_id: m.title for m in catalogue}
     print(
-        f"MovieLens: {report.rows_read} ratings read, {report.missing_dropped} with missing "
-        f"values and {report.duplicates_dropped} duplicates dropped, {len(catalogue)} movies"
+        f"MovieLens: {report.rows_read:,} ratings of {len(catalogue):,} movies "
+        f"({len(report.rejects)} rows left out, {len(report.duplicate_lines)} duplicates)"
     )
 
     with Runtime(settings, api_port=None if serve else 0) as rt:
@@ -65,17 +66,18 @@ def run_demo(
         token = rt.create_api_key({"read", "write", "admin"}, "demo")
         print(f"API key for this run (all scopes; header X-API-Key): {token}")
         started = time.perf_counter()
-        producer = EventProducer(
-            bootstrap_servers(rt.settings.kafka_url or ""),
-            rt.settings.topic_events,
-            rt.settings.topic_content,
-        )
-        with producer:
+        with EventProducer(
+            rt.settings.kafka_url or "", rt.settings.topic_events, rt.settings.topic_content
+        ) as producer:
             publish_items(producer, catalogue, total=len(catalogue))
             sent = publish_events(producer, events)
-        done = rt.wait_for(
-            lambda p: p.applied >= sent and p.model_watermark >= sent, timeout_s, poll_s=0.2
+        done = wait_until_served(
+            rt.progress, sent, rt.settings.als_min_events, timeout_s, rt.check_children
         )
+        if done.applied < sent or (
+            done.applied >= rt.settings.als_min_events and done.model_watermark < sent
+        ):
+            raise WorkerTimeoutError(f"no model covers the {sent:,} events after {timeout_s:g} s")
         applied, version = done.applied, done.served.version if done.served else None
         elapsed = time.perf_counter() - started
 
@@ -91,16 +93,14 @@ def run_demo(
             f"{users} users, {items} items, model {version}"
         )
         if serve:
-            print(
-                f"\nServing at {rt.api_url}; try\n  curl -H 'X-API-Key: {token}' "
-                f"{rt.api_url}/v1/users/1/recommendations\nCtrl-C stops everything."
-            )
+            print()
+            print_banner(rt, token, empty=False)
             _serve_forever(rt)
     return 0
 
 
 async def _counts(rt: Runtime) -> tuple[int, int]:
-    redis = aioredis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+    redis = redis_async(rt.settings.redis_url or "")
     try:
         return await FeatureStore(redis, rt.settings).counts()
     finally:

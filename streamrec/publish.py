@@ -14,11 +14,13 @@ from streams.records import ContentV1, EventV1, encode
 
 def publish_events(producer: EventProducer, events: pd.DataFrame, progress: bool = True) -> int:
     """Send cleaned history rows (see `recommender.history.clean_history`) in their order."""
-    rows: Iterable[tuple[str, str, str, str, float, int]] = events[
-        ["event_id", "user_id", "item_id", "type", "value", "ts"]
+    if "text" not in events:
+        events = events.assign(text=None)
+    rows: Iterable[tuple[str, str, str, str, float, int, str | None]] = events[
+        ["event_id", "user_id", "item_id", "type", "value", "ts", "text"]
     ].itertuples(index=False, name=None)
     sent = 0
-    for event_id, user_id, item_id, etype, value, ts in tqdm(
+    for event_id, user_id, item_id, etype, value, ts, text in tqdm(
         rows, total=len(events), desc="events", unit="ev", disable=not progress
     ):
         event = EventV1(
@@ -27,6 +29,7 @@ def publish_events(producer: EventProducer, events: pd.DataFrame, progress: bool
             item_id=item_id,
             type=etype,
             value=None if value is None or math.isnan(value) else float(value),
+            text=text if isinstance(text, str) else None,
             ts=int(ts),
         )
         producer.send_raw(producer.events_topic, user_id, encode(event))

@@ -3,52 +3,77 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 import redis
-import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from recommender import keys
 from recommender.access import ApiKeyStore
-from recommender.feature_store import parse_stats
-from recommender.model_state import ServedModel
+from recommender.connections import redis_async, redis_sync
+from recommender.errors import ConfigurationError, StreamrecError
 from recommender.settings import Settings
 from streamrec.embedded import EmbeddedInfrastructure, free_port
+from streamrec.progress import Progress, applied_at_least, read_progress
+from streamrec.progress import wait_for as poll_until
 from streamrec.supervisor import Child, Supervisor
-from streams.kafka import create_topics
+from streams.kafka import check_kafka, create_topics
+
+__all__ = ["ChildExitedError", "PortInUseError", "Progress", "Runtime", "applied_at_least"]
 
 
-@dataclass(frozen=True)
-class Progress:
-    """How far the system got: the feature store's counters and the served model."""
-
-    stats: dict[str, int]
-    served: ServedModel | None
-
-    @property
-    def applied(self) -> int:
-        return self.stats.get("events_applied", 0)
-
-    @property
-    def model_watermark(self) -> int:
-        return self.served.watermark if self.served else 0
+class PortInUseError(ConfigurationError):
+    """The API's port is taken (by another streamrec, most likely)."""
 
 
-def applied_at_least(n: int) -> Callable[[Progress], bool]:
-    """A `Runtime.wait_for` condition: the worker applied ``n`` events or more."""
-    return lambda progress: progress.applied >= n
+class ChildExitedError(StreamrecError):
+    """A process the runtime started exited on its own."""
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise `PortInUseError` if ``host:port`` cannot be bound (as uvicorn will bind it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"cannot listen on {host}:{port}: {exc.strerror}"
+                ) from None
+            raise PortInUseError(
+                f"port {port} on {host} is already in use (another `streamrec up`?): pass "
+                "--port N, or set STREAMREC_API_PORT"
+            ) from None
+
+
+def _instance_of(resp: httpx.Response) -> object:
+    """The `instance` a streamrec readiness answer names (None from anything else)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get("instance") if isinstance(body, dict) else None
+
+
+def last_line(text: str) -> str:
+    """What a dying process said last: the last exception line of its log (a traceback's last
+    line, `ValueError: ...`), else its last non-blank line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln)]
+    return (errors or lines or ["(no output)"])[-1]
 
 
 class Runtime:
@@ -75,6 +100,7 @@ class Runtime:
         self._api_port = port or free_port()
         self._base_settings = settings
         self.settings = settings
+        self.instance_id = secrets.token_hex(8)
         self._clients: dict[str, redis.Redis] = {}
 
     @property
@@ -82,8 +108,12 @@ class Runtime:
         return f"http://{self.settings.api_host}:{self._api_port}"
 
     def start(self, worker: bool = True, api: bool = True) -> None:
-        updates: dict[str, object] = {"api_port": self._api_port}
-        if self._infra is not None:
+        if api:
+            ensure_port_free(self.settings.api_host, self._api_port)
+        updates: dict[str, object] = {"api_port": self._api_port, "instance_id": self.instance_id}
+        if self._infra is None:
+            check_kafka(self.settings.kafka_url or "")
+        else:
             self._infra.start()
             updates |= {
                 "kafka_url": self._infra.kafka_url,
@@ -121,14 +151,23 @@ class Runtime:
         return {**os.environ, **env, "OPENBLAS_NUM_THREADS": "1"}
 
     def wait_api_ready(self, timeout_s: float = 60.0) -> None:
+        """Until our own API answers ready: an answer from another process on the port (whose
+        instance id is not ours) is an error, not a success."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_children()
             try:
-                if httpx.get(f"{self.api_url}/v1/health/ready", timeout=1.0).status_code == 200:
-                    return
+                resp = httpx.get(f"{self.api_url}/v1/health/ready", timeout=1.0)
             except httpx.HTTPError:
-                pass
+                time.sleep(0.1)
+                continue
+            if _instance_of(resp) != self.instance_id:
+                raise PortInUseError(
+                    f"another process answers on {self.api_url} (not the API this command "
+                    "started): pass --port N, or set STREAMREC_API_PORT"
+                )
+            if resp.status_code == 200:
+                return
             time.sleep(0.1)
         raise TimeoutError(f"the API did not answer on {self.api_url} in {timeout_s}s")
 
@@ -136,7 +175,7 @@ class Runtime:
         """A new API key on this runtime's Redis; returns the token (shown once)."""
 
         async def create() -> str:
-            client = aioredis.Redis.from_url(self.settings.redis_url or "", decode_responses=True)
+            client = redis_async(self.settings.redis_url or "")
             try:
                 return (await ApiKeyStore(client).create(scopes, name)).token
             finally:
@@ -147,9 +186,9 @@ class Runtime:
     def check_children(self) -> None:
         """Raise, with the end of its log, if a child died."""
         for child in self.supervisor.dead():
-            raise RuntimeError(
-                f"{child.name} exited with code {child.process.returncode}:\n"
-                f"{self.supervisor.tail(child)}"
+            raise ChildExitedError(
+                f"the {child.name} process exited with code {child.process.returncode}: "
+                f"{last_line(self.supervisor.tail(child))}"
             )
 
     def progress(self, redis_url: str | None = None) -> Progress:
@@ -157,12 +196,8 @@ class Runtime:
         url = redis_url or self.settings.redis_url or ""
         client = self._clients.get(url)
         if client is None:
-            client = self._clients[url] = redis.Redis.from_url(url, decode_responses=True)
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.STATS)
-        pipe.hgetall(keys.MODEL_CURRENT)
-        stats, current = pipe.execute()
-        return Progress(parse_stats(stats), ServedModel.from_hash(current))
+            client = self._clients[url] = redis_sync(url)
+        return read_progress(client)
 
     def wait_for(
         self,
@@ -172,17 +207,9 @@ class Runtime:
         poll_s: float = 0.05,
     ) -> Progress:
         """Poll `progress` until ``done``; raise if a child dies or the time runs out."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.check_children()
-            progress = self.progress(redis_url)
-            if done(progress):
-                return progress
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"not done after {timeout_s}s: {progress.stats}, model {progress.served}"
-                )
-            time.sleep(poll_s)
+        return poll_until(
+            lambda: self.progress(redis_url), done, timeout_s, poll_s, self.check_children
+        )
 
     def stop(self) -> None:
         """Stop every child, the API and worker before the infrastructure, and remove the

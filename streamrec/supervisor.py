@@ -52,13 +52,20 @@ class Supervisor:
     def children(self) -> list[Child]:
         return list(self._children)
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
         log_path = self._log_dir / f"{name}.log" if self._log_dir else None
         out: IO[bytes] | int = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
                 list(argv),
                 env=dict(env) if env is not None else None,
+                cwd=cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from recommender.connections import UnreachableError, redacted
 from recommender.settings import Settings
 from streams.records import topic_names
+
+#: How long a bootstrap broker may take to accept a connection before it counts as unreachable.
+CONNECT_TIMEOUT_S = 3.0
 
 
 def bootstrap_servers(url: str) -> str:
@@ -23,19 +28,53 @@ def faust_broker(url: str) -> str:
     return "streamrec://" + bootstrap_servers(url)
 
 
+def kafka_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None if a bootstrap broker of ``url`` accepts a TCP connection, else why not.
+
+    kafka-python spends its whole bootstrap timeout (30 s) on an unreachable broker before it
+    raises; a plain connection answers at once."""
+    why = "no bootstrap server in the URL"
+    for server in bootstrap_servers(url).split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host or "localhost", int(port)), timeout_s).close()
+            return None
+        except ValueError:
+            why = f"{server!r} is not host:port"
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+    return why
+
+
+def check_kafka(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise `UnreachableError` unless a bootstrap broker of ``url`` accepts a connection."""
+    why = kafka_reachable(url, timeout_s)
+    if why is not None:
+        raise UnreachableError(
+            f"cannot reach Kafka at {redacted(bootstrap_servers(url))} (STREAMREC_KAFKA_URL): {why}"
+        )
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create every streamrec topic that does not exist yet (idempotent)."""
+    """Create every streamrec topic that does not exist yet (idempotent). Waits up to
+    ``timeout_s`` for the broker (a container starting beside it), then fails with one line."""
     kafka_url, _ = settings.require_infrastructure()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
+            check_kafka(kafka_url, timeout_s=1.0)
             admin = KafkaAdminClient(
                 bootstrap_servers=bootstrap_servers(kafka_url), client_id="streamrec-admin"
             )
             break
-        except KafkaError:
+        except (KafkaError, UnreachableError) as exc:
             if time.monotonic() > deadline:
-                raise
+                if isinstance(exc, UnreachableError):
+                    raise
+                raise UnreachableError(
+                    f"Kafka at {redacted(bootstrap_servers(kafka_url))} did not answer "
+                    f"(STREAMREC_KAFKA_URL): {exc}"
+                ) from None
             time.sleep(0.2)
     try:
         existing = set(admin.list_topics())

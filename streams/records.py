@@ -10,13 +10,13 @@ import base64
 import binascii
 import math
 import time
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from recommender.errors import InvalidRecordError
 from recommender.settings import Settings
-from recommender.types import Interaction, ItemMeta
+from recommender.types import ID_PATTERN, MAX_ID_CHARS, EventType, Interaction, ItemMeta
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_TEXT_CHARS = 20_000
@@ -24,13 +24,9 @@ MAX_IMAGE_BYTES = 2 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-#: No whitespace, no control characters, no `|` (the feature store's field separator). Spelled
-#: out rather than `\s`, which Python, Rust and ECMAScript regexes read differently (U+0085).
-ID_PATTERN = r"^[^|\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$"
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 #: Epoch milliseconds up to the year 2286; strict, so `true` or `"1"` is no timestamp.
 Millis = Annotated[int, Strict(), Field(ge=0, le=10**13, description="epoch milliseconds")]
-EventType = Literal["view", "click", "cart", "purchase", "rating", "review"]
 
 
 def topic_names(settings: Settings) -> list[str]:

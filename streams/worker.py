@@ -6,6 +6,7 @@ can be too low, which made table recovery lose records after a kill.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -14,9 +15,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
+from recommender.connections import redis_async
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.settings import Settings
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> faust.App:
     """Build the worker app; nothing connects until the worker starts it."""
     kafka_url, redis_url = settings.require_infrastructure()
     settings.require_secrets()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.worker_id,
         broker=faust_broker(kafka_url),
@@ -57,6 +59,9 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         topic_allow_declare=False,
+        # Faust makes this directory even with memory stores; by default in the working
+        # directory, which a production image does not let it write to.
+        datadir=str(settings.data_dir / "faust"),
     )
     set_fetch_max_wait(app, settings.consumer_fetch_max_wait_ms)
 
@@ -70,7 +75,7 @@ def create_app(settings: Settings) -> faust.App:
     content_topic = raw_topic(settings.topic_content)
     dead_letter_topic = raw_topic(settings.topic_dead_letter)
 
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = redis_async(redis_url)
     store = FeatureStore(redis, settings)
     # Full fits run in their own process (spawned: this one has threads), off the worker's GIL,
     # at low priority: background training must take only the CPU ingestion leaves.
@@ -98,12 +103,22 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
             await handler.handle_content(_raw(batch))
 
-    @app.timer(interval=0.5, on_leader=True)
-    async def refit_when_due() -> None:
+    refits: set[asyncio.Task[None]] = set()
+
+    async def refit_guarded() -> None:
         try:
             await trainer.maybe_refit()
         except Exception:
             log.exception("model refit failed; serving the previous version")
+
+    @app.timer(interval=0.5, on_leader=True)
+    async def refit_when_due() -> None:
+        # The check is the timer's; the refit runs as a task of its own, so a fit that takes
+        # seconds neither delays the timer nor trips Faust's "timer is overlapping" warning.
+        if not refits:
+            task = asyncio.create_task(refit_guarded())
+            refits.add(task)
+            task.add_done_callback(refits.discard)
 
     @app.timer(interval=1.0)
     async def follow_served_model() -> None:

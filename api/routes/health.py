@@ -8,21 +8,33 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api.deps import PublisherDep, ServiceDep, StoreDep
+from api.deps import PublisherDep, ServiceDep, SettingsDep, StoreDep
 from api.schemas import LiveOut, ReadyOut
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
 
+def model_note(version: str | None, applied: int, min_events: int) -> str | None:
+    """Why no model is served, in words an operator can act on."""
+    if version is not None:
+        return None
+    if applied < min_events:
+        return (
+            f"no model yet: {applied:,} of the {min_events:,} events the first fit needs "
+            "(STREAMREC_ALS_MIN_EVENTS); recommendations are popular items until then"
+        )
+    return "no model yet: the first fit is running in the worker"
+
+
 @router.get("/live", response_model=LiveOut)
-async def live() -> LiveOut:
+async def live(settings: SettingsDep) -> LiveOut:
     """The process answers."""
-    return LiveOut(status="ok")
+    return LiveOut(status="ok", instance=settings.instance_id or "")
 
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(
-    store: StoreDep, service: ServiceDep, publisher: PublisherDep
+    store: StoreDep, service: ServiceDep, publisher: PublisherDep, settings: SettingsDep
 ) -> ReadyOut | JSONResponse:
     """Redis and Kafka are reachable; 503 otherwise."""
     kafka_check = asyncio.create_task(publisher.reachable())
@@ -33,12 +45,15 @@ async def ready(
     except RedisError:
         stats, version, redis_ok = {}, None, False
     kafka_ok = await kafka_check
+    applied = stats.get("events_applied", 0)
     body = ReadyOut(
         status="ok" if redis_ok and kafka_ok else "degraded",
+        instance=settings.instance_id or "",
         redis=redis_ok,
         kafka=kafka_ok,
         model_version=version,
-        events_applied=stats.get("events_applied", 0),
+        model_note=model_note(version, applied, settings.als_min_events) if redis_ok else None,
+        events_applied=applied,
     )
     if body.status != "ok":
         return JSONResponse(body.model_dump(), status_code=503)

@@ -1,6 +1,7 @@
 """Events produced with kafka-python reach the Faust worker, land in Valkey, and come back
 as recommendations from the API: every hop a real process over a real socket."""
 
+import asyncio
 import base64
 import json
 import os
@@ -77,6 +78,9 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         assert too_many.status_code == 422
         health = httpx.get(f"{rt.api_url}/v1/health/ready").json()
         assert health["events_applied"] == len(interactions)  # the replay was suppressed
+        assert health["instance"] == rt.instance_id and health["model_note"] is None
+        # A refit takes longer than the refit timer's interval: it runs as a task of its own.
+        assert "is overlapping" not in (rt.log_dir / "worker.log").read_text()
 
     consumer = KafkaConsumer(
         settings.topic_dead_letter,
@@ -106,6 +110,20 @@ def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not workdir.exists()
+
+
+async def test_the_readiness_probe_refuses_another_process_on_the_port(settings, redis):
+    """Another streamrec answering on the port is not our API being ready."""
+    from streamrec.runtime import PortInUseError
+    from tests.conftest import serve_api
+
+    async with serve_api(settings) as other:
+        rt = Runtime(settings, api_port=other.base_url.port)
+        try:
+            with pytest.raises(PortInUseError, match="another process answers"):
+                await asyncio.to_thread(rt.wait_api_ready, 10)
+        finally:
+            rt.stop()
 
 
 def test_embedded_infrastructure_stops_and_removes_its_own_directory():

@@ -41,6 +41,18 @@ async def test_create_list_revoke(monkeypatch, capsys, settings, redis):
     assert await asyncio_main(["keys", "create", "--scope", "root"]) == 2  # argparse refuses
 
 
+async def test_revoke_takes_the_whole_key_too(monkeypatch, capsys, settings, redis):
+    """A newcomer pastes the key they were given; `revoke` used to answer "no key"."""
+    _env(monkeypatch, settings, settings.require_master_keys()[0])
+    assert await asyncio_main(["keys", "create", "--scope", "read", "--quiet"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("sr_") and await ApiKeyStore(redis).verify(token) is not None
+    assert await asyncio_main(["keys", "revoke", token]) == 0
+    assert await ApiKeyStore(redis).verify(token) is None
+    assert await asyncio_main(["keys", "revoke", token]) == 1
+    assert "keys list" in capsys.readouterr().err
+
+
 async def test_rotate_rewraps_under_the_new_primary(monkeypatch, capsys, settings, redis):
     old = settings.require_master_keys()[0]
     cipher = UserDataCipher(redis, master_cipher([old]))

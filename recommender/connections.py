@@ -1,0 +1,55 @@
+"""How every streamrec process opens Redis, and what it says when Redis is not there.
+
+One place, so that the worker, the API and the CLI share one timeout and one error message: an
+unreachable URL is a clear line within seconds, not a hang and a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+
+import redis
+import redis.asyncio as aioredis
+
+from recommender.errors import StreamrecError
+
+#: How long a connection attempt may take before the URL counts as unreachable.
+CONNECT_TIMEOUT_S = 5.0
+
+
+class UnreachableError(StreamrecError):
+    """Kafka or Redis does not answer at the configured URL."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (`redis://:secret@host` -> `redis://:***@host`)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def redis_async(url: str) -> aioredis.Redis:
+    """An asyncio client (text replies); connects on first use."""
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+    )
+
+
+def redis_sync(url: str) -> redis.Redis:
+    """A blocking client (text replies), for the CLI and the runtime's polling."""
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+    )
+
+
+def unreachable_redis(url: str, exc: BaseException) -> UnreachableError:
+    return UnreachableError(f"cannot reach Redis at {redacted(url)} (STREAMREC_REDIS_URL): {exc}")
+
+
+def check_redis(url: str) -> None:
+    """Raise `UnreachableError` unless Redis answers PING at ``url``."""
+    client = redis_sync(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise unreachable_redis(url, exc) from None
+    finally:
+        client.close()
