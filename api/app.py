@@ -13,13 +13,16 @@ from api.middleware import HardeningMiddleware
 from api.publisher import Publisher
 from api.routes import events, health, items, metrics, users
 from api.telemetry import ApiMetrics
-from models.registry import ModelRegistry
 from recommender.access import ApiKeyStore, RateLimiter
+from recommender.cf_vectors import CFVectors
 from recommender.connections import redis_async
 from recommender.crypto import UserDataCipher, check_master_keys, master_cipher
+from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
+from recommender.keys import CF
 from recommender.model_state import ModelState
 from recommender.privacy import UserDataService
+from recommender.reviews import ReviewStore
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
 
@@ -40,20 +43,25 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             await check_master_keys(redis, master)
             store = FeatureStore(redis, settings)
+            cipher = UserDataCipher(redis, master)
+            cf_state = ModelState(redis, CF)
+            reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
             yield {
                 "settings": settings,
                 "store": store,
                 "service": RecommendationService(
                     store,
-                    ModelState(redis),
-                    ModelRegistry(settings.models_dir),
+                    cf_state,
+                    cf_registry(settings.models_dir),
                     pointer_check_s=settings.api_model_check_s,
                     title_ttl_s=settings.api_title_cache_s,
                     knn_weight=settings.serve_knn_weight,
                     recent_items=settings.serve_recent_items,
                     recent_decay=settings.serve_recent_decay,
                 ),
-                "privacy": UserDataService(redis, store, UserDataCipher(redis, master)),
+                "privacy": UserDataService(
+                    redis, store, cipher, reviews, CFVectors(redis, cf_state)
+                ),
                 "api_keys": ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
                 "limiter": RateLimiter(redis, settings.api_rate_per_s, settings.api_rate_burst),
                 "publisher": publisher,

@@ -104,6 +104,15 @@ class Profile(BaseModel):
     )
 
 
+class ReviewOut(BaseModel):
+    event_id: str
+    item_id: str
+    type: str
+    value: float | None
+    ts: int
+    text: str
+
+
 class ExportOut(BaseModel):
     """Everything streamrec holds about one user (the GDPR right of access)."""
 
@@ -113,6 +122,7 @@ class ExportOut(BaseModel):
     recent: list[dict[str, str | int]]
     event_counts: dict[str, int]
     category_affinity: dict[str, float]
+    reviews: list[ReviewOut] = Field(description="Review texts, decrypted")
     has_data_key: bool
 
 

@@ -16,13 +16,13 @@ import numpy.typing as npt
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
 
-from models.base import Ranked, RecommenderModel, top_k
+from models.base import FactorModel, Ranked, top_k
 from models.data import InteractionMatrix
 from models.errors import ModelFitError
 from models.neighbours import item_neighbours, load_arrays, recent_scores, save_arrays
 
 
-class ALSModel(RecommenderModel):
+class ALSModel(FactorModel):
     """Implicit-feedback ALS with string ids, fold-in for new users, and `.npz` artifacts."""
 
     name = "als"

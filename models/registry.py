@@ -1,7 +1,11 @@
-"""Model versions on disk: one directory per version, artifact plus metadata, written atomically.
+"""Model versions on disk: one directory per family and version, artifact plus metadata, each
+written to a temporary directory and moved into place at once.
 
-Which version is *served* is not decided here: the core keeps that pointer in the feature store,
-so every worker and API replica agrees on it.
+The registry knows model *families* (`cf`, and the content models), not classes: the caller hands
+in the `{family: class}` map, so `models/` imports nothing above it. A class stores itself in one
+file named by its `artifact` (`.npz` with `allow_pickle=False` for numpy models, a torch
+`state_dict` loaded with `weights_only=True` for neural ones). Which version is *served* is not
+decided here: the core keeps that pointer in Redis, so every worker and API replica agrees.
 """
 
 from __future__ import annotations
@@ -11,31 +15,74 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from models.als import ALSModel
-from models.errors import ModelNotFoundError
+from models.base import Artifact
+from models.errors import ModelError, ModelNotFoundError
 
-ARTIFACT = "model.npz"
 METADATA = "metadata.json"
+
+A = TypeVar("A", bound=Artifact)
+
+
+class UnknownFamilyError(ModelError):
+    """A family the registry was not told about."""
 
 
 class ModelRegistry:
-    """Stores ALS versions under ``root`` (a directory shared by the worker and the API)."""
+    """Stores versions of every family under ``root/<family>/<version>/``.
 
-    def __init__(self, root: Path) -> None:
+    Parameters
+    ----------
+    root
+        A directory shared by the worker and the API.
+    families
+        Family name -> the class that saves and loads its versions.
+    """
+
+    def __init__(self, root: Path, families: Mapping[str, type[Artifact]]) -> None:
         self.root = root
+        self._families = dict(families)
 
-    def save(self, model: ALSModel, metadata: dict[str, Any]) -> str:
+    @property
+    def families(self) -> list[str]:
+        return sorted(self._families)
+
+    def family(self, name: str) -> FamilyRegistry[Any]:
+        """The versions of one family."""
+        cls = self._families.get(name)
+        if cls is None:
+            raise UnknownFamilyError(
+                f"no model family {name!r}; known: {', '.join(self.families) or 'none'}"
+            )
+        return FamilyRegistry(self.root / name, cls, name)
+
+
+class FamilyRegistry(Generic[A]):
+    """One family's versions: save, load, metadata, list."""
+
+    def __init__(self, root: Path, cls: type[A], family: str) -> None:
+        self.root = root
+        self.cls = cls
+        self.family = family
+
+    def save(self, model: A, metadata: dict[str, Any]) -> str:
         """Write a new version and return its name (sortable by creation time)."""
         version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{version}.tmp"
         tmp.mkdir()
         try:
-            model.save(tmp / ARTIFACT)
-            meta = {"version": version, "model": model.name, "created_at": time.time(), **metadata}
+            model.save(tmp / self.cls.artifact)
+            meta = {
+                "version": version,
+                "family": self.family,
+                "model": model.name,
+                "created_at": time.time(),
+                **metadata,
+            }
             (tmp / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True))
             os.replace(tmp, self.root / version)
         finally:
@@ -43,16 +90,18 @@ class ModelRegistry:
                 shutil.rmtree(tmp)
         return version
 
-    def load(self, version: str) -> ALSModel:
-        path = self.root / version / ARTIFACT
+    def load(self, version: str) -> A:
+        path = self.root / version / self.cls.artifact
         if not path.is_file():
-            raise ModelNotFoundError(f"no artifact for model version {version!r} in {self.root}")
-        return ALSModel.load(path)
+            raise ModelNotFoundError(
+                f"no {self.family} artifact for model version {version!r} in {self.root}"
+            )
+        return self.cls.load(path)
 
     def metadata(self, version: str) -> dict[str, Any]:
         path = self.root / version / METADATA
         if not path.is_file():
-            raise ModelNotFoundError(f"no metadata for model version {version!r}")
+            raise ModelNotFoundError(f"no metadata for {self.family} model version {version!r}")
         meta: dict[str, Any] = json.loads(path.read_text())
         return meta
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from recommender import keys
-from recommender.model_state import UserVector, decode_vector
 from recommender.settings import Settings
 from recommender.types import Interaction, ItemMeta
 from recommender.verification import FeatureSnapshot
@@ -32,6 +32,13 @@ class RecentInteraction:
     type: str
     item_id: str
     ts: int
+    recommendation_id: str | None = None
+
+    @classmethod
+    def parse(cls, raw: object) -> RecentInteraction:
+        """An entry of `u:{p}:recent`: `type|item|ts`, then `|recommendation_id` if any."""
+        etype, item, ts, *rest = str(raw).split("|")
+        return cls(etype, item, int(ts), rest[0] if rest else None)
 
 
 PSEUDONYM_CACHE_SIZE = 100_000
@@ -89,6 +96,7 @@ class FeatureStore:
             weight = event_weight(e, s.event_weights, s.rating_scale)
             args.append(
                 f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
+                f"|{e.recommendation_id or ''}"
             )
         result = await self._apply(
             keys=[keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS], args=args
@@ -117,6 +125,8 @@ class FeatureStore:
                 "categories": json.dumps(list(it.categories)),
             }
             pipe.hset(keys.item_meta(it.item_id), mapping=fields)
+            if it.image is not None:  # kept for the image model; an update without one keeps it
+                pipe.set(keys.item_image(it.item_id), it.image)
             pipe.zadd(keys.ITEMS_CATALOGUE, {it.item_id: it.ts}, nx=True)
         pipe.hincrby(keys.STATS, "items_upserted", len(items))
         await pipe.execute()
@@ -133,22 +143,29 @@ class FeatureStore:
         """Pseudonyms of every user with live features."""
         return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
 
-    async def serving_state(
-        self, user_id: str, version: str | None, recent: int
-    ) -> tuple[set[str], UserVector | None, list[str]]:
-        """What serving needs of a user, in one round trip: the items they touched, their
-        vector in model ``version`` (None without a model or a vector), and their ``recent``
-        latest items, newest first."""
-        p = self.pseudonym(user_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hkeys(keys.user_items(p))
-        pipe.lrange(keys.user_recent(p), 0, max(recent, 1) - 1)
-        if version is not None:
-            pipe.hget(keys.user_vectors(version), p)
-        rows = await pipe.execute()
-        vector = decode_vector(rows[2]) if version is not None else None
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client, for stores that share this one's connection pool."""
+        return self._redis
+
+    def queue_serving_state(self, pipe: Pipeline, pseudonym: str, recent: int) -> None:
+        """Add to ``pipe`` the reads serving needs of a user (their items, their latest ones):
+        serving sends them with another store's reads in one round trip."""
+        pipe.hkeys(keys.user_items(pseudonym))
+        pipe.lrange(keys.user_recent(pseudonym), 0, max(recent, 1) - 1)
+
+    @staticmethod
+    def parse_serving_state(rows: Sequence[Any], recent: int) -> tuple[set[str], list[str]]:
+        """The replies of `queue_serving_state`: (items touched, the ``recent`` latest items,
+        newest first)."""
         latest = list(dict.fromkeys(str(r).split("|", 2)[1] for r in rows[1]))[:recent]
-        return {str(i) for i in rows[0]}, vector, latest
+        return {str(i) for i in rows[0]}, latest
+
+    async def serving_state(self, user_id: str, recent: int) -> tuple[set[str], list[str]]:
+        """`queue_serving_state` for one user, on its own."""
+        pipe = self._redis.pipeline(transaction=False)
+        self.queue_serving_state(pipe, self.pseudonym(user_id), recent)
+        return self.parse_serving_state(await pipe.execute(), recent)
 
     async def histories_and_last_seen(
         self, pseudonyms: Sequence[str]
@@ -165,11 +182,7 @@ class FeatureStore:
 
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
         rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
-        out = []
-        for row in rows:
-            etype, item, ts = str(row).split("|", 2)
-            out.append(RecentInteraction(etype, item, int(ts)))
-        return out
+        return [RecentInteraction.parse(row) for row in rows]
 
     async def weights_of(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """The weight of each (pseudonym, item) in the user's history (0 if none)."""
@@ -186,7 +199,7 @@ class FeatureStore:
             pipe.lrange(keys.user_recent(p), 0, -1)
         found: dict[str, set[str]] = {}
         for p, rows in zip(pseudonyms, await pipe.execute(), strict=True):
-            new = {item for _, item, t in (str(r).split("|", 2) for r in rows) if int(t) > ts}
+            new = {r.item_id for r in map(RecentInteraction.parse, rows) if r.ts > ts}
             if new:
                 found[p] = new
         return found
@@ -312,6 +325,20 @@ class FeatureStore:
         )
         snap.popular = {str(i): float(c) for i, c in popular}
         return snap
+
+    async def forget(self, pseudonym: str) -> int:
+        """Delete the user's features and their place among the active users; returns how many
+        keys went (erasure)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(
+            keys.user_items(pseudonym),
+            keys.user_recent(pseudonym),
+            keys.user_counts(pseudonym),
+            keys.user_categories(pseudonym),
+        )
+        pipe.zrem(keys.USERS_ACTIVE, pseudonym)
+        deleted, _ = await pipe.execute()
+        return int(deleted)
 
     async def incr_stat(self, name: str, amount: int = 1) -> None:
         await self._redis.hincrby(keys.STATS, name, amount)

@@ -18,13 +18,37 @@ USERS_ACTIVE = "users:active"
 ITEMS_CATALOGUE = "items:catalogue"
 ITEMS_POPULAR = "items:popular"
 STATS = "stats"
-MODEL_CURRENT = "model:current"
-MODEL_HISTORY = "model:history"
-MODEL_CHALLENGER = "model:challenger"
 #: Promotions remembered for `streamrec models rollback`.
 MODEL_HISTORY_LEN = 50
-MODEL_CHANNEL = "model:changed"
+#: Lifecycle decisions remembered for `streamrec models list`.
+MODEL_LOG_LEN = 200
 POP_PREFIX = "pop:"
+MODEL_PREFIX = "model:"
+
+
+def model_current(family: str) -> str:
+    """The family's served version: version, data watermark, pinned, and family extras."""
+    return f"{MODEL_PREFIX}{family}:current"
+
+
+def model_history(family: str) -> str:
+    """The family's served versions, newest first: a stack that `rollback` walks down."""
+    return f"{MODEL_PREFIX}{family}:history"
+
+
+def model_challenger(family: str) -> str:
+    """The family's newest version that was kept but not served, and why."""
+    return f"{MODEL_PREFIX}{family}:challenger"
+
+
+def model_log(family: str) -> str:
+    """The family's lifecycle decisions (JSON), newest first."""
+    return f"{MODEL_PREFIX}{family}:log"
+
+
+def model_channel(family: str) -> str:
+    """Pub/sub channel told the version a family now serves."""
+    return f"{MODEL_PREFIX}{family}:changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +120,14 @@ def user_profile(pseudonym: str) -> str:
     return f"{USER_PREFIX}{pseudonym}:profile"
 
 
-def user_keys_pattern(pseudonym: str) -> str:
-    """Every per-user key above (erasure deletes what this matches)."""
-    return f"{USER_PREFIX}{pseudonym}:*"
+def user_reviews(pseudonym: str) -> str:
+    """The user's review texts, each a Fernet token under their data key (never in clear)."""
+    return f"{USER_PREFIX}{pseudonym}:reviews"
+
+
+def item_image(item_id: str) -> str:
+    """The item's image (base64 PNG or JPEG, as published), for the content models."""
+    return f"{ITEM_PREFIX}{item_id}:image"
 
 
 CATEGORY_PREFIX = "cat:"
@@ -123,21 +152,32 @@ def data_key(pseudonym: str) -> str:
 MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
 
 
+#: The collaborative-filtering family, whose versions also keep vectors in Redis.
+CF = "cf"
+
+
 def user_vectors(version: str) -> str:
-    return f"model:{version}:users"
+    """CF version ``version``'s user vectors (pseudonym -> `as_of:base64 float32`)."""
+    return f"{MODEL_PREFIX}{CF}:{version}:users"
 
 
-USER_VECTORS_PATTERN = "model:*:users"
+USER_VECTORS_PATTERN = f"{MODEL_PREFIX}{CF}:*:users"
 
 
 def item_vectors(version: str) -> str:
-    """Factors of items newer than version ``version``'s fit, folded in by the worker."""
-    return f"model:{version}:items"
+    """Factors of items newer than CF version ``version``'s fit, folded in by the worker."""
+    return f"{MODEL_PREFIX}{CF}:{version}:items"
+
+
+def version_keys(family: str, version: str) -> list[str]:
+    """Keys that belong to one served version of ``family``: kept while it serves, expired
+    `RETIRED_MODEL_TTL_S` after another replaces it."""
+    return [user_vectors(version), item_vectors(version)] if family == CF else []
 
 
 def items_written_field(version: str) -> str:
-    """`model:current` field counting item-vector writes for ``version`` (readers reload the
-    extra items when it moves)."""
+    """`model:cf:current` field counting item-vector writes for ``version`` (readers reload
+    the extra items when it moves)."""
     return f"items_written:{version}"
 
 
@@ -163,8 +203,9 @@ RETIRED_MODEL_TTL_S = 60
 #: KEYS = users:active, items:popular, stats. Per-event keys are built here from the prefixes
 #: above (passing them as KEYS doubled the bytes the worker packs per event).
 #: ARGV = now_ms, dedupe_ttl_s, user_ttl_s, recent_cap, then one per event:
-#:        `event_id|pseudonym|item|type|weight|ts` (ids cannot hold `|`: the schema forbids it;
-#:        one joined argument is 6x fewer for redis-py to pack).
+#:        `event_id|pseudonym|item|type|weight|ts|recommendation_id` (the last may be empty; ids
+#:        cannot hold `|`: the schema forbids it; one joined argument is 7x fewer for redis-py
+#:        to pack). The recommendation id stays with the event in the user's recent list.
 #: Returns {applied indexes, {failed index, reason, ...}} (0-based). An event is marked seen only
 #: after its updates succeeded, and a failing one does not stop the rest: Lua does not roll back
 #: the writes made before an error, so an abort would leave half a batch applied and unmarked.
@@ -178,8 +219,8 @@ local windows = cjson.decode('__WINDOWS__')
 local tau = __TAU__
 local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 for i = 0, n - 1 do
-  local eid, p, item, etype, weight, ts =
-    string.match(ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+  local eid, p, item, etype, weight, ts, rid = string.match(
+    ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
   local seen = '__SEEN__' .. eid
   if redis.call('EXISTS', seen) == 0 then
     local base = '__USER__' .. p
@@ -190,7 +231,9 @@ for i = 0, n - 1 do
       failed[#failed + 1] = i
       failed[#failed + 1] = ok.err
     else
-      redis.call('LPUSH', recent, etype .. '|' .. item .. '|' .. ts)
+      local entry = etype .. '|' .. item .. '|' .. ts
+      if rid ~= '' then entry = entry .. '|' .. rid end
+      redis.call('LPUSH', recent, entry)
       redis.call('LTRIM', recent, 0, recent_cap - 1)
       redis.call('HINCRBY', counts, etype, 1)
       local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')

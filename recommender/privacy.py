@@ -9,7 +9,7 @@ erasure removes both, and destroys the data key so that any copy of a profile to
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,6 +17,8 @@ import redis.asyncio as aioredis
 from recommender import keys
 from recommender.crypto import DataKeyMissingError, UserDataCipher
 from recommender.feature_store import FeatureStore
+from recommender.listeners import Forgetter
+from recommender.reviews import ReviewStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +31,35 @@ class Erasure:
 
 
 class UserDataService:
-    """Reads and writes one user's personal data; exports and erases everything about them."""
+    """Reads and writes one user's personal data; exports and erases everything about them.
 
-    def __init__(self, redis: aioredis.Redis, store: FeatureStore, cipher: UserDataCipher) -> None:
+    Parameters
+    ----------
+    redis, store, cipher
+        The client, the feature store (pseudonyms, behaviour) and the user's data-key cipher.
+    reviews
+        The user's encrypted review texts.
+    vectors
+        The CF model's user vectors.
+
+    Erasure asks every one of these stores to `forget` the user. A per-user key family that no
+    store forgets is caught by `tests/integration/test_privacy.py`, which derives the families
+    from `recommender.keys`.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: FeatureStore,
+        cipher: UserDataCipher,
+        reviews: ReviewStore,
+        vectors: Forgetter,
+    ) -> None:
         self._redis = redis
         self._store = store
         self._cipher = cipher
+        self._reviews = reviews
+        self._vectors = vectors
 
     async def put_profile(self, user_id: str, profile: dict[str, Any]) -> None:
         p = self._store.pseudonym(user_id)
@@ -54,12 +79,17 @@ class UserDataService:
         profile: dict[str, Any] = json.loads(plain)
         return profile
 
+    async def forget(self, pseudonym: str) -> int:
+        """The profile, which this service owns."""
+        return int(await self._redis.delete(keys.user_profile(pseudonym)))
+
     async def export(self, user_id: str) -> dict[str, Any] | None:
         """Everything streamrec holds about the user, decrypted; None when it holds nothing."""
         profile = await self.get_profile(user_id)
         p = self._store.pseudonym(user_id)
         (interactions,) = await self._store.user_histories([p])
-        if profile is None and not interactions:
+        reviews = await self._reviews.reviews(p)
+        if profile is None and not interactions and not reviews:
             return None
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.user_counts(p))
@@ -73,17 +103,16 @@ class UserDataService:
             "recent": [{"type": r.type, "item_id": r.item_id, "ts": r.ts} for r in recent],
             "event_counts": {str(k): int(float(v)) for k, v in counts.items()},
             "category_affinity": await self._store.category_affinity(user_id),
+            "reviews": [asdict(r) for r in reviews],
             "has_data_key": bool(has_key),
         }
 
     async def erase(self, user_id: str) -> Erasure:
-        """Crypto-shred the data key, delete every key of the pseudonym, drop model vectors."""
+        """Crypto-shred the data key, then have every store forget the user."""
         p = self._store.pseudonym(user_id)
         destroyed = await self._cipher.shred(p)
-        doomed = [k async for k in self._redis.scan_iter(match=keys.user_keys_pattern(p))]
-        deleted = int(await self._redis.delete(*doomed)) if doomed else 0
-        await self._redis.zrem(keys.USERS_ACTIVE, p)
-        removed = 0
-        async for vectors in self._redis.scan_iter(match=keys.USER_VECTORS_PATTERN):
-            removed += int(await self._redis.hdel(vectors, p))
+        deleted = 0
+        for owner in (self._store, self, self._reviews):
+            deleted += await owner.forget(p)
+        removed = await self._vectors.forget(p)
         return Erasure(destroyed, deleted, removed)

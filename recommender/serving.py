@@ -15,9 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.als import ALSModel
-from models.registry import ModelRegistry
+from models.base import FactorModel
+from models.registry import FamilyRegistry
+from recommender.cf_vectors import CFVectors, decode_vector
 from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState, ServedModelCache
+from recommender.model_state import ModelState
+from recommender.served import ServedALS
 from recommender.types import ScoredItem
 
 REASON_CF = "people with similar taste liked it"
@@ -63,7 +66,7 @@ class RecommendationService:
         self,
         store: FeatureStore,
         state: ModelState,
-        registry: ModelRegistry,
+        registry: FamilyRegistry[ALSModel],
         pointer_check_s: float = 0.0,
         title_ttl_s: float = 0.0,
         knn_weight: float = 0.0,
@@ -77,7 +80,8 @@ class RecommendationService:
         self._recent_decay = recent_decay
         self._store = store
         self._state = state
-        self._served = ServedModelCache(state, registry, pointer_check_s)
+        self._vectors = CFVectors(store.redis, state)
+        self._served = ServedALS(state, registry, self._vectors, pointer_check_s)
         self._title_ttl_s = title_ttl_s
         self._titles: dict[str, tuple[float, str | None]] = {}
 
@@ -122,7 +126,14 @@ class RecommendationService:
         one the model cannot fill k for, gets popular items."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
-        seen, vec, recent = await self._store.serving_state(user_id, version, self._recent_items)
+        # One round trip for the user's features and their vector (each store queues its own).
+        pipe = self._store.redis.pipeline(transaction=False)
+        self._store.queue_serving_state(pipe, self._store.pseudonym(user_id), self._recent_items)
+        if version is not None:
+            self._vectors.queue_user_vector(pipe, version, self._store.pseudonym(user_id))
+        rows = await pipe.execute()
+        seen, recent = self._store.parse_serving_state(rows, self._recent_items)
+        vec = decode_vector(rows[2]) if version is not None else None
         excluded = seen | set(exclude)
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
@@ -168,7 +179,7 @@ class RecommendationService:
         return found
 
     async def _explain(
-        self, user_id: str, model: ALSModel, recommended: Sequence[str]
+        self, user_id: str, model: FactorModel, recommended: Sequence[str]
     ) -> dict[str, str]:
         """For each CF item, the user's recent item closest to it in the model's item space."""
         recent = [r.item_id for r in await self._store.recent(user_id, EXPLAIN_RECENT)]

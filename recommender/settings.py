@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,13 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "rating": 5.0,
     "review": 3.0,
 }
+
+
+class Infrastructure(NamedTuple):
+    """Where Kafka and Redis are, once resolved (configured, or started embedded)."""
+
+    kafka_url: str
+    redis_url: str
 
 
 class Settings(BaseSettings):
@@ -155,14 +163,19 @@ class Settings(BaseSettings):
             )
         return found
 
-    def require_infrastructure(self) -> tuple[str, str]:
-        """Return (kafka_url, redis_url), or fail when a process that needs them has none."""
+    def require_infrastructure(self) -> Infrastructure:
+        """The Kafka and Redis URLs, or fail when a process that needs them has none."""
         if not self.kafka_url or not self.redis_url:
             raise ConfigurationError(
                 "STREAMREC_KAFKA_URL and STREAMREC_REDIS_URL must be set to run one part alone; "
                 "`streamrec up` starts embedded ones when both are unset"
             )
-        return self.kafka_url, self.redis_url
+        return Infrastructure(self.kafka_url, self.redis_url)
+
+    @property
+    def infra(self) -> Infrastructure:
+        """`require_infrastructure`, for code that runs after start-up resolved the URLs."""
+        return self.require_infrastructure()
 
     def as_env(self) -> dict[str, str]:
         """These settings as `STREAMREC_*` variables, for the child processes a runtime starts."""

@@ -27,6 +27,8 @@ class Interaction:
     ts: int  # epoch milliseconds
     value: float | None = None
     text: str | None = None
+    #: The recommendation list the event answers (the API hands these out), for attribution.
+    recommendation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class ItemMeta:
     ts: int
     text: str | None = None
     categories: tuple[str, ...] = field(default_factory=tuple)
+    image: str | None = None  # base64 PNG or JPEG, as published
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,17 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
-from models.registry import ModelRegistry
 from recommender.access import ApiKeyStore
 from recommender.connections import check_redis, redis_async
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
+from recommender.families import MODEL_FAMILIES, lifecycle_for
 from recommender.feature_store import FeatureStore
 from recommender.lifecycle import ModelLifecycle
-from recommender.model_state import ModelState
 from recommender.settings import Settings
 
 
@@ -71,39 +71,69 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
     redis = _redis(settings)
     try:
-        state = ModelState(redis)
-        life = ModelLifecycle(
-            FeatureStore(redis, settings), state, ModelRegistry(settings.models_dir)
-        )
+        if args.family not in MODEL_FAMILIES:
+            raise ConfigurationError(
+                f"no model family {args.family!r}; known: {', '.join(sorted(MODEL_FAMILIES))}"
+            )
+        life = lifecycle_for(args.family, redis, settings)
         if args.action == "list":
-            rows = await life.versions()
-            if not rows:
-                print(f"no model versions in {settings.models_dir}")
-            for m in rows:
-                mark = ("*" if m["served"] else " ") + ("P" if m["pinned"] else " ")
-                ndcg = m.get("holdout_ndcg@10")
-                print(
-                    f"{mark} {m['version']}  events {m.get('watermark', 0):>9,}  "
-                    f"users {m.get('users', 0):>7,}  items {m.get('items', 0):>7,}  "
-                    f"ndcg@10 {'-' if ndcg is None else f'{ndcg:.4f}'}  "
-                    f"{m.get('status', 'served')}"
-                )
-            challenger = await state.challenger()
-            if challenger:
-                print(f"challenger: {challenger['version']} ({challenger.get('reason', '')})")
-            print("(* served, P pinned: refits do not replace it until `streamrec models unpin`)")
-        elif args.action == "promote":
+            return await _list(life, settings, redis, args.quiet)
+        if args.action == "promote":
             folded = await life.promote(args.version, pinned=not args.no_pin)
             pin = "" if args.no_pin else ", pinned"
-            print(f"serving {args.version}{pin} ({folded} users' vectors computed for it)")
+            extra = f" ({folded:,} users' vectors computed for it)" if folded else ""
+            print(f"{args.family}: serving {args.version}{pin}{extra}")
         elif args.action == "rollback":
-            print(f"serving {await life.rollback()}, pinned")
+            print(f"{args.family}: serving {await life.rollback()}, pinned")
         elif args.action == "unpin":
-            await life.unpin()
-            print("unpinned: the next refit that passes the quality gate will be served")
+            now = await life.unpin()
+            if now is not None:
+                print(f"{args.family}: unpinned; serving {now}, the best version the pin held back")
+            else:
+                print(
+                    f"{args.family}: unpinned; no held-back version passed the gate, so the "
+                    "next refit that passes it will be served"
+                )
         return 0
     finally:
         await redis.aclose()
+
+
+async def _list(
+    life: ModelLifecycle[Any], settings: Settings, redis: aioredis.Redis, quiet: bool
+) -> int:
+    rows = await life.versions()
+    if quiet:
+        for row in rows:
+            print(row.version)
+        return 0
+    family = life.family
+    if not rows:
+        applied = (await FeatureStore(redis, settings).stats()).get("events_applied", 0)
+        print(
+            f"{family}: no versions yet ({applied:,} events applied; the first fit needs "
+            f"{settings.als_min_events:,}, STREAMREC_ALS_MIN_EVENTS)"
+        )
+        return 0
+    header = f"   {'version':<24}{'events':>10}{'users':>8}{'items':>8}  {'gate':<44}status"
+    print(f"{family}: {len(rows)} versions")
+    print(header)
+    for row in rows:
+        m = row.meta
+        mark = ("*" if row.served else " ") + ("P" if row.pinned else " ")
+        print(
+            f"{mark} {row.version:<24}{m.get('watermark', 0):>10,}{m.get('users', 0):>8,}"
+            f"{m.get('items', 0):>8,}  {row.gate_text():<44}{row.status_text()}"
+        )
+    decisions = await life.decisions(8)
+    if decisions:
+        print("recent decisions, newest first:")
+        for d in decisions:
+            at = time.strftime("%H:%M:%SZ", time.gmtime(d.at_ms / 1000))
+            why = f"  {d.reason}" if d.reason else ""
+            print(f"  {at}  {d.action:<12}{d.version}  by {d.by}{why}")
+    print("* serving now, P pinned (refits are kept, not served, until `streamrec models unpin`)")
+    return 0
 
 
 def run_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,12 +164,43 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    m = sub.add_parser("models", help="model versions: list, promote, rollback, unpin")
+    m = sub.add_parser(
+        "models",
+        help="model versions: list, promote, rollback, unpin",
+        description="The model lifecycle of one family (--family, default cf): which version "
+        "serves, which were served, which were held back and why.",
+    )
+    family = argparse.ArgumentParser(add_help=False)
+    family.add_argument(
+        "--family",
+        default="cf",
+        help=f"model family: {', '.join(sorted(MODEL_FAMILIES))} (default cf)",
+    )
     actions = m.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="versions with their data, holdout NDCG@10 and status")
-    p = actions.add_parser("promote", help="serve a version (pinned unless --no-pin)")
+    ls = actions.add_parser(
+        "list",
+        parents=[family],
+        help="versions: data, quality gate, when served, why held; recent decisions",
+    )
+    ls.add_argument("--quiet", action="store_true", help="version names only, oldest first")
+    p = actions.add_parser(
+        "promote", parents=[family], help="serve a version, pinned unless --no-pin"
+    )
     p.add_argument("version")
-    p.add_argument("--no-pin", action="store_true", help="let later refits replace it")
-    actions.add_parser("rollback", help="serve the previously served version, pinned")
-    actions.add_parser("unpin", help="let refits that pass the quality gate be served again")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="serve it without pinning: the next refit that passes the gate replaces it",
+    )
+    actions.add_parser(
+        "rollback",
+        parents=[family],
+        help="serve the version served before this one, pinned (again: further back)",
+    )
+    actions.add_parser(
+        "unpin",
+        parents=[family],
+        help="let refits replace the served version; serve at once the best version the pin "
+        "held back, if one passed the gate",
+    )
     m.set_defaults(func=run_models)

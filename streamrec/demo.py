@@ -20,7 +20,7 @@ from streams.producer import EventProducer
 
 
 async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, str]) -> None:
-    redis = redis_async(rt.settings.redis_url or "")
+    redis = redis_async(rt.settings.infra.redis_url)
     try:
         recent = await FeatureStore(redis, rt.settings).recent(user_id, 5)
     finally:
@@ -67,7 +67,7 @@ def run_demo(
         print(f"API key for this run (all scopes; header X-API-Key): {token}")
         started = time.perf_counter()
         with EventProducer(
-            rt.settings.kafka_url or "", rt.settings.topic_events, rt.settings.topic_content
+            rt.settings.infra.kafka_url, rt.settings.topic_events, rt.settings.topic_content
         ) as producer:
             publish_items(producer, catalogue, total=len(catalogue))
             sent = publish_events(producer, events)
@@ -100,7 +100,7 @@ def run_demo(
 
 
 async def _counts(rt: Runtime) -> tuple[int, int]:
-    redis = redis_async(rt.settings.redis_url or "")
+    redis = redis_async(rt.settings.infra.redis_url)
     try:
         return await FeatureStore(redis, rt.settings).counts()
     finally:

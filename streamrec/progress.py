@@ -56,7 +56,7 @@ def read_progress(client: redis.Redis) -> Progress:
     """Counters and served model, in one round trip."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.STATS)
-    pipe.hgetall(keys.MODEL_CURRENT)
+    pipe.hgetall(keys.model_current(keys.CF))
     stats, current = pipe.execute()
     return Progress(parse_stats(stats), ServedModel.from_hash(current))
 

@@ -112,7 +112,7 @@ class Runtime:
             ensure_port_free(self.settings.api_host, self._api_port)
         updates: dict[str, object] = {"api_port": self._api_port, "instance_id": self.instance_id}
         if self._infra is None:
-            check_kafka(self.settings.kafka_url or "")
+            check_kafka(self._base_settings.kafka_url or "")
         else:
             self._infra.start()
             updates |= {
@@ -175,7 +175,7 @@ class Runtime:
         """A new API key on this runtime's Redis; returns the token (shown once)."""
 
         async def create() -> str:
-            client = redis_async(self.settings.redis_url or "")
+            client = redis_async(self.settings.infra.redis_url)
             try:
                 return (await ApiKeyStore(client).create(scopes, name)).token
             finally:
@@ -193,7 +193,7 @@ class Runtime:
 
     def progress(self, redis_url: str | None = None) -> Progress:
         """Counters and served model, read in one round trip (default: the runtime's Redis)."""
-        url = redis_url or self.settings.redis_url or ""
+        url = redis_url or self.settings.infra.redis_url
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = redis_sync(url)

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recommender.errors import InvalidRecordError
 from recommender.feature_store import FeatureStore
-from recommender.training import Trainer
+from recommender.listeners import ContentListener, EventListener, EventRecorder
 from recommender.types import Interaction, ItemMeta
 from streams.records import dead_letter, decode_content, decode_event
 
@@ -55,11 +55,34 @@ async def _with_retry(what: str, call: Callable[[], Awaitable[T]]) -> T:
 
 
 class RecordHandler:
-    """Turns batches of raw records into feature-store updates and model updates."""
+    """Turns batches of raw records into feature-store updates, and tells the listeners.
 
-    def __init__(self, store: FeatureStore, trainer: Trainer, dead_letters: DeadLetterSink) -> None:
+    Parameters
+    ----------
+    store
+        The feature store the batches are applied to.
+    listeners
+        Told the events each batch applied (the CF updater first).
+    dead_letters
+        Sends one rejected record.
+    content_listeners
+        Told the items each content batch upserted.
+    recorders
+        Keep what must not be lost (review text), before a batch is applied.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        listeners: Sequence[EventListener],
+        dead_letters: DeadLetterSink,
+        content_listeners: Sequence[ContentListener] = (),
+        recorders: Sequence[EventRecorder] = (),
+    ) -> None:
         self._store = store
-        self._trainer = trainer
+        self._listeners = list(listeners)
+        self._content_listeners = list(content_listeners)
+        self._recorders = list(recorders)
         self._dead_letters = dead_letters
         self._rejected = 0  # dead letters sent and not yet counted in the store
 
@@ -118,17 +141,21 @@ class RecordHandler:
         record_of = {id(event): record for record, event in pairs}
 
         async def apply(events: list[Interaction]) -> list[Interaction]:
+            for recorder in self._recorders:
+                await recorder.record(events)
             result = await self._store.apply_interactions(events)
             for event, reason in result.failed:
                 await self._reject(record_of[id(event)], f"processing failed: {reason}")
             return result.applied
 
         applied = await self._apply_isolating("apply events", pairs, apply)
-        try:
-            await self._trainer.on_applied(applied)
-        except Exception:
-            # The features are safe in Redis; the next refit folds these users in.
-            log.exception("incremental model update failed for %d events", len(applied))
+        for listener in self._listeners:
+            try:
+                await listener.on_applied(applied)
+            except Exception:
+                # The features are safe in Redis; what listeners derive is recomputed later
+                # (the next refit folds these users in).
+                log.exception("%s failed for %d events", type(listener).__name__, len(applied))
         await self._count_rejected()
         return len(applied)
 
@@ -141,5 +168,10 @@ class RecordHandler:
             return items
 
         upserted = await self._apply_isolating("upsert items", pairs, upsert)
+        for listener in self._content_listeners:
+            try:
+                await listener.on_items(upserted)
+            except Exception:
+                log.exception("%s failed for %d items", type(listener).__name__, len(upserted))
         await self._count_rejected()
         return len(upserted)

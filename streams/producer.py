@@ -14,6 +14,19 @@ from streams.kafka import bootstrap_servers
 from streams.records import ContentV1, EventV1, encode
 
 
+def producer_config(kafka_url: str, **overrides: Any) -> dict[str, Any]:
+    """kafka-python producer settings every streamrec producer starts from: acks from every
+    in-sync replica, idempotence on (retries make no duplicates per partition)."""
+    return {
+        "bootstrap_servers": bootstrap_servers(kafka_url),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "client_id": "streamrec-producer",
+        **overrides,
+    }
+
+
 class EventProducer:
     """Publishes validated events and content items.
 
@@ -32,15 +45,7 @@ class EventProducer:
         content_topic: str = "content",
         **overrides: Any,
     ) -> None:
-        config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers(kafka_url),
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 5,
-            "client_id": "streamrec-producer",
-        }
-        config.update(overrides)
-        self._producer = KafkaProducer(**config)
+        self._producer = KafkaProducer(**producer_config(kafka_url, **overrides))
         # kafka-python silently drops idempotence when another setting conflicts with it.
         if not self._producer.config.get("enable_idempotence"):
             raise RuntimeError("the Kafka producer is not idempotent; check the overrides")

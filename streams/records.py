@@ -51,6 +51,9 @@ class EventV1(BaseModel):
     value: float | None = Field(None, ge=-1e9, le=1e9)
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     ts: Millis
+    recommendation_id: Id | None = Field(
+        None, description="The `recommendation_id` of the list this event answers, if any"
+    )
 
     @field_validator("value")
     @classmethod
@@ -65,7 +68,14 @@ class EventV1(BaseModel):
 
     def to_interaction(self) -> Interaction:
         return Interaction(
-            self.event_id, self.user_id, self.item_id, self.type, self.ts, self.value, self.text
+            self.event_id,
+            self.user_id,
+            self.item_id,
+            self.type,
+            self.ts,
+            self.value,
+            self.text,
+            self.recommendation_id,
         )
 
 
@@ -103,7 +113,9 @@ class ContentV1(BaseModel):
         return self.item_id
 
     def to_item(self) -> ItemMeta:
-        return ItemMeta(self.item_id, self.title, self.ts, self.text, tuple(self.categories))
+        return ItemMeta(
+            self.item_id, self.title, self.ts, self.text, tuple(self.categories), self.image
+        )
 
 
 class DeadLetterV1(BaseModel):

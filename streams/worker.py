@@ -1,4 +1,5 @@
-"""The Faust worker: app, topics and agents, declared once in `create_app`.
+"""The Faust worker: app, topics, agents and timers, declared once in `create_app`; the parts they
+call are wired in `streams.composition`.
 
 State lives in Redis (the feature store), not in Faust tables: the embedded broker's end offsets
 can be too low, which made table recovery lose records after a kill.
@@ -8,27 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import faust
 
-from models.registry import ModelRegistry
-from recommender.connections import redis_async
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
 from recommender.settings import Settings
-from recommender.training import Trainer
+from streams.composition import WorkerParts
 from streams.faust_transport import set_fetch_max_wait
-from streams.handlers import RawRecord, RecordHandler
+from streams.handlers import RawRecord
 from streams.kafka import faust_broker
 
 log = logging.getLogger(__name__)
-
-FIT_NICENESS = 10
 
 
 def _raw(events: Sequence[Any]) -> list[RawRecord]:
@@ -41,7 +33,7 @@ def _raw(events: Sequence[Any]) -> list[RawRecord]:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app; nothing connects until the worker starts it."""
-    kafka_url, redis_url = settings.require_infrastructure()
+    kafka_url, _ = settings.require_infrastructure()
     settings.require_secrets()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
@@ -75,23 +67,16 @@ def create_app(settings: Settings) -> faust.App:
     content_topic = raw_topic(settings.topic_content)
     dead_letter_topic = raw_topic(settings.topic_dead_letter)
 
-    redis = redis_async(redis_url)
-    store = FeatureStore(redis, settings)
-    # Full fits run in their own process (spawned: this one has threads), off the worker's GIL,
-    # at low priority: background training must take only the CPU ingestion leaves.
-    fit_pool = ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=os.nice,
-        initargs=(FIT_NICENESS,),
-    )
-    registry = ModelRegistry(settings.models_dir)
-    trainer = Trainer(store, ModelState(redis), registry, settings, fit_pool)
-
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await dead_letter_topic.send(key=key, value=value)
 
-    handler = RecordHandler(store, trainer, send_dead_letter)
+    parts = WorkerParts.open(settings, send_dead_letter)
+    handler, trainer = parts.handler, parts.trainer
+
+    async def close_parts(sender: Any, **kwargs: Any) -> None:
+        await parts.aclose()
+
+    app.on_before_shutdown.connect(close_parts)  # type: ignore[arg-type]
 
     @app.agent(events_topic)
     async def apply_events(stream: Any) -> None:
@@ -127,7 +112,7 @@ def create_app(settings: Settings) -> faust.App:
         except Exception:
             log.exception("could not load the served model version")
         try:
-            await trainer.fold_in_new_items()
+            await trainer.updater.fold_in_new_items()
         except Exception:
             log.exception("could not fold in new items; they wait for the next refit")
 

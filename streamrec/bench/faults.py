@@ -16,17 +16,17 @@ from typing import Any
 
 import pandas as pd
 import redis
-import redis.asyncio as aioredis
 from kafka import KafkaProducer
 
 from recommender import keys
+from recommender.connections import redis_async
 from recommender.feature_store import FeatureStore
 from recommender.settings import Settings
 from recommender.verification import FeatureSnapshot, compare, expected_features
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Runtime, applied_at_least
-from streams.kafka import bootstrap_servers
+from streams.producer import producer_config
 
 
 def _flush(url: str) -> None:
@@ -37,12 +37,7 @@ def _flush(url: str) -> None:
 def _produce(
     settings: Settings, events: list[tuple[str, bytes]], rate: float, acked: list[int]
 ) -> None:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-    )
+    producer = KafkaProducer(**producer_config(settings.infra.kafka_url))
     started = time.perf_counter()
     futures = []
     for i, (key, value) in enumerate(events):
@@ -58,7 +53,7 @@ def _produce(
 
 
 async def _snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[str, int]]:
-    client = aioredis.Redis.from_url(settings.redis_url or "", decode_responses=True)
+    client = redis_async(settings.infra.redis_url)
     try:
         store = FeatureStore(client, settings)
         return await store.snapshot(), await store.stats()
@@ -83,7 +78,7 @@ def run_faults(
     try:
         rt.start(worker=False, api=False)
         s = rt.settings
-        url = s.redis_url or ""
+        url = s.infra.redis_url
         acked = [0]
         producer = threading.Thread(target=_produce, args=(s, payloads, rate, acked))
         worker = rt.start_worker()
@@ -111,13 +106,13 @@ def run_faults(
         two = s.model_copy(
             update={"redis_url": url.rsplit("/", 1)[0] + "/2", "worker_id": f"faults-pair-{run}"}
         )
-        _flush(two.redis_url or "")
+        _flush(two.infra.redis_url)
         rt.start_worker("worker-a", two)
         rt.start_worker("worker-b", two)
         rt.wait_for(applied_at_least(events), 180, redis_url=two.redis_url, poll_s=0.1)
         time.sleep(1.0)
         pair, _ = asyncio.run(_snapshot(two))
-        _flush(two.redis_url or "")
+        _flush(two.infra.redis_url)
     finally:
         rt.stop()
 

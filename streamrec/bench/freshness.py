@@ -30,14 +30,12 @@ from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.movielens import load_ratings
 from streamrec.runtime import Runtime
-from streams.kafka import bootstrap_servers
+from streams.producer import producer_config
 
 
 def _background(settings: Settings, rate: int, stop: threading.Event) -> int:
     """MovieLens ratings as new users' events at ``rate``/s until ``stop``; returns how many."""
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""), linger_ms=5
-    )
+    producer = KafkaProducer(**producer_config(settings.infra.kafka_url))
     rows = load_ratings()[["userId", "movieId", "rating"]].itertuples(index=False, name=None)
     run = uuid.uuid4().hex[:6]
     started, sent = time.perf_counter(), 0
@@ -148,7 +146,7 @@ def run_freshness(
         rng = random.Random(11)
         latencies: list[float] = []
         calls: list[float] = []
-        producer = KafkaProducer(bootstrap_servers=bootstrap_servers(rt.settings.kafka_url or ""))
+        producer = KafkaProducer(**producer_config(rt.settings.infra.kafka_url, linger_ms=0))
         with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as client:
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline:

@@ -27,20 +27,18 @@ from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
 from recommender import keys
+from recommender.connections import redis_sync
 from recommender.settings import Settings
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Progress, Runtime
 from streams.kafka import bootstrap_servers
+from streams.producer import producer_config
 
 
 def _producer(settings: Settings, linger_ms: int = 20) -> KafkaProducer:
     return KafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=linger_ms,
-        batch_size=256 * 1024,
+        **producer_config(settings.infra.kafka_url, linger_ms=linger_ms, batch_size=256 * 1024)
     )
 
 
@@ -59,14 +57,14 @@ async def _aiokafka_pipeline(settings: Settings, n: int) -> float:
     """Consume n events and apply one HINCRBYFLOAT each, 1000 per pipeline, into database 1."""
     consumer = AIOKafkaConsumer(
         settings.topic_events,
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
+        bootstrap_servers=bootstrap_servers(settings.infra.kafka_url),
         group_id=f"bench-aiokafka-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
         max_poll_records=1000,
     )
-    db1 = (settings.redis_url or "").rsplit("/", 1)[0] + "/1"
+    db1 = settings.infra.redis_url.rsplit("/", 1)[0] + "/1"
     client = redis.asyncio.Redis.from_url(db1)
     await consumer.start()
     seen, first = 0, 0.0
@@ -97,7 +95,7 @@ def _trivial_faust(rt: Runtime, n: int, timeout_s: float) -> float:
             sys.executable,
             "-m",
             "streamrec.bench.trivial_faust",
-            rt.settings.kafka_url or "",
+            rt.settings.infra.kafka_url,
             rt.settings.topic_events,
             str(n),
             str(out),
@@ -221,7 +219,7 @@ def run_ingest(
     rt = Runtime(settings, api_port=0)
     try:
         rt.start(worker=False, api=False)
-        client = redis.Redis.from_url(rt.settings.redis_url or "", decode_responses=True)
+        client = redis_sync(rt.settings.infra.redis_url)
         print(f"filling {rt.settings.topic_events} with {events:,} MovieLens-shaped events...")
         produce_rate = _fill(rt.settings, events)
         print("aiokafka + Redis pipeline baseline...")

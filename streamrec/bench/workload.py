@@ -13,7 +13,6 @@ from recommender.settings import Settings
 from streamrec.movielens import load_ratings, movies
 from streamrec.publish import publish_events, publish_items
 from streamrec.runtime import Runtime
-from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
 
 
@@ -64,7 +63,7 @@ def seed_movielens(rt: Runtime, timeout_s: float = 600) -> pd.DataFrame:
     events, _ = clean_history(ratings)
     catalogue = list(movies(ratings))
     with EventProducer(
-        bootstrap_servers(rt.settings.kafka_url or ""),
+        rt.settings.infra.kafka_url,
         rt.settings.topic_events,
         rt.settings.topic_content,
     ) as producer:

@@ -13,10 +13,10 @@ from kafka import KafkaConsumer
 from pydantic import SecretStr
 
 from api.app import create_app
-from models.registry import ModelRegistry
 from recommender.access import SCOPES, ApiKeyStore
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
+from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.serving import REASON_CF
@@ -185,7 +185,7 @@ async def _fitted(redis, settings) -> FeatureStore:
         + [ItemMeta(i, f"Film {i}", 1, None, ("romance",)) for i in ROMANCE]
     )
     await store.apply_interactions(clustered_interactions() + fan_of_scifi("alice"))
-    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(store, ModelState(redis), cf_registry(settings.models_dir), settings)
     await trainer.refit()
     return store
 

@@ -76,6 +76,22 @@ async def test_items_and_titles(redis, settings):
     assert await store.counts() == (0, 1)
 
 
+async def test_the_recommendation_id_stays_with_the_event(redis, settings):
+    store = FeatureStore(redis, settings)
+    quoted = Interaction("e1", "u", "x", "click", 5, recommendation_id="rec-1")
+    await store.apply_interactions([quoted, ev("e2", "u", "y")])
+    recent = await store.recent("u")
+    assert [(r.item_id, r.recommendation_id) for r in recent] == [("y", None), ("x", "rec-1")]
+
+
+async def test_item_images_are_kept_and_survive_an_update_without_one(redis, settings):
+    store = FeatureStore(redis, settings)
+    await store.upsert_items([ItemMeta("m1", "Alien", 1, image="iVBORw0KGgo=")])
+    await store.upsert_items([ItemMeta("m1", "Alien (1979)", 2)])
+    assert await redis.get(keys.item_image("m1")) == "iVBORw0KGgo="
+    assert await store.titles(["m1"]) == ["Alien (1979)"]
+
+
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 // HOUR * HOUR  # an hour boundary, so buckets are predictable
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from models.registry import ModelRegistry
 from recommender import keys
+from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.training import Trainer
@@ -22,13 +22,13 @@ def record(value: bytes, offset: int) -> RawRecord:
 
 async def test_bad_records_go_to_dead_letter_and_the_batch_goes_on(redis, settings):
     store = FeatureStore(redis, settings)
-    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(store, ModelState(redis), cf_registry(settings.models_dir), settings)
     sent: list[tuple[bytes | None, bytes]] = []
 
     async def sink(key: bytes | None, value: bytes) -> None:
         sent.append((key, value))
 
-    handler = RecordHandler(store, trainer, sink)
+    handler = RecordHandler(store, [trainer.updater], sink)
     good = {"event_id": "e1", "user_id": "u", "item_id": "i", "type": "view", "ts": 1}
     batch = [
         record(b"\x00\x01", 0),
@@ -52,13 +52,13 @@ async def test_a_record_whose_processing_fails_is_isolated_and_the_rest_applied(
     weights = {**make_settings(tmp_path).event_weights, "rating": 1e300}
     settings = make_settings(tmp_path, redis_url=infra.redis_url, event_weights=weights)
     store = FeatureStore(redis, settings)
-    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(store, ModelState(redis), cf_registry(settings.models_dir), settings)
     sent: list[bytes] = []
 
     async def sink(key: bytes | None, value: bytes) -> None:
         sent.append(value)
 
-    handler = RecordHandler(store, trainer, sink)
+    handler = RecordHandler(store, [trainer.updater], sink)
     ok = {"user_id": "u", "item_id": "i", "type": "rating", "value": 1.0, "ts": 1}
     batch = [
         record(json.dumps({**ok, "event_id": "a"}).encode(), 0),

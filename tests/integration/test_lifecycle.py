@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import ModelRegistry
+from models.als import ALSModel
 from recommender import keys
+from recommender.families import cf_registry, lifecycle_for
 from recommender.feature_store import FeatureStore
-from recommender.lifecycle import ModelLifecycle, NoSuchVersionError
+from recommender.lifecycle import NoSuchVersionError
 from recommender.model_state import ModelState
 from recommender.serving import RecommendationService
 from recommender.training import Trainer
@@ -23,8 +24,8 @@ async def parts(redis, settings):
     store = FeatureStore(redis, settings)
     await store.apply_interactions(clustered_interactions())
     state = ModelState(redis)
-    registry = ModelRegistry(settings.models_dir)
-    return store, state, registry, ModelLifecycle(store, state, registry)
+    registry = cf_registry(settings.models_dir)
+    return store, state, registry, lifecycle_for("cf", redis, settings)
 
 
 def _more_of_the_same() -> list[Interaction]:
@@ -105,7 +106,13 @@ async def test_models_cli(parts, monkeypatch, capsys, settings):
         monkeypatch.setenv(name, value)
     assert await run_cli(["models", "list"]) == 0
     listed = capsys.readouterr().out
-    assert f"*  {v1}" in listed and "ndcg@10 -  served" in listed
+    # Not "ndcg@10 -" and "served" on every version: why there was no gate, and since when.
+    assert f"*  {v1}" in listed and "no gate: nothing served before" in listed
+    assert "serving since" in listed and "served" in listed.split("recent decisions")[1]
+    assert await run_cli(["models", "list", "--quiet"]) == 0
+    assert capsys.readouterr().out.split() == [v1]
+    assert await run_cli(["models", "list", "--family", "nope"]) == 2
+    assert "no model family 'nope'" in capsys.readouterr().err
     assert await run_cli(["models", "promote", v1]) == 0
     assert "pinned" in capsys.readouterr().out
     assert await run_cli(["models", "list"]) == 0
@@ -124,8 +131,67 @@ async def test_the_gate_ignores_items_folded_in_since_the_fit(parts, settings):
         Interaction(f"a{u}-new", f"a{u}", "scifi-new", "purchase", 1_750_000_000_000 + u)
         for u in range(30)
     ]
-    await trainer.on_applied((await store.apply_interactions(fans)).applied)
-    await trainer.fold_in_new_items()
+    await trainer.updater.on_applied((await store.apply_interactions(fans)).applied)
+    await trainer.updater.fold_in_new_items()
     assert trainer.version == v1 and (await state.current()).items_written == 1
     v2 = await trainer.refit()
     assert registry.metadata(v2)["status"] == "served", registry.metadata(v2)
+
+
+async def test_rollback_walks_back_through_the_history(parts, redis, settings):
+    """Rolling back twice used to alternate between two versions."""
+    store, state, registry, life = parts
+    trainer = Trainer(store, state, registry, settings)
+    v1, v2, v3 = [await trainer.refit() for _ in range(3)]
+    assert (await state.current()).version == v3
+    assert await life.rollback() == v2
+    assert await life.rollback() == v1
+    with pytest.raises(NoSuchVersionError):
+        await life.rollback()
+    rows = {r.version: r for r in await life.versions()}
+    assert rows[v1].served and rows[v1].pinned
+    assert rows[v3].status_text().startswith("served ") and " to " in rows[v3].status_text()
+    assert [d.action for d in await life.decisions(3)] == ["rolled back", "rolled back", "served"]
+
+
+async def test_unpin_serves_the_best_version_the_pin_held_back_at_once(parts, redis, settings):
+    """After `unpin`, a weak pinned model kept serving while a better held-back challenger
+    waited for new traffic."""
+    store, state, registry, life = parts
+    weak_settings = settings.model_copy(update={"als_regularization": 1e6, "als_iterations": 1})
+    weak = await Trainer(store, state, registry, weak_settings).refit()
+    await life.promote(weak)  # an operator pins the weak one
+    await store.apply_interactions(_more_of_the_same())
+    good = await Trainer(store, state, registry, settings).refit()
+    meta = registry.metadata(good)
+    assert meta["status"] == f"held: the served version {weak} is pinned"
+    assert meta["gate_against"] == weak and meta["gate_passed"] is True
+    assert (await state.current()).version == weak
+
+    assert await life.unpin() == good
+    served = await state.current()
+    assert served.version == good and not served.pinned
+    row = {r.version: r for r in await life.versions()}[weak]
+    assert row.status_text().startswith("served ")
+    # Nothing better waits now: unpinning again changes nothing.
+    assert await life.unpin() is None
+
+
+async def test_promoting_one_family_leaves_the_other_serving(parts, redis, settings):
+    from models.baselines import PopularityModel
+    from models.registry import ModelRegistry as Registry
+    from recommender.served import ServedModelCache
+    from tests.factories import clustered_matrix
+
+    store, state, registry, _ = parts
+    v_cf = await Trainer(store, state, registry, settings).refit()
+    both = Registry(settings.models_dir, {"cf": ALSModel, "pop": PopularityModel})
+    pop = PopularityModel()
+    pop.fit(clustered_matrix())
+    v_pop = both.family("pop").save(pop, {"watermark": 600})
+    pop_state = ModelState(redis, "pop")
+    await pop_state.promote(v_pop, 600, by="operator")
+    served, model = await ServedModelCache(pop_state, both.family("pop")).current()
+    assert served is not None and served.version == v_pop and isinstance(model, PopularityModel)
+    assert (await state.current()).version == v_cf  # cf untouched
+    assert await state.history() == [v_cf] and await pop_state.history() == [v_pop]

@@ -3,17 +3,19 @@ proven by scanning every key and value Valkey holds afterwards."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet, InvalidToken
 
-from models.registry import ModelRegistry
 from recommender import keys
 from recommender.access import ApiKeyStore
 from recommender.crypto import master_cipher
+from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.serving import REASON_CF, REASON_POPULAR
@@ -88,7 +90,7 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         for n, item in enumerate(SCI_FI[:6])
     ]
     await store.apply_interactions(clustered_interactions() + mine)
-    trainer = Trainer(store, ModelState(redis), ModelRegistry(settings.models_dir), settings)
+    trainer = Trainer(store, ModelState(redis), cf_registry(settings.models_dir), settings)
     version = await trainer.refit()
     assert await redis.hexists(keys.user_vectors(version), p)
 
@@ -132,3 +134,65 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
             "keys_deleted": 0,
             "model_vectors_removed": 0,
         }
+
+
+def _per_user_key_builders() -> list[Callable[[str], str]]:
+    """Every key builder in `recommender.keys` that takes a pseudonym: derived, not listed, so
+    a new per-user key family is covered by the test below the day it is added."""
+    return [
+        f
+        for name, f in vars(keys).items()
+        if inspect.isfunction(f)
+        and f.__module__ == keys.__name__
+        and list(inspect.signature(f).parameters) == ["pseudonym"]
+    ]
+
+
+async def test_erasure_forgets_every_per_user_key_family(settings, redis, admin):
+    builders = _per_user_key_builders()
+    assert {f.__name__ for f in builders} >= {
+        "user_items",
+        "user_recent",
+        "user_counts",
+        "user_categories",
+        "user_profile",
+        "user_reviews",
+        "data_key",
+    }
+    p = keys.pseudonymize(TEST_SECRET.encode(), USER)
+    for build in builders:
+        await redis.set(build(p), "x")
+    await redis.zadd(keys.USERS_ACTIVE, {p: 1})
+    await redis.hset(keys.user_vectors("v1"), p, "1:AAAA")
+    async with serve_api(settings) as api:
+        assert (await api.delete(f"/v1/users/{USER}", headers=admin)).status_code == 200
+    left = [b.__name__ for b in builders if await redis.exists(b(p))]
+    assert left == [], f"erasure does not forget {left}: give their owner a `forget`"
+    assert await redis.zscore(keys.USERS_ACTIVE, p) is None
+    assert not await redis.hexists(keys.user_vectors("v1"), p)
+
+
+async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, admin):
+    from recommender.crypto import UserDataCipher
+    from recommender.reviews import ReviewStore
+
+    store = FeatureStore(redis, settings)
+    cipher = UserDataCipher(redis, master_cipher(settings.require_master_keys()))
+    reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
+    said = "Erin thinks the ending is wonderful"
+    event = Interaction("r-1", USER, SCI_FI[0], "review", 1_800_000_000_000, 5.0, said)
+    await reviews.record([event])
+    await reviews.record([event])  # a redelivery keeps one copy
+    await store.apply_interactions([event])
+    for name, values in await _all_bytes(settings):
+        for blob in [name, *values]:
+            assert b"wonderful" not in blob and USER.encode() not in blob
+    async with serve_api(settings) as api:
+        export = (await api.get(f"/v1/users/{USER}/export", headers=admin)).json()
+        assert [(r["text"], r["value"], r["item_id"]) for r in export["reviews"]] == [
+            (said, 5.0, SCI_FI[0])
+        ]
+        assert (await api.delete(f"/v1/users/{USER}", headers=admin)).status_code == 200
+    p = keys.pseudonymize(TEST_SECRET.encode(), USER)
+    assert not await redis.exists(keys.user_reviews(p))
+    assert await reviews.reviews(p) == []

@@ -2,8 +2,8 @@
 
 import pytest
 
-from models.registry import ModelRegistry
 from recommender import keys
+from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.serving import (
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def parts(redis, settings):
     store = FeatureStore(redis, settings)
     state = ModelState(redis)
-    registry = ModelRegistry(settings.models_dir)
+    registry = cf_registry(settings.models_dir)
     return store, state, registry, Trainer(store, state, registry, settings)
 
 
@@ -49,7 +49,7 @@ async def test_a_new_users_clicks_reach_recommendations_without_a_refit(parts):
     assert {i.reason for i in cold.items} == {REASON_POPULAR}
 
     applied = (await store.apply_interactions(fan_of_scifi("alice"))).applied
-    await trainer.on_applied(applied)
+    await trainer.updater.on_applied(applied)
     recs = await service.recommend("alice", 5)
     assert recs.model_version == version  # folded in, not refitted
     assert [i.reason for i in recs.items] == [REASON_CF] * 5
@@ -68,7 +68,7 @@ async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts, 
     # Refits do not pile up vectors: the replaced version's expire shortly, the served one's not.
     assert 0 < await redis.ttl(keys.user_vectors(v1)) <= keys.RETIRED_MODEL_TTL_S
     assert await redis.ttl(keys.user_vectors(v2)) == -1
-    seen, _, _ = await store.serving_state("a0", None, 0)
+    seen, _ = await store.serving_state("a0", 0)
     assert not seen & {i.item_id for i in recs.items}
     assert len(recs.items) == 30  # every unseen item, none repeated
     assert len({i.item_id for i in recs.items}) == 30
@@ -110,8 +110,8 @@ async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, r
         for u in range(15)
     ]
     applied = (await store.apply_interactions(new_item)).applied
-    await trainer.on_applied(applied)
-    await trainer.fold_in_new_items()  # the worker's 1 s timer
+    await trainer.updater.on_applied(applied)
+    await trainer.updater.fold_in_new_items()  # the worker's 1 s timer
     assert await redis.hexists(keys.item_vectors(version), "scifi-new")
 
     # Another process (an API replica) picks the item up from Redis, without a refit.

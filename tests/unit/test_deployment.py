@@ -63,9 +63,12 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.ITEMS_CATALOGUE,
         keys.ITEMS_POPULAR,
         keys.STATS,
-        keys.MODEL_CURRENT,
-        keys.MODEL_HISTORY,
-        keys.MODEL_CHALLENGER,
+        keys.model_current("{family}"),
+        keys.model_history("{family}"),
+        keys.model_challenger("{family}"),
+        keys.model_log("{family}"),
+        keys.user_reviews("{p}"),
+        keys.item_image("{id}"),
         *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
     ]
     readme = (ROOT / "README.md").read_text()

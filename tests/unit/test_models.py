@@ -71,7 +71,7 @@ def test_save_load_round_trip_without_pickle(model: ALSModel, tmp_path: Path):
 
 
 def test_registry_versions_and_metadata(model: ALSModel, tmp_path: Path):
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, {"cf": ALSModel}).family("cf")
     v1 = registry.save(model, {"watermark": 10})
     v2 = registry.save(model, {"watermark": 20})
     assert registry.versions() == sorted([v1, v2])

@@ -39,6 +39,20 @@ def test_valid_event_decodes_to_interaction():
     )
 
 
+def test_an_events_recommendation_id_is_kept_for_attribution():
+    """A client that quotes the API's `recommendation_id` used to have it silently dropped."""
+    assert decode_event(raw(recommendation_id="4f1c0a")).recommendation_id == "4f1c0a"
+    assert decode_event(raw()).recommendation_id is None
+
+
+def test_content_keeps_its_image_for_the_image_model():
+    image = base64.b64encode(PNG).decode()
+    item = decode_content(
+        json.dumps({"item_id": "m1", "title": "t", "image": image, "ts": 1}).encode()
+    )
+    assert item.image == image
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility():
     assert decode_event(raw(source="mobile")).item_id == "i1"
 
@@ -59,6 +73,8 @@ def test_unknown_fields_are_ignored_for_forward_compatibility():
         (b"null", "record"),
         (raw(text="x" * 20_001), "text"),
         (raw(item_id="has space"), "item_id"),
+        (raw(recommendation_id="not|an id"), "recommendation_id"),
+        (raw(recommendation_id=""), "recommendation_id"),
         (b"not json", "json"),
         (b"[1, 2]", "record"),
         (b"\xff\xfe\x00", ""),

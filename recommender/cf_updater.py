@@ -1,0 +1,150 @@
+"""The per-event half of collaborative filtering: a listener on the event path.
+
+After every applied batch it recomputes the touched users' vectors from their *full* weighted
+history against the served item factors (what implicit's `partial_fit_users` does) and writes them
+where the API reads them. Items the served fit does not know are remembered with the users who
+touched them and folded in on a timer (`fold_in_new_items`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from models.als import ALSModel
+from models.registry import FamilyRegistry
+from recommender.cf_vectors import CFVectors
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState, ServedModel
+from recommender.served import ServedALS
+from recommender.types import Interaction
+
+#: Users whose vectors place a new item before the next refit (the first ones to touch it).
+NEW_ITEM_MAX_USERS = 1000
+#: Users folded in per round trip when a whole version is prepared.
+PREPARE_CHUNK = 5000
+
+
+class CFUpdater:
+    """Keeps the served CF version's user vectors (and new items) current, event by event."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        state: ModelState,
+        registry: FamilyRegistry[ALSModel],
+        vectors: CFVectors,
+    ) -> None:
+        self._store = store
+        self._vectors = vectors
+        self.served = ServedALS(state, registry, vectors)
+        self.last_event = time.monotonic()
+        self._tracking: set[str] | None = None  # users touched while a refit runs
+        #: Items newer than the served fit -> the users who touched them since (bounded).
+        self._new_item_users: dict[str, set[str]] = {}
+        self._new_item_solved: dict[str, int] = {}  # item -> users at its last solve
+
+    @property
+    def version(self) -> str | None:
+        return self.served.version
+
+    async def sync(self) -> ServedModel | None:
+        """Load the served version if another process promoted a newer one; the pointer."""
+        served, _ = await self.served.current()
+        return served
+
+    def adopt(self, version: str, model: ALSModel) -> None:
+        """Serve a version this process has just fitted and promoted."""
+        self.served.adopt(version, model)
+        self._new_item_users, self._new_item_solved = {}, {}
+
+    def track_touched(self) -> None:
+        """Remember the users touched from now on (a refit is starting)."""
+        self._tracking = set()
+
+    def touched(self) -> set[str]:
+        """The users touched since `track_touched`; stops tracking."""
+        found, self._tracking = self._tracking or set(), None
+        return found
+
+    async def on_applied(self, events: Sequence[Interaction]) -> None:
+        pseudonyms = {self._store.pseudonym(e.user_id) for e in events}
+        if not pseudonyms:
+            return
+        self.last_event = time.monotonic()
+        if self._tracking is not None:
+            self._tracking |= pseudonyms
+        await self.update_users(pseudonyms)
+        if self.served.model is not None:
+            for e in events:
+                if not self.served.fitted_knows(e.item_id):
+                    users = self._new_item_users.setdefault(e.item_id, set())
+                    if len(users) < NEW_ITEM_MAX_USERS:
+                        users.add(self._store.pseudonym(e.user_id))
+
+    async def update_users(self, pseudonyms: Iterable[str]) -> None:
+        model, version = self.served.model, self.served.version
+        if model is None or version is None:
+            return
+        users = sorted(pseudonyms)
+        histories, as_of = await self._store.histories_and_last_seen(users)
+        vectors = model.user_vectors(histories)
+        await self._vectors.write_user_vectors(
+            version, dict(zip(users, vectors, strict=True)), as_of
+        )
+
+    async def fold_in_new_items(self) -> None:
+        """Fold in items the served fit does not know, from the vectors of the users who touched
+        them since (`ALSModel.partial_fit_items`), and write them where readers find them.
+
+        On a timer, not per batch, and an item only when its users doubled since its last solve
+        (about log2(NEW_ITEM_MAX_USERS) solves per item): per batch, re-reading every such
+        user's weight halved the worker's rate in `bench ingest`."""
+        version = self.served.version
+        if self.served.model is None or version is None:
+            return
+        items = sorted(
+            item
+            for item, users in self._new_item_users.items()
+            if len(users) >= 2 * self._new_item_solved.get(item, 0)
+        )
+        if not items:
+            return
+        for item in items:
+            self._new_item_solved[item] = len(self._new_item_users[item])
+        pairs = [(p, item) for item in items for p in sorted(self._new_item_users[item])]
+        weights = await self._store.weights_of(pairs)
+        vectors = await self._vectors.user_vectors_of(version, [p for p, _ in pairs])
+        ys: dict[str, list[npt.NDArray[np.float32]]] = {item: [] for item in items}
+        ws: dict[str, list[float]] = {item: [] for item in items}
+        for (_, item), w, vec in zip(pairs, weights, vectors, strict=True):
+            if vec is not None and w > 0:
+                ys[item].append(vec.vector)
+                ws[item].append(w)
+        ready = [item for item in items if ys[item]]
+        if not ready:
+            return
+        factors = self.served.model.partial_fit_items(
+            [np.stack(ys[i]) for i in ready], [np.asarray(ws[i], dtype=np.float32) for i in ready]
+        )
+        await self._vectors.write_item_vectors(version, dict(zip(ready, factors, strict=True)))
+        self.served.extend(ready, factors)
+
+    async def prepare(self, version: str, model: ALSModel) -> int:
+        """Before ``version`` is served: every live user's vector for it, unless it has them
+        (a replaced version's expire after a minute). Returns how many users were folded in."""
+        if await self._vectors.has_vectors(version):
+            return 0
+        users = await self._store.active_users()
+        for start in range(0, len(users), PREPARE_CHUNK):
+            chunk = users[start : start + PREPARE_CHUNK]
+            histories, as_of = await self._store.histories_and_last_seen(chunk)
+            vectors = await asyncio.to_thread(model.user_vectors, histories)
+            await self._vectors.write_user_vectors(
+                version, dict(zip(chunk, vectors, strict=True)), as_of
+            )
+        return len(users)

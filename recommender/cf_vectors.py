@@ -1,0 +1,100 @@
+"""The collaborative-filtering family's vectors in Redis: each user's vector per served version,
+and the factors of items newer than a version's fit. The one owner of those keys."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from recommender import keys
+from recommender.model_state import ModelState
+
+
+@dataclass(frozen=True, slots=True)
+class UserVector:
+    vector: npt.NDArray[np.float32]
+    as_of: int  # epoch ms of the newest event folded in
+
+
+def decode_vector(raw: str | bytes | None) -> UserVector | None:
+    """A user vector as `write_user_vectors` stored it (`as_of:base64 float32`), or None."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    as_of, _, b64 = text.partition(":")
+    return UserVector(np.frombuffer(base64.b64decode(b64), dtype=np.float32), int(as_of))
+
+
+def _b64(vec: npt.NDArray[np.float32]) -> str:
+    # base64 keeps one decode_responses=True client for every key.
+    return base64.b64encode(vec.astype(np.float32).tobytes()).decode()
+
+
+class CFVectors:
+    """User vectors (`model:cf:{v}:users`) and new items' factors (`model:cf:{v}:items`)."""
+
+    def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
+        self._redis = redis
+        self._state = state
+
+    async def has_vectors(self, version: str) -> bool:
+        return bool(await self._redis.exists(keys.user_vectors(version)))
+
+    async def write_user_vectors(
+        self,
+        version: str,
+        vectors: Mapping[str, npt.NDArray[np.float32]],
+        as_of: Mapping[str, int],
+    ) -> None:
+        """Each user's vector with ``as_of``: the time of the newest event it was computed from
+        (what the API reports as `user_event_ms`, and the freshness benchmark waits for)."""
+        if not vectors:
+            return
+        encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in vectors.items()}
+        await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+
+    async def user_vectors_of(
+        self, version: str, pseudonyms: Sequence[str]
+    ) -> list[UserVector | None]:
+        if not pseudonyms:
+            return []
+        rows = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
+        return [decode_vector(r) for r in rows]
+
+    def queue_user_vector(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
+        """Add the read of one user's vector to ``pipe`` (decode the reply with
+        `decode_vector`): serving reads it in the same round trip as the user's features."""
+        pipe.hget(keys.user_vectors(version), pseudonym)
+
+    async def write_item_vectors(
+        self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        """Factors of items newer than ``version``'s fit; readers pick them up (the served
+        version's update count moves in the same transaction)."""
+        if not vectors:
+            return
+        encoded = {item: _b64(vec) for item, vec in vectors.items()}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        self._state.queue_update(pipe, version, len(encoded))
+        await pipe.execute()
+
+    async def item_vectors(self, version: str) -> dict[str, npt.NDArray[np.float32]]:
+        raw = await self._redis.hgetall(keys.item_vectors(version))
+        return {
+            str(item): np.frombuffer(base64.b64decode(b64), dtype=np.float32)
+            for item, b64 in raw.items()
+        }
+
+    async def forget(self, pseudonym: str) -> int:
+        """Remove the user's vector from every version; returns how many were removed."""
+        removed = 0
+        async for name in self._redis.scan_iter(match=keys.USER_VECTORS_PATTERN):
+            removed += int(await self._redis.hdel(name, pseudonym))
+        return removed

@@ -1,0 +1,106 @@
+"""Review text, kept for the models that learn from it, as *personal data*: encrypted under the
+user's own data key (`crypto.py`), so that erasure by crypto-shredding also takes it out of every
+future training set, and bounded per user.
+
+Written before the event is applied and keyed by the event, so a redelivery writes the same
+entry again and a worker killed mid-batch loses nothing (see `listeners.EventRecorder`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from recommender import keys
+from recommender.crypto import DataKeyMissingError, UserDataCipher
+from recommender.types import Interaction
+
+#: Reviews kept per user, the newest ones.
+MAX_REVIEWS_PER_USER = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    event_id: str
+    item_id: str
+    type: str
+    value: float | None
+    ts: int
+    text: str
+
+
+def _field(e: Interaction) -> str:
+    # Sortable by time, unique per event.
+    return f"{e.ts:013d}:{e.event_id}"
+
+
+class ReviewStore:
+    """The one owner of `u:{p}:reviews`."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        cipher: UserDataCipher,
+        pseudonym: Callable[[str], str],
+        user_ttl_s: int,
+    ) -> None:
+        self._redis = redis
+        self._cipher = cipher
+        self._pseudonym = pseudonym
+        self._ttl = user_ttl_s
+
+    async def record(self, events: Sequence[Interaction]) -> None:
+        """Encrypt and keep the text of every event that carries one."""
+        with_text = [e for e in events if e.text]
+        if not with_text:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        users: set[str] = set()
+        for e in with_text:
+            p = self._pseudonym(e.user_id)
+            plain = json.dumps(
+                {
+                    "event_id": e.event_id,
+                    "item_id": e.item_id,
+                    "type": e.type,
+                    "value": e.value,
+                    "ts": e.ts,
+                    "text": e.text,
+                }
+            )
+            token = await self._cipher.encrypt(p, plain.encode())
+            pipe.hset(keys.user_reviews(p), _field(e), token.decode())
+            users.add(p)
+        for p in users:
+            pipe.expire(keys.user_reviews(p), self._ttl)
+        await pipe.execute()
+        for p in users:
+            await self._trim(p)
+
+    async def _trim(self, pseudonym: str) -> None:
+        name = keys.user_reviews(pseudonym)
+        if await self._redis.hlen(name) <= MAX_REVIEWS_PER_USER:
+            return
+        fields = sorted(str(f) for f in await self._redis.hkeys(name))
+        await self._redis.hdel(name, *fields[:-MAX_REVIEWS_PER_USER])
+
+    async def reviews(self, pseudonym: str) -> list[Review]:
+        """The user's reviews, oldest first, decrypted ([] after erasure)."""
+        raw = await self._redis.hgetall(keys.user_reviews(pseudonym))
+        out = []
+        for name in sorted(raw):
+            try:
+                plain = await self._cipher.decrypt(pseudonym, str(raw[name]).encode())
+            except DataKeyMissingError:
+                return []
+            d = json.loads(plain)
+            out.append(
+                Review(d["event_id"], d["item_id"], d["type"], d["value"], d["ts"], d["text"])
+            )
+        return out
+
+    async def forget(self, pseudonym: str) -> int:
+        return int(await self._redis.delete(keys.user_reviews(pseudonym)))
