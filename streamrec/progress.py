@@ -88,6 +88,8 @@ def wait_until_served(
     min_events: int,
     timeout_s: float,
     check: Callable[[], None] = lambda: None,
+    show: bool | None = None,
+    poll_s: float = 0.2,
 ) -> Progress:
     """Show the worker catching up until it processed ``processed`` records, then wait for a
     model that covers every applied event (when there are ``min_events`` for one), saying so.
@@ -99,7 +101,8 @@ def wait_until_served(
         total=max(processed - start.processed, 0) or None,
         desc="applied by the worker",
         unit="ev",
-        disable=not sys.stderr.isatty(),
+        disable=not (sys.stderr.isatty() if show is None else show),
+        file=sys.stderr,
     )
     base = start.processed
     seen = 0
@@ -111,7 +114,7 @@ def wait_until_served(
         return p.processed >= processed
 
     try:
-        progress = wait_for(read, tick, timeout_s, poll_s=0.2, check=check)
+        progress = wait_for(read, tick, timeout_s, poll_s=poll_s, check=check)
     except TimeoutError:
         now = read()
         raise WorkerTimeoutError(
@@ -133,7 +136,7 @@ def wait_until_served(
         target = progress.applied
         try:
             progress = wait_for(
-                read, lambda p: p.model_watermark >= target, timeout_s, poll_s=0.2, check=check
+                read, lambda p: p.model_watermark >= target, timeout_s, poll_s=poll_s, check=check
             )
         except TimeoutError:
             return read()  # a pinned or gated model: the caller says what is served

@@ -4,6 +4,7 @@ ids; help that says what a command needs (issue: a newcomer's first hour)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -196,3 +197,19 @@ def test_demo_serve_prints_the_export_line_and_leaves_nothing_behind(tmp_path):
         if demo.stdout is not None:
             demo.stdout.close()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_below_the_minimum_every_door_says_why_there_is_no_model(settings, redis):
+    """Below STREAMREC_ALS_MIN_EVENTS there was silently no model."""
+    from recommender.feature_store import FeatureStore
+    from tests.conftest import serve_api
+    from tests.factories import clustered_interactions
+
+    await FeatureStore(redis, settings).apply_interactions(clustered_interactions()[:12])
+    async with serve_api(settings) as api:
+        ready = (await api.get("/v1/health/ready")).json()
+    assert ready["model_version"] is None
+    assert "12 of the 50 events" in ready["model_note"]
+    assert "STREAMREC_ALS_MIN_EVENTS" in ready["model_note"]
+    listed = await asyncio.to_thread(streamrec, "models", "list", env=_env(settings))
+    assert listed.returncode == 0 and "the first fit needs 50" in listed.stdout
