@@ -98,7 +98,8 @@ class ALSModel(FactorModel):
         for h in histories:
             for item, weight in h.items():
                 i = self._index.get(item)
-                if i is not None:  # items newer than the model wait for the next refit
+                # Items newer than the model wait for the next refit; no weight, no preference.
+                if i is not None and weight > 0:
                     indices.append(i)
                     data.append(weight)
             indptr.append(len(indices))

@@ -22,7 +22,9 @@ class InteractionMatrix:
     def from_histories(
         cls, user_ids: Sequence[str], histories: Sequence[Mapping[str, float]]
     ) -> InteractionMatrix:
-        """Build from each user's item -> weight map (items indexed in sorted order)."""
+        """Build from each user's item -> weight map (items indexed in sorted order). Items with
+        no positive weight (a negative review: seen, but no preference) are left out."""
+        histories = [{i: w for i, w in h.items() if w > 0} for h in histories]
         items = sorted({item for h in histories for item in h})
         index = {item: i for i, item in enumerate(items)}
         indptr = [0]

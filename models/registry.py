@@ -44,7 +44,7 @@ class ModelRegistry:
 
     def __init__(self, root: Path, families: Mapping[str, type[Artifact]]) -> None:
         self.root = root
-        self._families = dict(families)
+        self._families = families
 
     @property
     def families(self) -> list[str]:
@@ -52,12 +52,11 @@ class ModelRegistry:
 
     def family(self, name: str) -> FamilyRegistry[Any]:
         """The versions of one family."""
-        cls = self._families.get(name)
-        if cls is None:
+        if name not in self._families:
             raise UnknownFamilyError(
                 f"no model family {name!r}; known: {', '.join(self.families) or 'none'}"
             )
-        return FamilyRegistry(self.root / name, cls, name)
+        return FamilyRegistry(self.root / name, self._families[name], name)
 
 
 class FamilyRegistry(Generic[A]):

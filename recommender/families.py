@@ -7,6 +7,8 @@ load); adding one is a line in `MODEL_FAMILIES`. The registry, the served-versio
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,38 @@ from recommender.lifecycle import ModelLifecycle
 from recommender.model_state import ModelState
 from recommender.settings import Settings
 
-#: Family name -> the class that stores its versions.
-MODEL_FAMILIES: dict[str, type[Artifact]] = {keys.CF: ALSModel}
+#: The content families: text -> categories, review -> sentiment, image -> category.
+TEXT, SENTIMENT, IMAGE = "text", "sentiment", "image"
+CONTENT_FAMILIES = (TEXT, SENTIMENT, IMAGE)
+
+#: Family name -> `module:class` that stores its versions (imported when first used, so that a
+#: process that serves only CF never imports torch).
+MODEL_FAMILIES: dict[str, str] = {
+    keys.CF: "models.als:ALSModel",
+    TEXT: "models.text:TextClassifier",
+    SENTIMENT: "models.sentiment:SentimentClassifier",
+    IMAGE: "models.image:ImageClassifier",
+}
+
+
+class _Families(Mapping[str, type[Artifact]]):
+    """`MODEL_FAMILIES` with each class imported on first use."""
+
+    def __getitem__(self, name: str) -> type[Artifact]:
+        module, _, cls = MODEL_FAMILIES[name].partition(":")
+        found: type[Artifact] = getattr(importlib.import_module(module), cls)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODEL_FAMILIES)
+
+    def __len__(self) -> int:
+        return len(MODEL_FAMILIES)
 
 
 def model_registry(models_dir: Path) -> ModelRegistry:
     """Every family's versions under ``models_dir``."""
-    return ModelRegistry(models_dir, MODEL_FAMILIES)
+    return ModelRegistry(models_dir, _Families())
 
 
 def cf_registry(models_dir: Path) -> FamilyRegistry[ALSModel]:

@@ -93,7 +93,7 @@ class FeatureStore:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
         for e in events:
-            weight = event_weight(e, s.event_weights, s.rating_scale)
+            weight = event_weight(e, s.event_weights, s.rating_scale, s.review_positive_weight)
             args.append(
                 f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
                 f"|{e.recommendation_id or ''}"
@@ -123,6 +123,8 @@ class FeatureStore:
                 "title": it.title,
                 "text": it.text or "",
                 "categories": json.dumps(list(it.categories)),
+                # Predicted categories and their confidence; empty when the publisher gave them.
+                "predicted": json.dumps(it.predicted) if it.predicted else "",
             }
             pipe.hset(keys.item_meta(it.item_id), mapping=fields)
             if it.image is not None:  # kept for the image model; an update without one keeps it

@@ -148,6 +148,23 @@ def data_key(pseudonym: str) -> str:
     return f"{DATA_KEY_PREFIX}{pseudonym}"
 
 
+#: What the content trainer has yet to learn from, in order: items whose content arrived (field
+#: `item`), and reviews (fields `p`, `review`: the pseudonym and the review's field in
+#: `u:{p}:reviews`; erasure deletes a user's entries). The trainer trims what it consumed.
+CONTENT_EXAMPLES = "train:content"
+REVIEW_EXAMPLES = "train:reviews"
+#: Entries kept at most in a training stream (approximate trim), should the trainer be away.
+TRAIN_STREAM_MAXLEN = 100_000
+#: Which process trains the content models (one at a time, whatever the number of workers).
+TRAIN_LEASE = "train:lease"
+TRAIN_LEASE_MS = 15_000
+
+
+def train_cursor(stream: str) -> str:
+    """The last entry of ``stream`` the content trainer has learned from."""
+    return f"train:cursor:{stream}"
+
+
 #: Wrapped like a data key (pseudonyms are hex, so no user's), for the start-up key check.
 MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
 

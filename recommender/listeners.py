@@ -10,6 +10,20 @@ from typing import Protocol
 from recommender.types import Interaction, ItemMeta
 
 
+class EventEnricher(Protocol):
+    """Adds what a model reads in an event before it is applied (a review's sentiment): returns
+    the events, one for one, in order."""
+
+    async def enrich(self, events: Sequence[Interaction]) -> list[Interaction]: ...
+
+
+class ContentEnricher(Protocol):
+    """Adds what a model reads in an item before it is stored (predicted categories): returns
+    the items, one for one, in order."""
+
+    async def enrich(self, items: Sequence[ItemMeta]) -> list[ItemMeta]: ...
+
+
 class EventRecorder(Protocol):
     """Keeps something of each event *before* it is applied, idempotently (a redelivery writes
     the same thing again): data that must not be lost if the worker dies mid-batch."""

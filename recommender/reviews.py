@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -46,11 +47,14 @@ class ReviewStore:
         cipher: UserDataCipher,
         pseudonym: Callable[[str], str],
         user_ttl_s: int,
+        train: bool = False,
     ) -> None:
+        """``train``: also queue each review for the sentiment model (`keys.REVIEW_EXAMPLES`)."""
         self._redis = redis
         self._cipher = cipher
         self._pseudonym = pseudonym
         self._ttl = user_ttl_s
+        self._train = train
 
     async def record(self, events: Sequence[Interaction]) -> None:
         """Encrypt and keep the text of every event that carries one."""
@@ -73,6 +77,13 @@ class ReviewStore:
             )
             token = await self._cipher.encrypt(p, plain.encode())
             pipe.hset(keys.user_reviews(p), _field(e), token.decode())
+            if self._train:
+                pipe.xadd(
+                    keys.REVIEW_EXAMPLES,
+                    {"p": p, "review": _field(e)},
+                    maxlen=keys.TRAIN_STREAM_MAXLEN,
+                    approximate=True,
+                )
             users.add(p)
         for p in users:
             pipe.expire(keys.user_reviews(p), self._ttl)
@@ -87,13 +98,19 @@ class ReviewStore:
         fields = sorted(str(f) for f in await self._redis.hkeys(name))
         await self._redis.hdel(name, *fields[:-MAX_REVIEWS_PER_USER])
 
-    async def reviews(self, pseudonym: str) -> list[Review]:
-        """The user's reviews, oldest first, decrypted ([] after erasure)."""
-        raw = await self._redis.hgetall(keys.user_reviews(pseudonym))
+    async def reviews(self, pseudonym: str, fields: Sequence[str] | None = None) -> list[Review]:
+        """The user's reviews (those named by ``fields``, else all), oldest first, decrypted;
+        [] after erasure."""
+        name = keys.user_reviews(pseudonym)
+        if fields is None:
+            raw = await self._redis.hgetall(name)
+        else:
+            got = await self._redis.hmget(name, list(fields))
+            raw = {f: v for f, v in zip(fields, got, strict=True) if v is not None}
         out = []
-        for name in sorted(raw):
+        for field in sorted(raw):
             try:
-                plain = await self._cipher.decrypt(pseudonym, str(raw[name]).encode())
+                plain = await self._cipher.decrypt(pseudonym, str(raw[field]).encode())
             except DataKeyMissingError:
                 return []
             d = json.loads(plain)
@@ -103,4 +120,9 @@ class ReviewStore:
         return out
 
     async def forget(self, pseudonym: str) -> int:
+        """The user's reviews, and their entries still waiting for the sentiment trainer."""
+        entries: Any = await self._redis.xrange(keys.REVIEW_EXAMPLES)
+        waiting = [entry_id for entry_id, fields in entries if fields.get("p") == pseudonym]
+        if waiting:
+            await self._redis.xdel(keys.REVIEW_EXAMPLES, *waiting)
         return int(await self._redis.delete(keys.user_reviews(pseudonym)))

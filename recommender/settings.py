@@ -130,6 +130,34 @@ class Settings(BaseSettings):
         20, ge=1, description="Fewer users active since the served fit: no gate, refit served"
     )
 
+    # Content models (text, sentiment, image)
+    content_models: bool = Field(
+        True, description="Train the content models from the stream and use their predictions"
+    )
+    review_positive_weight: float = Field(
+        8.0,
+        ge=0,
+        description="A review's weight is this x max(0, 2p - 1), p its probability of being "
+        "positive, once a sentiment model serves",
+    )
+    predicted_category_min_p: float = Field(
+        0.3, gt=0, le=1, description="Predicted categories kept for an item: at least this sure"
+    )
+    content_min_examples: int = Field(
+        200, ge=10, description="Labelled examples a content model waits for before its first fit"
+    )
+    content_first_fit_epochs: int = Field(5, ge=1, le=50, description="Epochs of a first fit")
+    content_publish_every: int = Field(
+        1000, ge=10, description="Examples learned between two versions of a content model"
+    )
+    content_replay_size: int = Field(
+        5000, ge=100, description="Examples a content model replays from (so it does not forget)"
+    )
+    content_holdout_size: int = Field(
+        1000, ge=50, description="Examples kept out of training to judge each version"
+    )
+    content_batch_size: int = Field(32, ge=1, le=1024, description="New examples per step")
+
     @field_validator("event_weights")
     @classmethod
     def _weights_known(cls, value: dict[str, float]) -> dict[str, float]:

@@ -29,6 +29,8 @@ class Interaction:
     text: str | None = None
     #: The recommendation list the event answers (the API hands these out), for attribution.
     recommendation_id: str | None = None
+    #: A review's probability of being positive, once the sentiment model has read it.
+    sentiment: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,9 @@ class ItemMeta:
     text: str | None = None
     categories: tuple[str, ...] = field(default_factory=tuple)
     image: str | None = None  # base64 PNG or JPEG, as published
+    #: Categories the content models predicted (label -> confidence) for an item that came
+    #: without any; `categories` then holds the confident ones.
+    predicted: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,36 @@ from collections.abc import Mapping
 from recommender.types import Interaction
 
 
-def event_weight(event: Interaction, weights: Mapping[str, float], rating_scale: float) -> float:
+def event_weight(
+    event: Interaction,
+    weights: Mapping[str, float],
+    rating_scale: float,
+    review_positive_weight: float = 0.0,
+) -> float:
     """Return the confidence an event adds to its (user, item) cell.
 
     A rating scales its type's weight by ``value / rating_scale``, so a 5-star rating counts
-    fully and a half-star one barely; other types ignore ``value``.
+    fully and a half-star one barely. A review the sentiment model has read weighs
+    ``review_positive_weight * max(0, 2p - 1)``: a surely positive one as much as that, a neutral
+    or negative one nothing (implicit feedback has no negative; the item still counts as seen).
+    Other types ignore ``value``.
     """
+    if event.type == "review" and event.sentiment is not None:
+        return review_positive_weight * max(0.0, 2.0 * event.sentiment - 1.0)
     base = weights[event.type]
     if event.type == "rating" and event.value is not None:
         return base * max(event.value, 0.0) / rating_scale
     return base
+
+
+def review_label(value: float | None, rating_scale: float) -> bool | None:
+    """What a review's rating says of its text, for training the sentiment model: positive at
+    4 of 5 or more, negative at 2 of 5 or less, nothing in between (or without a rating)."""
+    if value is None:
+        return None
+    share = value / rating_scale
+    if share >= 0.8:
+        return True
+    if share <= 0.4:
+        return False
+    return None

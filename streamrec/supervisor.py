@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -15,18 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger(__name__)
+from streams.processes import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL this child when its parent dies, however the parent dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: stop_all() remains the only guarantee
+    """Ask Linux to SIGKILL this child when its parent dies (`stop_all` is the other guarantee)."""
+    die_with_parent()
 
 
 @dataclass

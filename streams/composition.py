@@ -1,6 +1,6 @@
-"""The worker's parts, wired once: the Redis client, the stores, the listeners on the event path,
-the CF trainer and its fit process; and `aclose`, which closes what was opened when the worker
-stops."""
+"""The worker's parts, wired once: the Redis client, the stores, the listeners and enrichers on
+the event path, the CF trainer and its fit process, the content models and their trainer's
+process; and `aclose`, which closes what was opened when the worker stops."""
 
 from __future__ import annotations
 
@@ -8,18 +8,26 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 import redis.asyncio as aioredis
 
 from recommender.connections import redis_async
+from recommender.content_features import (
+    CategoryPredictor,
+    ContentExamples,
+    SentimentScorer,
+    ServedContentModels,
+)
 from recommender.crypto import UserDataCipher, master_cipher
-from recommender.families import cf_registry
+from recommender.families import cf_registry, model_registry
 from recommender.feature_store import FeatureStore
 from recommender.keys import CF
 from recommender.model_state import ModelState
 from recommender.reviews import ReviewStore
 from recommender.settings import Settings
 from recommender.training import Trainer
+from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
 
 #: Full fits run at this niceness: background training takes only the CPU ingestion leaves.
@@ -28,11 +36,14 @@ FIT_NICENESS = 10
 
 @dataclass
 class WorkerParts:
+    settings: Settings
     redis: aioredis.Redis
     store: FeatureStore
     trainer: Trainer
     handler: RecordHandler
     fit_pool: ProcessPoolExecutor
+    content: ServedContentModels | None = None
+    content_trainer: BaseProcess | None = None
 
     @classmethod
     def open(cls, settings: Settings, dead_letters: DeadLetterSink) -> WorkerParts:
@@ -51,21 +62,47 @@ class WorkerParts:
         )
         cf_state = ModelState(redis, CF)
         trainer = Trainer(store, cf_state, cf_registry(settings.models_dir), settings, fit_pool)
+        learn = settings.content_models
         reviews = ReviewStore(
-            redis, UserDataCipher(redis, master), store.pseudonym, settings.user_ttl_s
+            redis, UserDataCipher(redis, master), store.pseudonym, settings.user_ttl_s, learn
         )
+        content = ServedContentModels(redis, model_registry(settings.models_dir)) if learn else None
         handler = RecordHandler(
             store,
             listeners=[trainer.updater],
             dead_letters=dead_letters,
             recorders=[reviews],
+            enrichers=[SentimentScorer(content)] if content else [],
+            content_listeners=[ContentExamples(redis)] if content else [],
+            content_enrichers=(
+                [CategoryPredictor(content, settings.predicted_category_min_p)] if content else []
+            ),
         )
-        return cls(redis, store, trainer, handler, fit_pool)
+        return cls(settings, redis, store, trainer, handler, fit_pool, content)
+
+    def start(self) -> None:
+        """Start the content trainer's process (when the content models are on)."""
+        if self.content is None or self.content_trainer is not None:
+            return
+        proc = multiprocessing.get_context("spawn").Process(
+            target=content_process.run,
+            args=(self.settings.as_env(),),
+            name="streamrec-content-trainer",
+            daemon=True,
+        )
+        proc.start()
+        self.content_trainer = proc
+
+    async def sync_models(self) -> None:
+        """Follow the served versions of every family this worker uses."""
+        await self.trainer.sync()
+        if self.content is not None:
+            await self.content.sync()
 
     async def aclose(self) -> None:
         """Stop the fit process (a fit in flight is abandoned: the next refit redoes it) and
         close the Redis client."""
         self.fit_pool.shutdown(wait=False, cancel_futures=True)
         for child in multiprocessing.active_children():
-            child.terminate()
+            child.terminate()  # the fit process and the content trainer
         await self.redis.aclose()

@@ -19,7 +19,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recommender.errors import InvalidRecordError
 from recommender.feature_store import FeatureStore
-from recommender.listeners import ContentListener, EventListener, EventRecorder
+from recommender.listeners import (
+    ContentEnricher,
+    ContentListener,
+    EventEnricher,
+    EventListener,
+    EventRecorder,
+)
 from recommender.types import Interaction, ItemMeta
 from streams.records import dead_letter, decode_content, decode_event
 
@@ -54,6 +60,27 @@ async def _with_retry(what: str, call: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, 5.0)
 
 
+E = TypeVar("E", Interaction, ItemMeta)
+
+
+async def _enriched(
+    enrichers: Sequence[EventEnricher] | Sequence[ContentEnricher], batch: list[E]
+) -> list[E]:
+    """``batch`` through every enricher; one that fails (a model that cannot load) is skipped:
+    the records are applied without what it would have added, never lost."""
+    for enricher in enrichers:
+        try:
+            out = await enricher.enrich(batch)  # type: ignore[arg-type]
+        except Exception:
+            log.exception(
+                "%s failed for %d records; going on without it", type(enricher).__name__, len(batch)
+            )
+            continue
+        if len(out) == len(batch):
+            batch = list(out)  # type: ignore[arg-type]
+    return batch
+
+
 class RecordHandler:
     """Turns batches of raw records into feature-store updates, and tells the listeners.
 
@@ -69,6 +96,9 @@ class RecordHandler:
         Told the items each content batch upserted.
     recorders
         Keep what must not be lost (review text), before a batch is applied.
+    enrichers, content_enrichers
+        Add what models read (a review's sentiment, an item's predicted categories) before a
+        batch is applied or stored; when one fails, the batch goes on without it.
     """
 
     def __init__(
@@ -78,11 +108,15 @@ class RecordHandler:
         dead_letters: DeadLetterSink,
         content_listeners: Sequence[ContentListener] = (),
         recorders: Sequence[EventRecorder] = (),
+        enrichers: Sequence[EventEnricher] = (),
+        content_enrichers: Sequence[ContentEnricher] = (),
     ) -> None:
         self._store = store
         self._listeners = list(listeners)
         self._content_listeners = list(content_listeners)
         self._recorders = list(recorders)
+        self._enrichers = list(enrichers)
+        self._content_enrichers = list(content_enrichers)
         self._dead_letters = dead_letters
         self._rejected = 0  # dead letters sent and not yet counted in the store
 
@@ -141,9 +175,12 @@ class RecordHandler:
         record_of = {id(event): record for record, event in pairs}
 
         async def apply(events: list[Interaction]) -> list[Interaction]:
+            enriched = await _enriched(self._enrichers, events)
+            for before, after in zip(events, enriched, strict=True):
+                record_of[id(after)] = record_of[id(before)]
             for recorder in self._recorders:
-                await recorder.record(events)
-            result = await self._store.apply_interactions(events)
+                await recorder.record(enriched)
+            result = await self._store.apply_interactions(enriched)
             for event, reason in result.failed:
                 await self._reject(record_of[id(event)], f"processing failed: {reason}")
             return result.applied
@@ -164,8 +201,9 @@ class RecordHandler:
         pairs = await self._decode_or_reject(records, decode_content)
 
         async def upsert(items: list[ItemMeta]) -> list[ItemMeta]:
-            await self._store.upsert_items(items)
-            return items
+            enriched = await _enriched(self._content_enrichers, items)
+            await self._store.upsert_items(enriched)
+            return enriched
 
         upserted = await self._apply_isolating("upsert items", pairs, upsert)
         for listener in self._content_listeners:

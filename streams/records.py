@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from models.pixels import ImageDecodeError, decode_image
 from recommender.errors import InvalidRecordError
 from recommender.settings import Settings
 from recommender.types import ID_PATTERN, MAX_ID_CHARS, EventType, Interaction, ItemMeta
@@ -106,6 +107,10 @@ class ContentV1(BaseModel):
             raise ValueError("image is not valid base64") from exc
         if not (raw.startswith(PNG_MAGIC) or raw.startswith(JPEG_MAGIC)):
             raise ValueError("image is neither PNG nor JPEG")
+        try:
+            decode_image(raw)  # the right first bytes are not yet an image
+        except ImageDecodeError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
     @property

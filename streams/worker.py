@@ -78,6 +78,10 @@ def create_app(settings: Settings) -> faust.App:
 
     app.on_before_shutdown.connect(close_parts)  # type: ignore[arg-type]
 
+    @app.task
+    async def start_content_trainer() -> None:
+        parts.start()
+
     @app.agent(events_topic)
     async def apply_events(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
@@ -106,11 +110,11 @@ def create_app(settings: Settings) -> faust.App:
             task.add_done_callback(refits.discard)
 
     @app.timer(interval=1.0)
-    async def follow_served_model() -> None:
+    async def follow_served_models() -> None:
         try:
-            await trainer.sync()
+            await parts.sync_models()
         except Exception:
-            log.exception("could not load the served model version")
+            log.exception("could not load a served model version")
         try:
             await trainer.updater.fold_in_new_items()
         except Exception:

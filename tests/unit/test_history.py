@@ -5,11 +5,13 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.pixels import encode_png
 from recommender.errors import InvalidRecordError
 from recommender.history import BAD_TIMESTAMP, clean_history
 from streamrec.importing import ImportFileError, read_history, read_items, read_table
@@ -140,7 +142,7 @@ def test_empty_and_missing_files_are_clear_errors(tmp_path):
 
 
 def test_a_catalogue_file_becomes_content_items(tmp_path):
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
+    png = encode_png(np.zeros((8, 8), dtype=np.uint8))
     (tmp_path / "poster.png").write_bytes(png)
     path = _write(
         tmp_path / "items.csv",

@@ -1,8 +1,10 @@
 import base64
 import json
 
+import numpy as np
 import pytest
 
+from models.pixels import encode_png
 from recommender.errors import InvalidRecordError
 from streams.records import (
     DeadLetterV1,
@@ -19,7 +21,7 @@ VALID = {
     "value": 4.5,
     "ts": 1_700_000_000_000,
 }
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+PNG = encode_png(np.zeros((4, 4), dtype=np.uint8))
 
 
 def raw(**changes: object) -> bytes:
@@ -111,7 +113,13 @@ def test_content_with_png_image_decodes():
 
 @pytest.mark.parametrize(
     ("image", "reason"),
-    [("***", "base64"), (base64.b64encode(b"GIF89a....").decode(), "PNG nor JPEG")],
+    [
+        ("***", "base64"),
+        (base64.b64encode(b"GIF89a....").decode(), "PNG nor JPEG"),
+        # The right first bytes, then nothing an image decoder can read.
+        (base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode(), "does not decode"),
+        (base64.b64encode(b"\xff\xd8\xff" + b"garbage" * 10).decode(), "does not decode"),
+    ],
 )
 def test_content_with_bad_image_is_rejected(image: str, reason: str):
     with pytest.raises(InvalidRecordError, match=reason):

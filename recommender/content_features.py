@@ -1,0 +1,137 @@
+"""What the content models add to the stream as it passes through the worker: a review's
+sentiment (its weight), an item's predicted categories (when it came without any), and the queue
+of labelled examples the content trainer learns from.
+
+The served versions are loaded once each and followed like the CF model (`sync` on the worker's
+timer); inference runs in a thread, batch by batch, so the event loop keeps serving Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from models.registry import ModelRegistry
+from recommender import keys
+from recommender.families import IMAGE, SENTIMENT, TEXT
+from recommender.model_state import ModelState
+from recommender.served import ServedModelCache
+from recommender.types import Interaction, ItemMeta
+
+#: Predicted categories kept per item, the surest first.
+MAX_PREDICTED = 3
+
+
+class ServedContentModels:
+    """The served text, sentiment and image models of this process."""
+
+    def __init__(self, redis: aioredis.Redis, registry: ModelRegistry) -> None:
+        self.cache: dict[str, ServedModelCache[Any]] = {
+            f: ServedModelCache(ModelState(redis, f), registry.family(f))
+            for f in (TEXT, SENTIMENT, IMAGE)
+        }
+
+    async def sync(self) -> None:
+        """Load the versions served now (another process promotes them)."""
+        for cache in self.cache.values():
+            await cache.current()
+
+    def model(self, family: str) -> Any:
+        return self.cache[family].model
+
+
+class SentimentScorer:
+    """An `EventEnricher`: the served sentiment model reads every review's text."""
+
+    def __init__(self, models: ServedContentModels) -> None:
+        self._models = models
+
+    async def enrich(self, events: Sequence[Interaction]) -> list[Interaction]:
+        model = self._models.model(SENTIMENT)
+        reviews = [i for i, e in enumerate(events) if e.type == "review" and e.text]
+        if model is None or not reviews:
+            return list(events)
+        texts = [str(events[i].text) for i in reviews]
+        probs = await asyncio.to_thread(model.predict_proba, texts)
+        out = list(events)
+        for i, p in zip(reviews, probs[:, 0], strict=True):
+            out[i] = dataclasses.replace(out[i], sentiment=round(float(p), 4))
+        return out
+
+
+def merge_predictions(
+    rows: Sequence[tuple[Sequence[str], np.ndarray]], min_p: float
+) -> dict[str, float]:
+    """Label -> confidence from several models (the surest model's figure per label), the
+    ``MAX_PREDICTED`` surest at or above ``min_p``; the single surest when none is."""
+    best: dict[str, float] = {}
+    for labels, probs in rows:
+        for label, p in zip(labels, probs, strict=True):
+            best[label] = max(best.get(label, 0.0), float(p))
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+    sure = [(label, p) for label, p in ranked if p >= min_p][:MAX_PREDICTED]
+    return {label: round(p, 4) for label, p in (sure or ranked[:1])}
+
+
+class CategoryPredictor:
+    """A `ContentEnricher`: an item without categories gets the confident ones the served text
+    model reads in its title and text and the image model sees in its picture, marked as
+    predicted."""
+
+    def __init__(self, models: ServedContentModels, min_p: float) -> None:
+        self._models = models
+        self._min_p = min_p
+
+    async def enrich(self, items: Sequence[ItemMeta]) -> list[ItemMeta]:
+        from models.text import item_text
+
+        todo = [i for i, it in enumerate(items) if not it.categories]
+        text, image = self._models.model(TEXT), self._models.model(IMAGE)
+        if not todo or (text is None and image is None):
+            return list(items)
+        rows: dict[int, list[tuple[Sequence[str], np.ndarray]]] = {i: [] for i in todo}
+        if text is not None:
+            texts = [item_text(items[i].title, items[i].text) for i in todo]
+            probs = await asyncio.to_thread(text.predict_proba, texts)
+            for i, p in zip(todo, probs, strict=True):
+                rows[i].append((text.labels, p))
+        with_image = [i for i in todo if items[i].image]
+        if image is not None and with_image:
+            probs = await asyncio.to_thread(
+                image.predict_proba, [str(items[i].image) for i in with_image]
+            )
+            for i, p in zip(with_image, probs, strict=True):
+                rows[i].append((image.labels, p))
+        out = list(items)
+        for i in todo:
+            if rows[i]:
+                predicted = merge_predictions(rows[i], self._min_p)
+                out[i] = dataclasses.replace(
+                    out[i], categories=tuple(predicted), predicted=predicted
+                )
+        return out
+
+
+class ContentExamples:
+    """A `ContentListener`: queues every stored item for the content trainer."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def on_items(self, items: Sequence[ItemMeta]) -> None:
+        if not items:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for it in items:
+            pipe.xadd(
+                keys.CONTENT_EXAMPLES,
+                {"item": it.item_id},
+                maxlen=keys.TRAIN_STREAM_MAXLEN,
+                approximate=True,
+            )
+        await pipe.execute()

@@ -1,0 +1,52 @@
+"""The content trainer's process: spawned and stopped by the worker (`streams.composition`),
+niced, one torch thread, killed with the worker whatever kills it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from recommender.connections import redis_async
+from recommender.content_trainer import ContentTrainer
+from recommender.crypto import UserDataCipher, master_cipher
+from recommender.feature_store import FeatureStore
+from recommender.reviews import ReviewStore
+from recommender.settings import Settings
+from streams.processes import die_with_parent
+
+#: Training takes only the CPU that ingestion and serving leave.
+NICENESS = 10
+
+
+def run(env: dict[str, str]) -> None:  # pragma: no cover - runs in a child process
+    """Entry point: settings from ``env`` (the worker's), then train until SIGTERM."""
+    die_with_parent()
+    os.nice(NICENESS)
+    os.environ.update(env)
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s content-trainer: %(message)s"
+    )
+    asyncio.run(_main(Settings()))
+
+
+async def _main(settings: Settings) -> None:  # pragma: no cover - runs in a child process
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    _, redis_url = settings.require_infrastructure()
+    redis = redis_async(redis_url)
+    store = FeatureStore(redis, settings)
+    reviews = ReviewStore(
+        redis,
+        UserDataCipher(redis, master_cipher(settings.require_master_keys())),
+        store.pseudonym,
+        settings.user_ttl_s,
+    )
+    try:
+        await ContentTrainer(redis, settings, reviews).run(stop)
+    finally:
+        await redis.aclose()
