@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit lint bench clean
+.PHONY: help install demo up test test-unit lint bench bench-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,7 +38,17 @@ test: lint ## lint, then every test (integration ones start embedded Tansu and V
 test-unit: install ## only the tests that need no broker or Valkey
 	$(BIN)/pytest -m "not integration"
 
-bench: install ## benchmarks: JSON in bench-results/ and a table on stdout
+# What the benchmarks need from the OS: wrk (the serve benchmark's load generator) and
+# Fashion-MNIST (the image model's data, Debian's dataset-fashion-mnist, MIT licence).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+bench-tools: ## install wrk and Fashion-MNIST with apt if they are missing
+	@if ! command -v wrk >/dev/null || [ ! -f $(FASHION_MNIST) ]; then \
+	  $(SUDO) apt-get install -y -q wrk dataset-fashion-mnist >/dev/null || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q wrk dataset-fashion-mnist >/dev/null; }; \
+	fi
+
+bench: install bench-tools ## benchmarks: JSON in bench-results/ and a table on stdout
 	$(BIN)/streamrec bench all --out bench-results
 
 clean: ## remove the environment and caches

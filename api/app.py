@@ -58,6 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
                     knn_weight=settings.serve_knn_weight,
                     recent_items=settings.serve_recent_items,
                     recent_decay=settings.serve_recent_decay,
+                    new_item_slots=settings.serve_new_item_slots,
+                    new_item_within=settings.serve_new_item_within,
                 ),
                 "privacy": UserDataService(
                     redis, store, cipher, reviews, CFVectors(redis, cf_state)

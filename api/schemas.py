@@ -34,6 +34,11 @@ class RecommendedItem(BaseModel):
     score: float
     reason: str
     because_item_id: str | None = None
+    predicted_categories: dict[str, float] | None = Field(
+        None,
+        description="The item came without categories: these were predicted from its text and "
+        "image, with their confidence",
+    )
 
     @classmethod
     def of(cls, item: ScoredItem) -> RecommendedItem:
@@ -43,6 +48,7 @@ class RecommendedItem(BaseModel):
             score=item.score,
             reason=item.reason,
             because_item_id=item.because_item_id,
+            predicted_categories=item.predicted,
         )
 
 

@@ -17,6 +17,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
 
 from models.base import FactorModel, Ranked, top_k
+from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.errors import ModelFitError
 from models.neighbours import item_neighbours, load_arrays, recent_scores, save_arrays
@@ -53,6 +54,10 @@ class ALSModel(FactorModel):
         self.item_neighbours: csr_matrix | None = None
         #: U^T U over the users of the fit: what an item solve needs of the users not touching it.
         self.user_gramian: npt.NDArray[np.float32] | None = None
+        #: Where a new item's content puts it in the item space (cold start), when fitted.
+        self.content_map: ContentMap | None = None
+        #: Items that have neighbour rows (those of the fit; items added since come after them).
+        self.neighbour_rows: int | None = None
         self._als = AlternatingLeastSquares(
             factors=factors,
             regularization=regularization,
@@ -166,6 +171,7 @@ class ALSModel(FactorModel):
         if self.item_neighbours is not None:
             neighbours = self.item_neighbours.copy()
             neighbours.resize((len(ids), len(ids)))
+        rows = self.neighbour_rows if self.neighbour_rows is not None else len(self.item_ids)
         model = ALSModel.from_factors(
             np.asarray(ids, dtype=np.str_),
             factors,
@@ -173,6 +179,8 @@ class ALSModel(FactorModel):
             self.user_gramian,
             **self._params(),
         )
+        model.content_map = self.content_map
+        model.neighbour_rows = rows
         return model
 
     def _params(self) -> dict[str, Any]:
@@ -219,7 +227,16 @@ class ALSModel(FactorModel):
             near = recent_scores(self.item_neighbours, self._index, recent, decay)
             if near is not None:
                 scores = scores / (np.abs(scores).max() + 1e-9)
-                scores = scores + weight * near / (np.abs(near).max() + 1e-9)
+                near = near / (np.abs(near).max() + 1e-9)
+                # Items newer than the fit have no neighbours yet: their factor score stands in
+                # for the neighbour score, so that a new item competes on equal terms.
+                fitted = (
+                    self.item_neighbours.shape[0]
+                    if self.neighbour_rows is None
+                    else self.neighbour_rows
+                )
+                near[fitted:] = scores[fitted:]
+                scores = scores + weight * near
         if allowed is not None:
             keep = [self._index[i] for i in allowed if i in self._index]
             masked = np.full_like(scores, -np.inf)
@@ -227,6 +244,35 @@ class ALSModel(FactorModel):
             scores = masked
         excl = (self._index[i] for i in exclude if i in self._index)
         return top_k(self.item_ids, scores.astype(np.float32), k, excl)
+
+    def new_items_for(
+        self,
+        vector: npt.NDArray[np.float32],
+        slots: int,
+        within: int,
+        exclude: Iterable[str] = (),
+        allowed: Iterable[str] | None = None,
+    ) -> Ranked:
+        """Up to ``slots`` items newer than the fit (placed from their content, or folded in
+        from their first users) that are among the ``within`` items closest to the user's taste
+        (cosine, so that a new item's short history does not hold it back), closest first."""
+        start = self.neighbour_rows if self.neighbour_rows is not None else len(self.item_ids)
+        empty = (np.asarray([], dtype=np.str_), np.asarray([], dtype=np.float32))
+        if slots <= 0 or start >= len(self.item_ids):
+            return empty
+        cos = (self.item_factors @ vector) / (self._norms * (np.linalg.norm(vector) + 1e-9))
+        bar = np.partition(cos, -min(within, len(cos)))[-min(within, len(cos))]
+        skip = set(exclude)
+        keep = None if allowed is None else set(allowed)
+        picks = [
+            i
+            for i in range(start, len(self.item_ids))
+            if cos[i] >= bar
+            and str(self.item_ids[i]) not in skip
+            and (keep is None or str(self.item_ids[i]) in keep)
+        ]
+        picks = sorted(picks, key=lambda i: -cos[i])[:slots]
+        return self.item_ids[picks], cos[picks].astype(np.float32)
 
     def item_vectors(self, item_ids: Iterable[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Unit-length factors of the items the model knows (for explanations)."""
@@ -266,6 +312,8 @@ class ALSModel(FactorModel):
             arrays.update(save_arrays("neighbours", self.item_neighbours))
         if self.user_gramian is not None:
             arrays["user_gramian"] = self.user_gramian
+        if self.content_map is not None:
+            arrays.update(self.content_map.arrays())
         with path.open("wb") as fh:
             np.savez(fh, **arrays)
 
@@ -278,6 +326,7 @@ class ALSModel(FactorModel):
             model.item_neighbours = load_arrays("neighbours", npz)
             if "user_gramian" in npz:
                 model.user_gramian = npz["user_gramian"]
+            model.content_map = ContentMap.from_arrays(npz)
         return model
 
 
@@ -304,8 +353,11 @@ class FittedALS(NamedTuple):
     user_vectors: npt.NDArray[np.float32]
     neighbours: csr_matrix | None
     user_gramian: npt.NDArray[np.float32] | None
+    content_map: ContentMap | None = None
 
     def model(self, **params: Any) -> ALSModel:
-        return ALSModel.from_factors(
+        model = ALSModel.from_factors(
             self.item_ids, self.item_factors, self.neighbours, self.user_gramian, **params
         )
+        model.content_map = self.content_map
+        return model

@@ -89,8 +89,12 @@ class FamilyRegistry(Generic[A]):
                 shutil.rmtree(tmp)
         return version
 
+    def artifact(self, version: str) -> Path:
+        """Where ``version``'s artifact is (it may not exist)."""
+        return self.root / version / self.cls.artifact
+
     def load(self, version: str) -> A:
-        path = self.root / version / self.cls.artifact
+        path = self.artifact(version)
         if not path.is_file():
             raise ModelNotFoundError(
                 f"no {self.family} artifact for model version {version!r} in {self.root}"

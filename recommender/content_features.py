@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from models.registry import ModelRegistry
 from recommender import keys
 from recommender.families import IMAGE, SENTIMENT, TEXT
+from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState
 from recommender.served import ServedModelCache
 from recommender.types import Interaction, ItemMeta
@@ -36,10 +37,16 @@ class ServedContentModels:
             for f in (TEXT, SENTIMENT, IMAGE)
         }
 
-    async def sync(self) -> None:
-        """Load the versions served now (another process promotes them)."""
-        for cache in self.cache.values():
+    async def sync(self) -> set[str]:
+        """Load the versions served now (another process promotes them); the families whose
+        version changed."""
+        changed = set()
+        for family, cache in self.cache.items():
+            before = cache.version
             await cache.current()
+            if cache.version != before:
+                changed.add(family)
+        return changed
 
     def model(self, family: str) -> Any:
         return self.cache[family].model
@@ -115,6 +122,31 @@ class CategoryPredictor:
                     out[i], categories=tuple(predicted), predicted=predicted
                 )
         return out
+
+
+async def repredict(store: FeatureStore, predictor: CategoryPredictor, chunk: int = 500) -> int:
+    """Predict again the categories of every item that came without any (a newer text or image
+    model serves, or none served when they arrived); returns how many items got some."""
+    items = await store.uncategorised()
+    done = 0
+    for start in range(0, len(items), chunk):
+        ids = items[start : start + chunk]
+        contents = await store.item_contents(ids)
+        images = await store.images(ids)
+        metas = [
+            ItemMeta(i, c.title, 0, c.text, (), image)
+            for i, c, image in zip(ids, contents, images, strict=True)
+            if c is not None
+        ]
+        predicted = {
+            it.item_id: it.predicted
+            for it in await predictor.enrich(metas)
+            if it.predicted is not None
+        }
+        if predicted:
+            await store.set_predicted(predicted)
+        done += len(predicted)
+    return done
 
 
 class ContentExamples:

@@ -13,13 +13,15 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.classifier import ContentClassifier
 from recommender.lifecycle import Gate, GateResult, ModelLifecycle
 from recommender.served import ServedModelCache
+
+if TYPE_CHECKING:  # torch is imported by the processes that train or serve content models only
+    from models.classifier import ContentClassifier
 
 #: One example in ten (by its key) is held out to judge versions, never trained on.
 HOLDOUT_ONE_IN = 10
@@ -99,6 +101,7 @@ class Learner:
     tested: int = 0
     correct: int = 0
     learned_since_publish: int = 0
+    versions: int = 0  # published by this learner
     _seen_total: int = 0
     _keys: dict[str, None] = field(default_factory=dict)
 
@@ -181,9 +184,10 @@ class Learner:
         return learned
 
     def due(self) -> bool:
-        return self.model is not None and self.learned_since_publish >= min(
-            self.config.publish_every, max(self.model.trained_examples, 1)
-        )
+        """A version is due after the first fit, then every `publish_every` examples learned."""
+        if self.model is None or self.learned_since_publish == 0:
+            return False
+        return self.versions == 0 or self.learned_since_publish >= self.config.publish_every
 
     async def publish(
         self, lifecycle: ModelLifecycle[Any], served: ServedModelCache[Any]
@@ -215,11 +219,12 @@ class Learner:
         meta = {
             "examples": self.model.trained_examples,
             "labels": len(self.model.labels),
-            "holdout_examples": len(holdout),
+            "held_out_examples": len(holdout),
             f"prequential_{metric}": _round(self.prequential_accuracy),
             "trained_until": int(time.time() * 1000),
         }
         self.learned_since_publish = 0
+        self.versions += 1
         return await lifecycle.publish(self.model, meta, gate)
 
     def forget(self, owners: set[str]) -> int:

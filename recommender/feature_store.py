@@ -28,6 +28,20 @@ class ApplyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemCard:
+    title: str | None
+    predicted: dict[str, float] | None = None
+    placed_like: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemContent:
+    title: str
+    text: str | None
+    categories: dict[str, float]  # label -> 1, or the confidence of a predicted one
+
+
+@dataclass(frozen=True, slots=True)
 class RecentInteraction:
     type: str
     item_id: str
@@ -130,7 +144,44 @@ class FeatureStore:
             if it.image is not None:  # kept for the image model; an update without one keeps it
                 pipe.set(keys.item_image(it.item_id), it.image)
             pipe.zadd(keys.ITEMS_CATALOGUE, {it.item_id: it.ts}, nx=True)
+            if it.predicted or not it.categories:
+                pipe.sadd(keys.ITEMS_UNCATEGORISED, it.item_id)
+            else:
+                pipe.srem(keys.ITEMS_UNCATEGORISED, it.item_id)
         pipe.hincrby(keys.STATS, "items_upserted", len(items))
+        await pipe.execute()
+
+    async def images(self, item_ids: Sequence[str]) -> list[str | None]:
+        """Each item's image (base64), or None."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item in item_ids:
+            pipe.get(keys.item_image(item))
+        return [None if i is None else str(i) for i in await pipe.execute()]
+
+    async def uncategorised(self) -> list[str]:
+        """Items that came without categories (predicted ones or none yet)."""
+        return sorted(str(i) for i in await self._redis.smembers(keys.ITEMS_UNCATEGORISED))
+
+    async def catalogue(self) -> list[str]:
+        """Every item that has content."""
+        return [str(i) for i in await self._redis.zrange(keys.ITEMS_CATALOGUE, 0, -1)]
+
+    async def set_predicted(self, predicted: Mapping[str, dict[str, float]]) -> None:
+        """New predicted categories of items that came without any (a newer model read them);
+        the category index follows."""
+        items = list(predicted)
+        before = await self.categories(items)
+        pipe = self._redis.pipeline(transaction=False)
+        for item, old in zip(items, before, strict=True):
+            new = predicted[item]
+            for c in set(old) - set(new):
+                pipe.srem(keys.category_items(c), item)
+            for c in new:
+                pipe.sadd(keys.category_items(c), item)
+            pipe.hset(
+                keys.item_meta(item),
+                mapping={"categories": json.dumps(list(new)), "predicted": json.dumps(new)},
+            )
         await pipe.execute()
 
     async def user_histories(self, pseudonyms: Sequence[str]) -> list[dict[str, float]]:
@@ -213,6 +264,30 @@ class FeatureStore:
             pipe.hget(keys.item_meta(item), "categories")
         return [json.loads(raw) if raw else [] for raw in await pipe.execute()]
 
+    async def item_contents(self, item_ids: Sequence[str]) -> list[ItemContent | None]:
+        """Each item's title, text and categories (confidence 1 for a category the publisher
+        gave, the model's confidence for a predicted one); None for an item without content."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item in item_ids:
+            pipe.hmget(keys.item_meta(item), ["title", "text", "categories", "predicted"])
+        out: list[ItemContent | None] = []
+        for title, text, cats, predicted in await pipe.execute():
+            if title is None:
+                out.append(None)
+                continue
+            confidence = json.loads(predicted) if predicted else {}
+            categories = {c: float(confidence.get(c, 1.0)) for c in json.loads(cats or "[]")}
+            out.append(ItemContent(str(title), str(text or "") or None, categories))
+        return out
+
+    async def mark_placed(self, placed: Mapping[str, str]) -> None:
+        """Items placed in the CF model from their content, each with the known item it was
+        placed nearest to (serving says "new, like X")."""
+        pipe = self._redis.pipeline(transaction=False)
+        for item, like in placed.items():
+            pipe.hset(keys.item_meta(item), "placed_like", like)
+        await pipe.execute()
+
     async def items_in(self, category: str) -> set[str]:
         return {str(i) for i in await self._redis.smembers(keys.category_items(category))}
 
@@ -290,10 +365,18 @@ class FeatureStore:
         return {str(c): float(v) * factor for c, v in raw.items()}
 
     async def titles(self, item_ids: Sequence[str]) -> list[str | None]:
+        return [c.title for c in await self.cards(item_ids)]
+
+    async def cards(self, item_ids: Sequence[str]) -> list[ItemCard]:
+        """What an answer shows of each item: its title, its predicted categories (with their
+        confidence) when it came without any, and the item it was placed near when new."""
         pipe = self._redis.pipeline(transaction=False)
         for item in item_ids:
-            pipe.hget(keys.item_meta(item), "title")
-        return list(await pipe.execute())
+            pipe.hmget(keys.item_meta(item), ["title", "predicted", "placed_like"])
+        return [
+            ItemCard(title, json.loads(predicted) if predicted else None, like or None)
+            for title, predicted, like in await pipe.execute()
+        ]
 
     async def stats(self) -> dict[str, int]:
         return parse_stats(await self._redis.hgetall(keys.STATS))
@@ -341,6 +424,13 @@ class FeatureStore:
         pipe.zrem(keys.USERS_ACTIVE, pseudonym)
         deleted, _ = await pipe.execute()
         return int(deleted)
+
+    async def note_erasure(self) -> None:
+        """Count an erasure and when it was (model versions fitted before it say so)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(keys.STATS, "erasures", 1)
+        pipe.hset(keys.STATS, "last_erasure_ms", int(time.time() * 1000))
+        await pipe.execute()
 
     async def incr_stat(self, name: str, amount: int = 1) -> None:
         await self._redis.hincrby(keys.STATS, name, amount)

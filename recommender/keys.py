@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 USERS_ACTIVE = "users:active"
 ITEMS_CATALOGUE = "items:catalogue"
+#: Items that came without categories (the content models predict theirs).
+ITEMS_UNCATEGORISED = "items:uncategorised"
 ITEMS_POPULAR = "items:popular"
 STATS = "stats"
 #: Promotions remembered for `streamrec models rollback`.

@@ -61,6 +61,7 @@ class GateResult:
             "gate_users": self.users,
             "gate_against": self.against,
             "gate_passed": self.passed,
+            "gate_metric": self.metric,
         }
 
     def describe(self) -> str:
@@ -101,17 +102,21 @@ class VersionRow:
     def version(self) -> str:
         return str(self.meta["version"])
 
+    @property
+    def gate_score(self) -> float | None:
+        """The version's holdout score from its gate, if it had one."""
+        value = self.meta.get(f"holdout_{self.meta.get('gate_metric', 'ndcg@10')}")
+        return None if value is None else float(value)
+
     def gate_text(self) -> str:
         m = self.meta
-        score = next((k for k in m if k.startswith("holdout_")), None)
+        metric = m.get("gate_metric", "ndcg@10")
+        score = self.gate_score
         if score is not None:
-            metric = score.removeprefix("holdout_")
-            passed = m.get("gate_passed", m[score] >= m[f"served_{score}"] - m["gate_margin"])
+            served = m[f"served_holdout_{metric}"]
+            passed = m.get("gate_passed", score >= served - m["gate_margin"])
             verdict = "passed" if passed else "failed"
-            return (
-                f"{metric} {m[score]:.4f} vs {m[f'served_{score}']:.4f} "
-                f"({m.get('gate_users', 0):,} users): {verdict}"
-            )
+            return f"{metric} {score:.4f} vs {served:.4f} ({m.get('gate_users', 0):,}): {verdict}"
         return str(m.get("gate", "no gate"))
 
     def status_text(self) -> str:
@@ -290,7 +295,7 @@ class ModelLifecycle(Generic[M]):
                 continue
             if not meta.get("held_by_pin") or meta["created_at"] <= served_meta["created_at"]:
                 continue
-            score = next((v for k, v in meta.items() if k.startswith("holdout_")), None)
+            score = VersionRow(meta).gate_score
             if score is None:
                 waiting.append((float("-inf"), meta["created_at"], version))
             elif meta.get("gate_against") == served and meta.get("gate_passed"):

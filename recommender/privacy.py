@@ -115,4 +115,6 @@ class UserDataService:
         for owner in (self._store, self, self._reviews):
             deleted += await owner.forget(p)
         removed = await self._vectors.forget(p)
+        if destroyed or deleted or removed:
+            await self._store.note_erasure()
         return Erasure(destroyed, deleted, removed)

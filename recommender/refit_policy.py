@@ -30,6 +30,7 @@ class RefitClock:
     since_event_s: float  # seconds since the last event was applied
     served: bool  # a model is served
     requested: str | None = None  # why a monitor asked for a refit, if it did
+    content_changed: bool = False  # the text model the cold-start map reads is not the served one
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,16 @@ def decide_refit(clock: RefitClock, policy: RefitPolicy) -> RefitDecision:
     monitor asked; or the data grew by `growth` (but not sooner than `min_interval_s` after the
     last fit: users are folded in per batch, so during a bulk load back-to-back refits would only
     take CPU from ingestion); or the stream has been quiet for `idle_s`; or `interval_s` passed.
+    Also when a new text model serves (no sooner than `min_interval_s` after the last fit), even
+    with nothing new: the map that places new items reads the text model's features.
     """
     new = clock.applied - clock.fitted_at_events
     if clock.applied < policy.min_events:
         return RefitDecision(
             False, f"waiting: {clock.applied:,} of {policy.min_events:,} events for a first fit"
         )
+    if clock.served and clock.content_changed and clock.since_fit_s >= policy.min_interval_s:
+        return RefitDecision(True, "a new text model serves: the cold-start map follows it")
     if new <= 0:
         return RefitDecision(False, "nothing new since the last fit")
     if not clock.served:

@@ -5,6 +5,7 @@ so a promoted model is picked up without a restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Generic, TypeVar
@@ -14,11 +15,13 @@ import numpy.typing as npt
 
 from models.als import ALSModel
 from models.base import Artifact
+from models.errors import ModelNotFoundError
 from models.registry import FamilyRegistry
 from recommender.cf_vectors import CFVectors
 from recommender.model_state import ModelState, ServedModel
 
 M = TypeVar("M", bound=Artifact)
+log = logging.getLogger(__name__)
 
 
 class ServedModelCache(Generic[M]):
@@ -37,6 +40,7 @@ class ServedModelCache(Generic[M]):
         self.model: M | None = None
         self._base: M | None = None  # as loaded: without the updates folded in since
         self._updates_seen = 0
+        self._missing: str | None = None  # a served version whose artifact is missing
 
     async def _pointer(self) -> ServedModel | None:
         # A hot API need not read the pointer on every request: a promotion reaches it within
@@ -55,7 +59,20 @@ class ServedModelCache(Generic[M]):
         ):
             async with self._lock:
                 if served.version != self.version:
-                    loaded = await asyncio.to_thread(self._registry.load, served.version)
+                    try:
+                        loaded = await asyncio.to_thread(self._registry.load, served.version)
+                    except ModelNotFoundError:
+                        # The pointer names a version this process cannot read (another data
+                        # directory?): serve without it rather than fail every request.
+                        if self._missing != served.version:
+                            log.error(
+                                "%s model %s has no artifact in %s; serving without it",
+                                self._registry.family,
+                                served.version,
+                                self._registry.root,
+                            )
+                            self._missing = served.version
+                        return served, None
                     self.adopt(served.version, loaded)
                 if served.updates != self._updates_seen and self._base is not None:
                     self.model = await self._with_updates(served.version, self._base)

@@ -18,12 +18,13 @@ from models.als import ALSModel
 from models.base import FactorModel
 from models.registry import FamilyRegistry
 from recommender.cf_vectors import CFVectors, decode_vector
-from recommender.feature_store import FeatureStore
+from recommender.feature_store import FeatureStore, ItemCard
 from recommender.model_state import ModelState
 from recommender.served import ServedALS
 from recommender.types import ScoredItem
 
 REASON_CF = "people with similar taste liked it"
+REASON_NEW = "new, and close to your taste"
 REASON_POPULAR = "popular right now"
 REASON_SIMILAR = "liked by the same people"
 REASON_TRENDING = "trending in the last hour"
@@ -45,6 +46,11 @@ def reason_affinity(category: str) -> str:
 
 def reason_because(title: str) -> str:
     return f"because you liked {title}"
+
+
+def reason_new_like(title: str) -> str:
+    """A brand-new item placed from its content, near a known one."""
+    return f"new, like {title}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,13 @@ class RecommendationService:
         knn_weight: float = 0.0,
         recent_items: int = 0,
         recent_decay: float = 0.95,
+        new_item_slots: int = 0,
+        new_item_within: int = 50,
     ) -> None:
         """``knn_weight`` and ``recent_items``: how much the neighbours of the user's latest
         items count against the ALS score (see `ALSModel.recommend_vector`)."""
+        self._new_item_slots = new_item_slots
+        self._new_item_within = new_item_within
         self._knn_weight = knn_weight
         self._recent_items = recent_items
         self._recent_decay = recent_decay
@@ -83,13 +93,14 @@ class RecommendationService:
         self._vectors = CFVectors(store.redis, state)
         self._served = ServedALS(state, registry, self._vectors, pointer_check_s)
         self._title_ttl_s = title_ttl_s
-        self._titles: dict[str, tuple[float, str | None]] = {}
+        self._titles: dict[str, tuple[float, ItemCard]] = {}
 
-    async def _titles_of(self, item_ids: Sequence[str]) -> dict[str, str | None]:
-        """Titles, from a short-lived in-process cache when ``title_ttl_s`` > 0 (titles change
-        rarely; reading ten per request was an eighth of the API's time in a profile)."""
+    async def _cards_of(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+        """Titles and what else an answer shows of an item, from a short-lived in-process cache
+        when ``title_ttl_s`` > 0 (titles change rarely; reading ten per request was an eighth of
+        the API's time in a profile)."""
         now = time.monotonic()
-        found: dict[str, str | None] = {}
+        found: dict[str, ItemCard] = {}
         missing = []
         for item in dict.fromkeys(item_ids):
             hit = self._titles.get(item)
@@ -98,7 +109,7 @@ class RecommendationService:
             else:
                 missing.append(item)
         if missing:
-            fetched = await self._store.titles(missing)
+            fetched = await self._store.cards(missing)
             if self._title_ttl_s > 0:
                 if len(self._titles) > TITLE_CACHE_SIZE:
                     self._titles.clear()
@@ -142,6 +153,7 @@ class RecommendationService:
                 vec.vector, k, excluded, allowed, recent, self._knn_weight, self._recent_decay
             )
             items = [(str(i), float(s), REASON_CF) for i, s in zip(ids, scores, strict=True)]
+            items = self._with_new_items(model, vec.vector, k, items, excluded, allowed)
         if len(items) < k and category is None:
             items += await self._by_affinity(user_id, k - len(items), excluded, items)
         if len(items) < k:
@@ -157,6 +169,27 @@ class RecommendationService:
         return Recommendations(
             user_id, await self._scored(items, because), version, vec.as_of if vec else None
         )
+
+    def _with_new_items(
+        self,
+        model: ALSModel,
+        vector: np.ndarray,
+        k: int,
+        items: list[tuple[str, float, str]],
+        excluded: set[str],
+        allowed: set[str] | None,
+    ) -> list[tuple[str, float, str]]:
+        """Keep up to `new_item_slots` places at the end of the list for items newer than the
+        fit that suit the user (`ALSModel.new_items_for`): a new item's factor comes from its
+        content or a few users, and its score would rarely reach a top k on its own."""
+        taken = {i for i, _, _ in items}
+        new_ids, cos = model.new_items_for(
+            vector, self._new_item_slots, self._new_item_within, excluded | taken, allowed
+        )
+        if not len(new_ids):
+            return items
+        fresh = [(str(i), float(c), REASON_NEW) for i, c in zip(new_ids, cos, strict=True)]
+        return items[: max(k - len(fresh), 0)] + fresh
 
     async def _by_affinity(
         self,
@@ -195,14 +228,24 @@ class RecommendationService:
         self, items: Sequence[tuple[str, float, str]], because: dict[str, str] | None = None
     ) -> list[ScoredItem]:
         because = because or {}
-        names = [i for i, _, _ in items] + [because[i] for i, _, _ in items if i in because]
-        titles = await self._titles_of(names)
+        cards = await self._cards_of([i for i, _, _ in items])
+        likes = [c.placed_like for c in cards.values() if c.placed_like]
+        names = {
+            **cards,
+            **await self._cards_of([because[i] for i, _, _ in items if i in because] + likes),
+        }
         out = []
         for item, score, reason in items:
-            cause = because.get(item)
+            card, cause = cards[item], because.get(item)
             if cause is not None:
-                reason = reason_because(titles.get(cause) or cause)
-            out.append(ScoredItem(item, score, titles.get(item), reason, cause))
+                reason = reason_because(names[cause].title or cause)
+            elif (
+                reason in {REASON_CF, REASON_NEW}
+                and card.placed_like is not None
+                and not self._served.fitted_knows(item)
+            ):
+                reason = reason_new_like(names[card.placed_like].title or card.placed_like)
+            out.append(ScoredItem(item, score, card.title, reason, cause, card.predicted))
         return out
 
     async def similar(self, item_id: str, k: int) -> tuple[list[ScoredItem], str | None] | None:

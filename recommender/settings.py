@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     serve_recent_decay: float = Field(
         0.8, gt=0, le=1, description="The r-th most recent item counts decay**r"
     )
+    serve_new_item_slots: int = Field(
+        1, ge=0, le=10, description="Places in a list kept for items newer than the fit (0: none)"
+    )
+    serve_new_item_within: int = Field(
+        50,
+        ge=1,
+        description="A new item takes such a place only among the user's this many closest items",
+    )
     refit_growth: float = Field(0.2, gt=0, description="Refit when events grew by this fraction")
     refit_idle_s: float = Field(2.0, gt=0, description="Refit when the stream is quiet this long")
     refit_min_interval_s: float = Field(

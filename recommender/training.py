@@ -9,14 +9,18 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.als import ALSModel, fit_als
+from models.als import ALSModel, FittedALS, fit_als
+from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import FamilyRegistry
@@ -54,6 +58,35 @@ def gate_scores(
     return evaluate(challenger, split).ndcg, evaluate(served, split).ndcg
 
 
+@dataclass(frozen=True)
+class ContentInputs:
+    """What the cold-start map is fitted on (sent to the fit process, so plain data)."""
+
+    item_ids: list[str]
+    texts: list[str]
+    categories: list[dict[str, float]]
+    text_model: str  # the text model's artifact
+    text_version: str
+
+
+def fit_cf(data: InteractionMatrix, content: ContentInputs | None, **params: Any) -> FittedALS:
+    """ALS (`fit_als`) and, given the items' content, the map from content to item factors
+    (`models.content_map`). A top-level function: it runs in the worker's fit process."""
+    fitted = fit_als(data, **params)
+    if content is None or not content.item_ids:
+        return fitted
+    from models.text import TextClassifier
+
+    text = TextClassifier.load(Path(content.text_model))
+    row = {str(item): i for i, item in enumerate(fitted.item_ids)}
+    embeddings = text.embed(content.texts)
+    factors = fitted.item_factors[[row[i] for i in content.item_ids]]
+    cmap = ContentMap.fit(
+        embeddings, content.categories, text.labels, factors, content.text_version
+    )
+    return fitted._replace(content_map=cmap)
+
+
 def refit_policy(settings: Settings) -> RefitPolicy:
     return RefitPolicy(
         settings.als_min_events,
@@ -85,7 +118,10 @@ class Trainer:
         settings: Settings,
         fit_executor: Executor | None = None,
         updater: CFUpdater | None = None,
+        text_model: Callable[[], Awaitable[tuple[str, Path] | None]] | None = None,
     ) -> None:
+        """``text_model``: the served text model's (version, artifact), if any: each fit then
+        also learns where new items go from their content (cold start)."""
         self._store = store
         self._registry = registry
         self._settings = settings
@@ -102,6 +138,8 @@ class Trainer:
         self._synced_version: str | None = None
         self._fitting = False
         self._requested: str | None = None
+        self._text_model = text_model
+        self._map_tried: str | None = None  # the text version the last fit's map read
         self.last_decision = RefitDecision(False, "not checked yet")
 
     @property
@@ -135,6 +173,7 @@ class Trainer:
                 now - self.updater.last_event,
                 served is not None,
                 self._requested,
+                await self._content_changed(),
             ),
             self._policy,
         )
@@ -170,10 +209,11 @@ class Trainer:
             params = self._params()
             # Judged even while pinned: `models unpin` then serves the best waiting version.
             gate = await self._gate(users, histories, params)
+            content = await self._content_inputs(data)
             started = time.perf_counter()
             loop = asyncio.get_running_loop()
             fitted = await loop.run_in_executor(
-                self._fit_executor, partial(fit_als, data, **params)
+                self._fit_executor, partial(fit_cf, data, content, **params)
             )
             fit_s = time.perf_counter() - started
             model = fitted.model(**params)
@@ -218,6 +258,34 @@ class Trainer:
         if promoted and touched:
             await self.updater.update_users(touched)
         return version
+
+    async def _content_changed(self) -> bool:
+        """Whether a text model serves that the served CF model's cold-start map did not read."""
+        found = await self._text_model() if self._text_model is not None else None
+        model = self.updater.served.fitted
+        if found is None or model is None or found[0] == self._map_tried:
+            return False  # once per text version, even when a fit could not make a map
+        return model.content_map is None or model.content_map.text_version != found[0]
+
+    async def _content_inputs(self, data: InteractionMatrix) -> ContentInputs | None:
+        """The fitted items' content, when a text model serves (None otherwise)."""
+        found = await self._text_model() if self._text_model is not None else None
+        if found is None:
+            return None
+        version, artifact = found
+        self._map_tried = version
+        items = [str(i) for i in data.item_ids]
+        contents = await self._store.item_contents(items)
+        have = [(i, c) for i, c in zip(items, contents, strict=True) if c is not None]
+        from models.text import item_text
+
+        return ContentInputs(
+            [i for i, _ in have],
+            [item_text(c.title, c.text) for _, c in have],
+            [c.categories for _, c in have],
+            str(artifact),
+            version,
+        )
 
     async def _gate(
         self, users: list[str], histories: list[dict[str, float]], params: dict[str, Any]

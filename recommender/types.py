@@ -57,3 +57,4 @@ class ScoredItem:
     title: str | None
     reason: str
     because_item_id: str | None = None  # the user's own item that explains it, when asked
+    predicted: dict[str, float] | None = None  # predicted categories, when it came without

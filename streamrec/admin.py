@@ -115,15 +115,24 @@ async def _list(
             f"{settings.als_min_events:,}, STREAMREC_ALS_MIN_EVENTS)"
         )
         return 0
-    header = f"   {'version':<24}{'events':>10}{'users':>8}{'items':>8}  {'gate':<44}status"
+    gates = [row.gate_text() for row in rows]
+    width = max(len("gate (holdout score vs served, users)"), *map(len, gates)) + 2
+    data = "examples" if family != "cf" else "events"
     print(f"{family}: {len(rows)} versions")
-    print(header)
-    for row in rows:
+    print(
+        f"   {'version':<24}{data:>10}{'users':>8}{'items':>8}  "
+        f"{'gate (holdout score vs served, users)':<{width}}status"
+    )
+    erased = (await FeatureStore(redis, settings).stats()).get("last_erasure_ms", 0)
+    for row, gate in zip(rows, gates, strict=True):
         m = row.meta
         mark = ("*" if row.served else " ") + ("P" if row.pinned else " ")
+        size = m.get("watermark", m.get("examples", 0))
+        older = erased and m.get("created_at", 0) * 1000 < erased
         print(
-            f"{mark} {row.version:<24}{m.get('watermark', 0):>10,}{m.get('users', 0):>8,}"
-            f"{m.get('items', 0):>8,}  {row.gate_text():<44}{row.status_text()}"
+            f"{mark} {row.version:<24}{size:>10,}{m.get('users', 0):>8,}"
+            f"{m.get('items', 0):>8,}  {gate:<{width}}{row.status_text()}"
+            + ("; predates an erasure" if older else "")
         )
     decisions = await life.decisions(8)
     if decisions:
@@ -133,6 +142,12 @@ async def _list(
             why = f"  {d.reason}" if d.reason else ""
             print(f"  {at}  {d.action:<12}{d.version}  by {d.by}{why}")
     print("* serving now, P pinned (refits are kept, not served, until `streamrec models unpin`)")
+    if erased:
+        at = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(erased / 1000))
+        print(
+            f"'predates an erasure': fitted before the last erasure ({at}); the erased users' data "
+            "is in no later version"
+        )
     return 0
 
 

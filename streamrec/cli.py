@@ -108,6 +108,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.bench.serve import run_serve
 
     out: Path = args.out
+    if args.which in {"content", "all"}:
+        from streamrec.bench.content import run_content
+
+        run_content(settings, json_path=args.json or out / "content.json")
     if args.which in {"faults", "all"}:
         run_faults(settings, json_path=args.json or out / "faults.json")
     if args.which in {"quality", "all"}:
@@ -247,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys(sub)
     add_models_parser(sub)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
-    b.add_argument("which", choices=["ingest", "faults", "quality", "freshness", "serve", "all"])
+    b.add_argument(
+        "which",
+        choices=["ingest", "faults", "quality", "freshness", "serve", "content", "all"],
+    )
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")
     b.add_argument("--events", type=int, default=200_000)

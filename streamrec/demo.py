@@ -50,9 +50,18 @@ def run_demo(
     ratings = load_ratings()
     if limit:
         ratings = ratings.sort_values("timestamp").head(limit)
-    events, report = clean_history(ratings, settings.rating_scale)
     catalogue = list(movies(ratings))
     titles = {m.item_id: m.title for m in catalogue}
+    content = None
+    if settings.content_models:
+        from streamrec.demo_content import prepare
+
+        counts = ratings["movieId"].astype(str).value_counts()
+        popularity = {str(k): int(v) for k, v in counts.items()}
+        content = prepare(catalogue, popularity)
+        catalogue = content.catalogue
+        ratings = ratings[ratings["movieId"].astype(str) != content.new_movie.item_id]
+    events, report = clean_history(ratings, settings.rating_scale)
     print(
         f"MovieLens: {report.rows_read:,} ratings of {len(catalogue):,} movies "
         f"({len(report.rejects)} rows left out, {len(report.duplicate_lines)} duplicates)"
@@ -71,6 +80,9 @@ def run_demo(
         ) as producer:
             publish_items(producer, catalogue, total=len(catalogue))
             sent = publish_events(producer, events)
+            for review in content.reviews if content else []:
+                producer.send_event(review)
+                sent += 1
         done = wait_until_served(
             rt.progress, sent, rt.settings.als_min_events, timeout_s, rt.check_children
         )
@@ -85,6 +97,10 @@ def run_demo(
         regular = sorted(counts[(counts >= 20) & (counts <= 200)].index, key=int)
         for user_id in (regular[0], regular[len(regular) // 2], regular[-1]):
             asyncio.run(_show_user(rt, token, str(user_id), titles))
+        if content is not None:
+            from streamrec.demo_content import show
+
+            show(rt, token, content, [str(u) for u in regular])
 
         users, items = asyncio.run(_counts(rt))
         print(

@@ -9,6 +9,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
@@ -18,17 +20,22 @@ from recommender.content_features import (
     ContentExamples,
     SentimentScorer,
     ServedContentModels,
+    repredict,
 )
 from recommender.crypto import UserDataCipher, master_cipher
-from recommender.families import cf_registry, model_registry
+from recommender.families import IMAGE, TEXT, cf_registry, model_registry
 from recommender.feature_store import FeatureStore
 from recommender.keys import CF
+from recommender.listeners import ContentListener
 from recommender.model_state import ModelState
 from recommender.reviews import ReviewStore
 from recommender.settings import Settings
 from recommender.training import Trainer
 from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
+
+if TYPE_CHECKING:  # torch: imported only when the content models are on
+    from recommender.cold_start import ColdStartPlacer
 
 #: Full fits run at this niceness: background training takes only the CPU ingestion leaves.
 FIT_NICENESS = 10
@@ -43,7 +50,10 @@ class WorkerParts:
     handler: RecordHandler
     fit_pool: ProcessPoolExecutor
     content: ServedContentModels | None = None
+    predictor: CategoryPredictor | None = None
+    placer: ColdStartPlacer | None = None
     content_trainer: BaseProcess | None = None
+    _placed_for: str | None = None  # the CF version whose unknown items were placed
 
     @classmethod
     def open(cls, settings: Settings, dead_letters: DeadLetterSink) -> WorkerParts:
@@ -61,24 +71,45 @@ class WorkerParts:
             initargs=(FIT_NICENESS,),
         )
         cf_state = ModelState(redis, CF)
-        trainer = Trainer(store, cf_state, cf_registry(settings.models_dir), settings, fit_pool)
+        registry = model_registry(settings.models_dir)
         learn = settings.content_models
+
+        async def served_text() -> tuple[str, Path] | None:
+            served = await ModelState(redis, TEXT).current()
+            if served is None:
+                return None
+            return served.version, registry.family(TEXT).artifact(served.version)
+
+        trainer = Trainer(
+            store,
+            cf_state,
+            cf_registry(settings.models_dir),
+            settings,
+            fit_pool,
+            text_model=served_text if learn else None,
+        )
         reviews = ReviewStore(
             redis, UserDataCipher(redis, master), store.pseudonym, settings.user_ttl_s, learn
         )
-        content = ServedContentModels(redis, model_registry(settings.models_dir)) if learn else None
+        content = ServedContentModels(redis, registry) if learn else None
+        content_listeners: list[ContentListener] = []
+        predictor = placer = None
+        if content is not None:
+            from recommender.cold_start import ColdStartPlacer  # torch: only when used
+
+            placer = ColdStartPlacer(store, trainer.updater, trainer.vectors, registry.family(TEXT))
+            predictor = CategoryPredictor(content, settings.predicted_category_min_p)
+            content_listeners = [ContentExamples(redis), placer]
         handler = RecordHandler(
             store,
             listeners=[trainer.updater],
             dead_letters=dead_letters,
             recorders=[reviews],
             enrichers=[SentimentScorer(content)] if content else [],
-            content_listeners=[ContentExamples(redis)] if content else [],
-            content_enrichers=(
-                [CategoryPredictor(content, settings.predicted_category_min_p)] if content else []
-            ),
+            content_listeners=content_listeners,
+            content_enrichers=[predictor] if predictor else [],
         )
-        return cls(settings, redis, store, trainer, handler, fit_pool, content)
+        return cls(settings, redis, store, trainer, handler, fit_pool, content, predictor, placer)
 
     def start(self) -> None:
         """Start the content trainer's process (when the content models are on)."""
@@ -94,10 +125,17 @@ class WorkerParts:
         self.content_trainer = proc
 
     async def sync_models(self) -> None:
-        """Follow the served versions of every family this worker uses."""
-        await self.trainer.sync()
-        if self.content is not None:
-            await self.content.sync()
+        """Follow the served versions of every family this worker uses: a new text or image
+        model predicts again the categories of the items that came without any; a new CF
+        version places the items it does not know from their content."""
+        served = await self.trainer.sync()
+        if self.content is None or self.predictor is None or self.placer is None:
+            return
+        if await self.content.sync() & {TEXT, IMAGE}:
+            await repredict(self.store, self.predictor)
+        if served is not None and served.version != self._placed_for:
+            self._placed_for = served.version
+            await self.placer.place_unknown()
 
     async def aclose(self) -> None:
         """Stop the fit process (a fit in flight is abandoned: the next refit redoes it) and

@@ -69,6 +69,11 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.model_log("{family}"),
         keys.user_reviews("{p}"),
         keys.item_image("{id}"),
+        keys.ITEMS_UNCATEGORISED,
+        keys.CONTENT_EXAMPLES,
+        keys.REVIEW_EXAMPLES,
+        keys.train_cursor("{stream}"),
+        keys.TRAIN_LEASE,
         *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
     ]
     readme = (ROOT / "README.md").read_text()

@@ -39,3 +39,10 @@ def test_nothing_new_is_never_due_even_when_asked():
 def test_each_trigger(change, due, reason):
     decision = decide_refit(replace(BASE, **change), POLICY)
     assert (decision.due, decision.reason) == (due, reason)
+
+
+def test_a_new_text_model_refits_even_with_nothing_new_but_not_too_soon():
+    clock = replace(BASE, applied=10_000, content_changed=True)
+    assert not decide_refit(clock, POLICY).due  # 5 s after the last fit
+    d = decide_refit(replace(clock, since_fit_s=11), POLICY)
+    assert d.due and d.reason.startswith("a new text model serves")

@@ -1,0 +1,84 @@
+"""Where the served CF model will place a new item from its content, computed outside the
+worker (with the same map and text model), and which user it suits best: what the demo and the
+benchmark need to show a brand-new item reaching a matching user's recommendations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from models.text import TextClassifier, item_text
+from recommender import keys
+from recommender.cf_vectors import decode_vector
+from recommender.connections import redis_sync
+from recommender.families import TEXT, cf_registry, model_registry
+from recommender.settings import Settings
+from streams.records import ContentV1
+
+
+def cold_start_ready(settings: Settings) -> tuple[str, str] | None:
+    """(CF version, text version) when the served CF model's cold-start map reads the served
+    text model; None before."""
+    client = redis_sync(settings.infra.redis_url)
+    try:
+        cf = client.hget(keys.model_current(keys.CF), "version")
+        text = client.hget(keys.model_current(TEXT), "version")
+    finally:
+        client.close()
+    if not cf or not text:
+        return None
+    cmap = cf_registry(settings.models_dir).load(str(cf)).content_map
+    if cmap is None or cmap.text_version != text:
+        return None
+    return str(cf), str(text)
+
+
+def wait_cold_start(settings: Settings, timeout_s: float, check: object = None) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(check):
+            check()
+        found = cold_start_ready(settings)
+        if found is not None:
+            return found
+        time.sleep(1.0)
+    raise TimeoutError("no CF model with a cold-start map for the served text model")
+
+
+def matching_users(
+    settings: Settings, cf_version: str, items: Sequence[ContentV1], user_ids: Iterable[str]
+) -> list[str]:
+    """For each item, the user (of ``user_ids``) whose taste it is closest to, among every item
+    (cosine, as serving's new-item places choose): the placement the worker will compute, scored
+    against every user's vector."""
+    cf = cf_registry(settings.models_dir).load(cf_version)
+    if cf.content_map is None:
+        raise ValueError(f"CF version {cf_version} has no cold-start map")
+    text: TextClassifier = (
+        model_registry(settings.models_dir).family(TEXT).load(cf.content_map.text_version)
+    )
+    secret = settings.pseudonym_secret
+    ids = {keys.pseudonymize(secret, u): u for u in user_ids}
+    client = redis_sync(settings.infra.redis_url)
+    try:
+        raw = client.hmget(keys.user_vectors(cf_version), list(ids))
+    finally:
+        client.close()
+    found = [(ids[p], v.vector) for p, r in zip(ids, raw, strict=True) if (v := decode_vector(r))]
+    users = [u for u, _ in found]
+    matrix = np.stack([v for _, v in found])
+    placed = cf.content_map.place(
+        text.embed([item_text(it.title, it.text) for it in items]),
+        [dict.fromkeys(it.categories, 1.0) for it in items],
+    )
+    unit = matrix / (np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-9)
+    catalogue = cf.item_factors / (np.linalg.norm(cf.item_factors, axis=1, keepdims=True) + 1e-9)
+    known = unit @ catalogue.T  # [users, items]
+    out = []
+    for f in placed:
+        mine = unit @ (f / (np.linalg.norm(f) + 1e-9))
+        ahead = (known > mine[:, None]).sum(axis=1)  # items closer to each user's taste
+        out.append(users[int(ahead.argmin())])
+    return out
