@@ -137,8 +137,13 @@ class ContentClassifier(ABC):
         """The inverse of `extras`."""
 
     def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
-        """Optimiser parameter groups (a subclass may give its wide half its own rate)."""
-        return [{"params": list(net.parameters())}]
+        """Optimiser parameter groups: a network's wide half (its `WideBag`) learns at
+        `wide_lr` (a linear model over sparse n-grams wants a larger step than the deep half)."""
+        wide = [p for m in net.modules() if isinstance(m, WideBag) for p in m.parameters()]
+        if not wide or "wide_lr" not in self.config:
+            return [{"params": list(net.parameters())}]
+        deep = [p for p in net.parameters() if all(p is not w for w in wide)]
+        return [{"params": deep}, {"params": wide, "lr": float(self.config["wide_lr"])}]
 
     # --- shared ---------------------------------------------------------------------------------
     @property

@@ -76,12 +76,6 @@ class SentimentClassifier(ContentClassifier):
             torch.from_numpy(offsets),
         )
 
-    def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
-        assert isinstance(net, _SentimentNet)
-        wide = list(net.wide.parameters())
-        deep = [p for p in net.parameters() if all(p is not w for w in wide)]
-        return [{"params": deep}, {"params": wide, "lr": float(self.config["wide_lr"])}]
-
     def extras(self) -> dict[str, Any]:
         return {"vocabulary": self.vocabulary}
 

@@ -79,7 +79,7 @@ class RecommendationService:
         recent_items: int = 0,
         recent_decay: float = 0.95,
         new_item_slots: int = 0,
-        new_item_within: int = 50,
+        new_item_within: int = 100,
     ) -> None:
         """``knn_weight`` and ``recent_items``: how much the neighbours of the user's latest
         items count against the ALS score (see `ALSModel.recommend_vector`)."""

@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         1, ge=0, le=10, description="Places in a list kept for items newer than the fit (0: none)"
     )
     serve_new_item_within: int = Field(
-        50,
+        100,
         ge=1,
         description="A new item takes such a place only among the user's this many closest items",
     )

@@ -105,7 +105,7 @@ def show(rt: Runtime, token: str, demo: DemoContent, users: list[str]) -> None:
 
     http = httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10)
     cf_version, _ = wait_cold_start(rt.settings, 60, rt.check_children)
-    [user] = matching_users(rt.settings, cf_version, [demo.new_movie], users)
+    [(user, _)] = matching_users(rt.settings, cf_version, [demo.new_movie], users)
     print(
         f"\nA brand-new movie, {demo.new_movie.title}: no one has rated it. Publishing its "
         f"content, then asking for user {user}'s recommendations..."

@@ -49,10 +49,12 @@ def wait_cold_start(settings: Settings, timeout_s: float, check: object = None) 
 
 def matching_users(
     settings: Settings, cf_version: str, items: Sequence[ContentV1], user_ids: Iterable[str]
-) -> list[str]:
-    """For each item, the user (of ``user_ids``) whose taste it is closest to, among every item
-    (cosine, as serving's new-item places choose): the placement the worker will compute, scored
-    against every user's vector."""
+) -> list[tuple[str, int]]:
+    """For each item, in order, the user (of ``user_ids``) whose taste it is closest to among
+    every item (cosine, as serving's new-item places choose), and who has no closer new item among
+    those before it (serving keeps one place for the closest): the placement the worker will
+    compute, scored against every user's vector. With each user, how many items are closer to
+    their taste than the new one (serving shows it only below `serve_new_item_within`)."""
     cf = cf_registry(settings.models_dir).load(cf_version)
     if cf.content_map is None:
         raise ValueError(f"CF version {cf_version} has no cold-start map")
@@ -76,9 +78,13 @@ def matching_users(
     unit = matrix / (np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-9)
     catalogue = cf.item_factors / (np.linalg.norm(cf.item_factors, axis=1, keepdims=True) + 1e-9)
     known = unit @ catalogue.T  # [users, items]
+    closest_new = np.full(len(users), -np.inf)  # each user's closest new item so far
     out = []
     for f in placed:
         mine = unit @ (f / (np.linalg.norm(f) + 1e-9))
         ahead = (known > mine[:, None]).sum(axis=1)  # items closer to each user's taste
-        out.append(users[int(ahead.argmin())])
+        ahead = np.where(mine > closest_new, ahead, np.iinfo(np.int64).max // 2)
+        best = int(ahead.argmin())
+        out.append((users[best], int(ahead[best])))
+        closest_new = np.maximum(closest_new, mine)
     return out

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -125,3 +126,22 @@ async def run_cli(argv: list[str]) -> int:
             return int(exc.code or 0)
 
     return await asyncio.to_thread(run)
+
+
+def read_topics(settings: Settings, *topics: str, **config: object) -> list[Any]:
+    """Every record of ``topics`` from the start (kafka-python messages), once no more come."""
+    from kafka import KafkaConsumer
+
+    from streams.kafka import bootstrap_servers
+
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers(settings.infra.kafka_url),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        **config,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()

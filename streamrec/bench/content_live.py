@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from recommender.history import clean_history
 from recommender.settings import Settings
-from streamrec.bench.freshness import _background, _probe
+from streamrec.bench.freshness import _background, probes
 from streamrec.bench.ingest import _streamrec_worker
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.content_data import fine_food_reviews
@@ -54,21 +54,6 @@ def _seed(rt: Runtime, held: set[str], timeout_s: float = 900) -> list[str]:
     return sorted(events["user_id"].unique())
 
 
-def _probes(rt: Runtime, users: list[str], items: list[str], token: str) -> list[float]:
-    """Event-to-recommendation latencies for PROBE_SECONDS (the freshness benchmark's probe)."""
-    rng = random.Random(11)
-    latencies: list[float] = []
-    producer = KafkaProducer(**producer_config(rt.settings.infra.kafka_url, linger_ms=0))
-    with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as client:
-        deadline = time.perf_counter() + PROBE_SECONDS
-        while time.perf_counter() < deadline:
-            ms, _ = _probe(rt, producer, client, rng.choice(users), rng.choice(items))
-            latencies.append(ms)
-            time.sleep(rng.uniform(0.05, 0.15))
-    producer.close()
-    return latencies
-
-
 def _with_load(rt: Runtime, work: Any) -> Any:
     stop = threading.Event()
     load = threading.Thread(target=_background, args=(rt.settings, BACKGROUND_RATE, stop))
@@ -83,19 +68,24 @@ def _with_load(rt: Runtime, work: Any) -> Any:
 
 def _new_items(rt: Runtime, new: list[ContentV1], users: list[str], token: str) -> dict[str, Any]:
     """Publish each new item and time it until it shows in the recommendations of the user it
-    suits best (chosen beforehand from the same placement the worker computes)."""
-    cf_version, _ = wait_cold_start(rt.settings, 900, rt.check_children)
-    targets = matching_users(rt.settings, cf_version, new, users)
+    suits best (chosen just before, from the same placement the worker computes); an item close
+    to no one's taste (`serve_new_item_within`) is shown to no one and counted apart."""
     latencies: list[float] = []
-    missed = 0
+    missed = unmatched = 0
     producer = EventProducer(
         rt.settings.infra.kafka_url, rt.settings.topic_events, rt.settings.topic_content
     )
     with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as http:
-        for item, user in zip(new, targets, strict=True):
+        for n, item in enumerate(new):
+            # Against the version served now: refits under the load move every item and user.
+            cf_version, _ = wait_cold_start(rt.settings, 900, rt.check_children)
+            user, closer = matching_users(rt.settings, cf_version, new[: n + 1], users)[-1]
             sent = time.perf_counter()
             producer.send_content(item)
             producer.flush()
+            if closer >= rt.settings.serve_new_item_within:
+                unmatched += 1  # close to no one's taste: shown to no one, by design
+                continue
             while True:
                 body = http.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
                 if any(i["item_id"] == item.item_id for i in body["items"]):
@@ -110,6 +100,7 @@ def _new_items(rt: Runtime, new: list[ContentV1], users: list[str], token: str) 
     p50, p99 = _percentiles(latencies)
     return {
         "new_items": len(new),
+        "new_items_matching_no_one": unmatched,
         "new_item_to_recs_p50_ms": p50,
         "new_item_to_recs_p99_ms": p99,
         "new_items_missed_10s": missed,
@@ -127,7 +118,7 @@ def _system(settings: Settings, content: bool, new: list[ContentV1]) -> dict[str
         if content:
             out |= _with_load(rt, lambda: _new_items(rt, new, users, token))
         items = sorted({m.item_id for m in movies(load_ratings())} - {i.item_id for i in new})
-        latencies = _with_load(rt, lambda: _probes(rt, users, items, token))
+        latencies, _ = _with_load(rt, lambda: probes(rt, users, items, token, PROBE_SECONDS))
         p50, p99 = _percentiles(latencies)
         tag = "on" if content else "off"
         return out | {

@@ -87,6 +87,26 @@ def _probe(
     raise TimeoutError(f"the event for {user} was not reflected within 30 s")
 
 
+def probes(
+    rt: Runtime, users: list[str], items: list[str], token: str, seconds: float
+) -> tuple[list[float], list[float]]:
+    """Event-to-recommendation latencies of random probes for ``seconds``, and the API
+    latencies seen meanwhile."""
+    rng = random.Random(11)
+    latencies: list[float] = []
+    calls: list[float] = []
+    producer = KafkaProducer(**producer_config(rt.settings.infra.kafka_url, linger_ms=0))
+    with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as client:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            ms, seen = _probe(rt, producer, client, rng.choice(users), rng.choice(items))
+            latencies.append(ms)
+            calls.extend(seen)
+            time.sleep(rng.uniform(0.05, 0.15))
+    producer.close()
+    return latencies, calls
+
+
 def _training_costs(settings: Settings) -> dict[str, float]:
     """Full refit of MovieLens, and per-user incremental updates, in this process."""
     events, _ = clean_history(load_ratings())
@@ -143,18 +163,7 @@ def run_freshness(
         )
         load.start()
         time.sleep(3)  # the load reaches its rate
-        rng = random.Random(11)
-        latencies: list[float] = []
-        calls: list[float] = []
-        producer = KafkaProducer(**producer_config(rt.settings.infra.kafka_url, linger_ms=0))
-        with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as client:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                ms, seen = _probe(rt, producer, client, rng.choice(users), rng.choice(items))
-                latencies.append(ms)
-                calls.extend(seen)
-                time.sleep(rng.uniform(0.05, 0.15))
-        producer.close()
+        latencies, calls = probes(rt, users, items, token, seconds)
         stop.set()
         load.join(30)
     lat, api = np.asarray(latencies), np.asarray(calls)

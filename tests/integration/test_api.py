@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from kafka import KafkaConsumer
 from pydantic import SecretStr
 
 from api.app import create_app
@@ -22,8 +21,7 @@ from recommender.model_state import ModelState
 from recommender.serving import REASON_CF
 from recommender.training import Trainer
 from recommender.types import ItemMeta
-from streams.kafka import bootstrap_servers
-from tests.conftest import serve_api
+from tests.conftest import read_topics, serve_api
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions, fan_of_scifi
 
 pytestmark = pytest.mark.integration
@@ -164,15 +162,10 @@ async def test_posted_events_and_items_reach_kafka_and_invalid_ones_are_explaine
         resp = await api.post("/v1/items", json={"items": [item]}, headers=key(tokens["write"]))
         assert resp.status_code == 202 and resp.json()["accepted"] == 1
 
-    consumer = KafkaConsumer(
-        settings.topic_events,
-        settings.topic_content,
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    got = {(m.topic, m.key.decode()) for m in consumer}
-    consumer.close()
+    got = {
+        (m.topic, m.key.decode())
+        for m in read_topics(settings, settings.topic_events, settings.topic_content)
+    }
     assert got == {(settings.topic_events, f"u{i}") for i in range(3)} | {
         (settings.topic_content, "i1")
     }

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from kafka import KafkaConsumer
 
 from recommender.crypto import UserDataCipher, master_cipher
 from streamrec.embedded import free_port
-from streams.kafka import bootstrap_servers, create_topics
+from streams.kafka import create_topics
 from streams.records import EventV1
+from tests.conftest import read_topics
 
 pytestmark = pytest.mark.integration
 
@@ -134,14 +134,9 @@ def test_import_keeps_ids_reports_rows_and_writes_rejects(tmp_path, settings):
     assert "line 3" in result.stdout and "line 4" in result.stdout and "line 5" in result.stdout
     assert "published 2 events" in result.stdout
     assert (tmp_path / "bad.csv").read_text().count("\n") == 4  # header and three rows
-    consumer = KafkaConsumer(
-        settings.topic_events,
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    events = [EventV1.model_validate_json(m.value) for m in consumer]
-    consumer.close()
+    events = [
+        EventV1.model_validate_json(m.value) for m in read_topics(settings, settings.topic_events)
+    ]
     assert sorted((e.user_id, e.item_id) for e in events) == [("007", "0318"), ("u3", "i3")]
 
 

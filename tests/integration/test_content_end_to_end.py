@@ -10,17 +10,15 @@ import time
 
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from recommender import keys
 from recommender.connections import redis_sync
 from streamrec.content_data import fine_food_reviews, movielens_movies
 from streamrec.movielens import load_ratings
 from streamrec.runtime import Runtime
-from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
 from streams.records import ContentV1, DeadLetterV1, EventV1
-from tests.conftest import make_settings
+from tests.conftest import make_settings, read_topics
 
 pytestmark = pytest.mark.integration
 
@@ -181,14 +179,9 @@ def test_content_models_through_the_real_system(infra, tmp_path, redis):
         assert float(weights["food-a"]) > float(weights["food-b"])
         client.close()
 
-    consumer = KafkaConsumer(
-        s.topic_dead_letter,
-        bootstrap_servers=bootstrap_servers(s.kafka_url or ""),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    letters = [DeadLetterV1.model_validate_json(m.value) for m in consumer]
-    consumer.close()
+    letters = [
+        DeadLetterV1.model_validate_json(m.value) for m in read_topics(s, s.topic_dead_letter)
+    ]
     assert [d.reason for d in letters if "image" in d.reason] == [
         next(d.reason for d in letters if "does not decode" in d.reason)
     ]

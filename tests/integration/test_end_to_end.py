@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from recommender.settings import Settings
 from recommender.types import Interaction
@@ -17,6 +16,7 @@ from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
 from streams.records import ContentV1, DeadLetterV1, EventV1
+from tests.conftest import read_topics
 from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
 
 pytestmark = pytest.mark.integration
@@ -82,14 +82,10 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         # A refit takes longer than the refit timer's interval: it runs as a task of its own.
         assert "is overlapping" not in (rt.log_dir / "worker.log").read_text()
 
-    consumer = KafkaConsumer(
-        settings.topic_dead_letter,
-        bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    letters = [DeadLetterV1.model_validate_json(m.value) for m in consumer]
-    consumer.close()
+    letters = [
+        DeadLetterV1.model_validate_json(m.value)
+        for m in read_topics(settings, settings.topic_dead_letter)
+    ]
     assert len(letters) == 1
     assert letters[0].topic == settings.topic_events
     assert json.loads(base64.b64decode(letters[0].original_b64)) == {"event_id": 42}

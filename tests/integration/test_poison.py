@@ -4,11 +4,12 @@ import base64
 import random
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.records import DeadLetterV1
+from tests.conftest import read_topics
 from tests.poison import poison_payloads, valid_payloads
 
 pytestmark = pytest.mark.integration
@@ -41,15 +42,10 @@ def test_worker_survives_poison_and_loses_nothing(settings, redis):
     assert stats.get("events_applied") == N_VALID
     assert stats.get("dead_letters") == N_POISON
 
-    consumer = KafkaConsumer(
-        settings.topic_dead_letter,
-        bootstrap_servers=bootstrap_servers(settings.kafka_url),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    letters = [DeadLetterV1.model_validate_json(m.value) for m in consumer]
-    consumer.close()
+    letters = [
+        DeadLetterV1.model_validate_json(m.value)
+        for m in read_topics(settings, settings.topic_dead_letter, fetch_max_bytes=64 * 1024 * 1024)
+    ]
     assert len(letters) == N_POISON
     assert all(d.reason and d.offset is not None for d in letters)
     assert sorted(base64.b64decode(d.original_b64) for d in letters) == sorted(poison)
