@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,9 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.metrics_feed import MetricsFeed
 from api.middleware import HardeningMiddleware
 from api.publisher import Publisher
-from api.routes import events, health, items, metrics, users
+from api.routes import dashboard, events, health, items, metrics, users
 from api.telemetry import ApiMetrics
 from recommender.access import ApiKeyStore, RateLimiter
 from recommender.cf_vectors import CFVectors
@@ -19,12 +23,17 @@ from recommender.connections import redis_async
 from recommender.crypto import UserDataCipher, check_master_keys, master_cipher
 from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
+from recommender.impressions import ImpressionStore
 from recommender.keys import CF
+from recommender.metrics import MetricsWindow
 from recommender.model_state import ModelState
 from recommender.privacy import UserDataService
 from recommender.reviews import ReviewStore
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
+from streams.metrics import MetricsPublisher, now_ms
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -40,40 +49,99 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         redis = redis_async(redis_url)
         publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content)
+        background_task: asyncio.Task[None] | None = None
+        feed = MetricsFeed(kafka_url, settings.topic_metrics)
         try:
             await check_master_keys(redis, master)
             store = FeatureStore(redis, settings)
             cipher = UserDataCipher(redis, master)
             cf_state = ModelState(redis, CF)
             reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
+            impressions = ImpressionStore(redis, settings.attribution_window_s)
+            service = RecommendationService(
+                store,
+                cf_state,
+                cf_registry(settings.models_dir),
+                pointer_check_s=settings.api_model_check_s,
+                title_ttl_s=settings.api_title_cache_s,
+                knn_weight=settings.serve_knn_weight,
+                recent_items=settings.serve_recent_items,
+                recent_decay=settings.serve_recent_decay,
+                new_item_slots=settings.serve_new_item_slots,
+                new_item_within=settings.serve_new_item_within,
+                challenger_share=settings.ab_challenger_share,
+            )
+            metrics_out = _metrics_publisher(publisher)
+            background_task = asyncio.create_task(
+                _background(metrics_out, impressions, store, service)
+            )
             yield {
                 "settings": settings,
                 "store": store,
-                "service": RecommendationService(
-                    store,
-                    cf_state,
-                    cf_registry(settings.models_dir),
-                    pointer_check_s=settings.api_model_check_s,
-                    title_ttl_s=settings.api_title_cache_s,
-                    knn_weight=settings.serve_knn_weight,
-                    recent_items=settings.serve_recent_items,
-                    recent_decay=settings.serve_recent_decay,
-                    new_item_slots=settings.serve_new_item_slots,
-                    new_item_within=settings.serve_new_item_within,
-                ),
+                "service": service,
                 "privacy": UserDataService(
-                    redis, store, cipher, reviews, CFVectors(redis, cf_state)
+                    redis, store, cipher, reviews, CFVectors(redis, cf_state), [impressions]
                 ),
+                "impressions": impressions,
+                "feed": feed,
                 "api_keys": ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
                 "limiter": RateLimiter(redis, settings.api_rate_per_s, settings.api_rate_burst),
                 "publisher": publisher,
                 "metrics": telemetry,
             }
         finally:
+            if background_task is not None:
+                background_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background_task
+                with contextlib.suppress(Exception):
+                    await impressions.flush()
+                if settings.metrics_publish:
+                    await _sample_gauges(store, service)
+                    await metrics_out.flush()  # the last, partial window
+            await feed.aclose()
             publisher.close()
             await redis.aclose()
 
-    telemetry = ApiMetrics()
+    telemetry = ApiMetrics(MetricsWindow(settings.metrics_window_ms))
+
+    def _metrics_publisher(publisher: Publisher) -> MetricsPublisher:
+        async def send(records: list[tuple[str, bytes]]) -> None:
+            await publisher.publish(settings.topic_metrics, records)
+
+        return MetricsPublisher(telemetry.window, send, f"/streamrec/api/{settings.instance_id}")
+
+    async def _sample_gauges(store: FeatureStore, service: RecommendationService) -> None:
+        """The gauges this replica sets as a window closes: coverage and the served version."""
+        try:
+            _, catalogue = await store.counts()
+            telemetry.close_coverage(catalogue)
+            telemetry.window.clear("streamrec_served_version")
+            version = await service.served_version()
+            if version is not None:
+                telemetry.window.set("streamrec_served_version", 1, family=CF, version=version)
+        except Exception as exc:
+            log.warning("could not sample the API's gauges: %s", exc)
+
+    async def _background(
+        out: MetricsPublisher,
+        impressions: ImpressionStore,
+        store: FeatureStore,
+        service: RecommendationService,
+    ) -> None:
+        """Every 0.1 s the impressions served since; once per window this replica's metric
+        records."""
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                await impressions.flush()
+            except Exception as exc:
+                log.warning("could not write impressions (attribution misses them): %s", exc)
+            if not settings.metrics_publish or not out.window.due(now_ms()):
+                continue
+            await _sample_gauges(store, service)
+            await out.publish_due()
+
     docs = settings.api_docs
     app = FastAPI(
         title="streamrec",
@@ -85,13 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_size=settings.api_max_body_bytes,  # 413 beyond it, declared or streamed
     )
     _document_max_k(app, settings.max_k)
-    for router in (users.router, items.router, events.router, health.router, metrics.router):
-        app.include_router(router)
-    app.add_middleware(
-        HardeningMiddleware,
-        requests=telemetry.requests,
-        latency=telemetry.latency,
-    )
+    routers = (users, items, events, health, metrics, dashboard)
+    for module in routers:
+        app.include_router(module.router)
+    app.add_middleware(HardeningMiddleware, telemetry=telemetry)
     return app
 
 

@@ -11,9 +11,11 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 
+from api.metrics_feed import MetricsFeed
 from api.publisher import Publisher
 from api.telemetry import ApiMetrics
 from recommender.feature_store import FeatureStore
+from recommender.impressions import ImpressionStore
 from recommender.privacy import UserDataService
 from recommender.serving import RecommendationService
 from recommender.settings import Settings
@@ -41,6 +43,8 @@ ServiceDep = Annotated[
 PrivacyDep = Annotated[UserDataService, Depends(_from_state("privacy", UserDataService))]
 PublisherDep = Annotated[Publisher, Depends(_from_state("publisher", Publisher))]
 MetricsDep = Annotated[ApiMetrics, Depends(_from_state("metrics", ApiMetrics))]
+FeedDep = Annotated[MetricsFeed, Depends(_from_state("feed", MetricsFeed))]
+ImpressionsDep = Annotated[ImpressionStore, Depends(_from_state("impressions", ImpressionStore))]
 
 
 def capped_k(k: int, settings: Settings) -> int:

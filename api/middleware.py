@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.telemetry import ApiMetrics
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -22,10 +23,9 @@ SECURITY_HEADERS = [
 class HardeningMiddleware:
     """Adds security headers to every response; counts and times requests by route."""
 
-    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+    def __init__(self, app: ASGIApp, telemetry: ApiMetrics) -> None:
         self.app = app
-        self.requests = requests
-        self.latency = latency
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,5 +46,5 @@ class HardeningMiddleware:
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.requests.labels(scope["method"], path, str(status)).inc()
-            self.latency.labels(path).observe(time.perf_counter() - started)
+            ms = (time.perf_counter() - started) * 1000
+            self.telemetry.request(path, scope["method"], status, ms)

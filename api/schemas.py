@@ -59,6 +59,9 @@ class RecommendationsOut(BaseModel):
     user_event_ms: int | None = Field(
         None, description="Time of the newest event of the user's folded into their vector"
     )
+    bucket: str = Field(
+        "control", description="A/B bucket: `control` (the served version) or `challenger`"
+    )
     items: list[RecommendedItem]
 
 

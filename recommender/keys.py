@@ -132,6 +132,29 @@ def item_image(item_id: str) -> str:
     return f"{ITEM_PREFIX}{item_id}:image"
 
 
+IMPRESSION_PREFIX = "imp:"
+#: Items of one user's served lists kept for attribution by item; beyond it the oldest go.
+SHOWN_MAX_ITEMS = 500
+
+
+def impression(recommendation_id: str) -> str:
+    """A served list: user pseudonym, items in order, model version, A/B bucket, time, and
+    whether an outcome hit it. TTL: the attribution window."""
+    return f"{IMPRESSION_PREFIX}{recommendation_id}"
+
+
+def user_shown(pseudonym: str) -> str:
+    """Items the user was shown -> the recommendation id of the newest list that showed each
+    (at most SHOWN_MAX_ITEMS). TTL: the attribution window."""
+    return f"{USER_PREFIX}{pseudonym}:shown"
+
+
+def user_impressions(pseudonym: str) -> str:
+    """The user's served lists (recommendation ids, scored by time), so that attribution by
+    item finds the list and erasure finds every `imp:` key. TTL: the attribution window."""
+    return f"{USER_PREFIX}{pseudonym}:imps"
+
+
 CATEGORY_PREFIX = "cat:"
 
 

@@ -239,7 +239,12 @@ class ModelLifecycle(Generic[M]):
         return await self._state.decisions(n)
 
     async def promote(
-        self, version: str, pinned: bool = True, by: str = "operator", rollback: bool = False
+        self,
+        version: str,
+        pinned: bool = True,
+        by: str = "operator",
+        rollback: bool = False,
+        reason: str = "",
     ) -> int:
         """Serve ``version`` (pinned by default, so a refit cannot replace it), prepared first
         (CF: every live user's vector, if it has none). Returns how many users were folded in."""
@@ -254,7 +259,7 @@ class ModelLifecycle(Generic[M]):
             int(meta.get("watermark", 0)),
             pinned=pinned,
             by=by,
-            reason="pinned" if pinned else "",
+            reason=reason or ("pinned" if pinned else ""),
             rollback=rollback,
         )
         return folded

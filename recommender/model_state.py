@@ -164,6 +164,12 @@ class ModelState:
         raw = await self._redis.hgetall(keys.model_challenger(self.family))
         return {str(k): str(v) for k, v in raw.items()}
 
+    async def log(self, decision: Decision) -> None:
+        """Record a decision that moves nothing (a monitor asked for a refit)."""
+        pipe = self._redis.pipeline(transaction=False)
+        self.queue_log(pipe, decision)
+        await pipe.execute()
+
     async def decisions(self, n: int = keys.MODEL_LOG_LEN) -> list[Decision]:
         """The newest ``n`` decisions, newest first."""
         return [Decision.decode(str(r)) for r in await self._redis.lrange(self._log, 0, n - 1)]

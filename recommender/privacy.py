@@ -9,6 +9,7 @@ erasure removes both, and destroys the data key so that any copy of a profile to
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,8 @@ class UserDataService:
         The user's encrypted review texts.
     vectors
         The CF model's user vectors.
+    others
+        Further stores of per-user data (the impressions served to the user).
 
     Erasure asks every one of these stores to `forget` the user. A per-user key family that no
     store forgets is caught by `tests/integration/test_privacy.py`, which derives the families
@@ -54,12 +57,14 @@ class UserDataService:
         cipher: UserDataCipher,
         reviews: ReviewStore,
         vectors: Forgetter,
+        others: Sequence[Forgetter] = (),
     ) -> None:
         self._redis = redis
         self._store = store
         self._cipher = cipher
         self._reviews = reviews
         self._vectors = vectors
+        self._others = list(others)
 
     async def put_profile(self, user_id: str, profile: dict[str, Any]) -> None:
         p = self._store.pseudonym(user_id)
@@ -112,7 +117,8 @@ class UserDataService:
         p = self._store.pseudonym(user_id)
         destroyed = await self._cipher.shred(p)
         deleted = 0
-        for owner in (self._store, self, self._reviews):
+        owners: list[Forgetter] = [self._store, self, self._reviews, *self._others]
+        for owner in owners:
             deleted += await owner.forget(p)
         removed = await self._vectors.forget(p)
         if destroyed or deleted or removed:

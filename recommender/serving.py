@@ -17,7 +17,8 @@ import numpy as np
 from models.als import ALSModel
 from models.base import FactorModel
 from models.registry import FamilyRegistry
-from recommender.cf_vectors import CFVectors, decode_vector
+from recommender.ab_split import CHALLENGER, CONTROL, ChallengerModel, in_challenger_share
+from recommender.cf_vectors import CFVectors, UserVector, decode_vector
 from recommender.feature_store import FeatureStore, ItemCard
 from recommender.model_state import ModelState
 from recommender.served import ServedALS
@@ -59,6 +60,7 @@ class Recommendations:
     items: list[ScoredItem]
     model_version: str | None
     user_event_ms: int | None = None  # newest event folded into the user's vector
+    bucket: str = CONTROL
 
 
 class RecommendationService:
@@ -80,6 +82,7 @@ class RecommendationService:
         recent_decay: float = 0.95,
         new_item_slots: int = 0,
         new_item_within: int = 100,
+        challenger_share: float = 0.0,
     ) -> None:
         """``knn_weight`` and ``recent_items``: how much the neighbours of the user's latest
         items count against the ALS score (see `ALSModel.recommend_vector`)."""
@@ -92,6 +95,8 @@ class RecommendationService:
         self._state = state
         self._vectors = CFVectors(store.redis, state)
         self._served = ServedALS(state, registry, self._vectors, pointer_check_s)
+        self._challenger_share = challenger_share
+        self._challenger = ChallengerModel(state, registry, max(pointer_check_s, 1.0))
         self._title_ttl_s = title_ttl_s
         self._titles: dict[str, tuple[float, ItemCard]] = {}
 
@@ -137,14 +142,26 @@ class RecommendationService:
         one the model cannot fill k for, gets popular items."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
+        pseudonym = self._store.pseudonym(user_id)
+        challenger = None
+        if in_challenger_share(pseudonym, self._challenger_share):
+            challenger = await self._challenger.current(version)
+        if challenger is not None:
+            (version, model), bucket = challenger, CHALLENGER
+        else:
+            bucket = CONTROL
         # One round trip for the user's features and their vector (each store queues its own).
         pipe = self._store.redis.pipeline(transaction=False)
-        self._store.queue_serving_state(pipe, self._store.pseudonym(user_id), self._recent_items)
-        if version is not None:
-            self._vectors.queue_user_vector(pipe, version, self._store.pseudonym(user_id))
+        self._store.queue_serving_state(pipe, pseudonym, self._recent_items)
+        if version is not None and challenger is None:
+            self._vectors.queue_user_vector(pipe, version, pseudonym)
         rows = await pipe.execute()
         seen, recent = self._store.parse_serving_state(rows, self._recent_items)
-        vec = decode_vector(rows[2]) if version is not None else None
+        vec = decode_vector(rows[2]) if version is not None and challenger is None else None
+        if challenger is not None and model is not None:
+            # The worker folds users into the served version only: the challenger's vector is
+            # solved here, from the same history (one least-squares solve).
+            vec = await self._challenger_vector(model, pseudonym)
         excluded = seen | set(exclude)
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
@@ -167,8 +184,18 @@ class RecommendationService:
                 user_id, model, [i for i, _, r in items if r == REASON_CF]
             )
         return Recommendations(
-            user_id, await self._scored(items, because), version, vec.as_of if vec else None
+            user_id,
+            await self._scored(items, because),
+            version,
+            vec.as_of if vec else None,
+            bucket,
         )
+
+    async def _challenger_vector(self, model: ALSModel, pseudonym: str) -> UserVector | None:
+        histories, as_of = await self._store.histories_and_last_seen([pseudonym])
+        if not histories or not histories[0]:
+            return None
+        return UserVector(model.user_vectors(histories)[0], as_of.get(pseudonym, 0))
 
     def _with_new_items(
         self,

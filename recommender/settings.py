@@ -59,6 +59,39 @@ class Settings(BaseSettings):
         10, ge=1, le=5000, description="How long the broker may hold an empty fetch"
     )
 
+    # Attribution and A/B
+    attribution_window_s: int = Field(
+        1800, ge=10, le=7 * 86400, description="An outcome counts for a list served this recently"
+    )
+    attribution_hit_k: int = Field(
+        10, ge=1, le=1000, description="A list is a hit when one of its first k items is"
+    )
+    ab_challenger_share: float = Field(
+        0.0, ge=0, le=0.5, description="Share of users served the CF challenger (0: no split)"
+    )
+
+    # Monitoring
+    monitor: bool = Field(
+        True, description="Let the monitor request refits, promote and roll back on evidence"
+    )
+    monitor_min_lists: int = Field(
+        200, ge=10, description="Lists each side must have served before a test is decided"
+    )
+    monitor_z: float = Field(2.576, gt=0, description="z a one-sided test must reach")
+    monitor_drift_drop: float = Field(
+        0.2, gt=0, lt=1, description="Fall in hit rate that makes an ADWIN cut a drift"
+    )
+
+    # Metrics
+    metrics_publish: bool = Field(
+        True, description="Publish one record per metric per second to the metrics topic"
+    )
+    metrics_window_ms: int = Field(1000, ge=100, le=60_000, description="A metric record's window")
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve the worker's Prometheus metrics on this port"
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="Where that endpoint listens")
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)

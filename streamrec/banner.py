@@ -37,6 +37,7 @@ def print_banner(rt: Runtime, token: str | None, empty: bool) -> None:
     )
     if token:
         print(f"An API key for this run (every scope; the X-API-Key header):\n  {token}\n")
+        print(f"The live dashboard:\n  {rt.api_url}/v1/dashboard#key={token}\n")
     print(
         "In another shell, this line connects `streamrec` commands and the README's examples "
         "to this run:\n"
@@ -53,6 +54,7 @@ def print_banner(rt: Runtime, token: str | None, empty: bool) -> None:
         "Then, for example:\n"
         '  curl -H "X-API-Key: $STREAMREC_API_KEY" '
         '"$STREAMREC_API_URL/v1/users/1/recommendations?k=5&explain=true"\n'
+        "  streamrec metrics        # the metrics topic, live\n"
         "Ctrl-C stops everything.",
         flush=True,
     )

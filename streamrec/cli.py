@@ -100,6 +100,13 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return run_import(settings, args)
 
 
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.metrics_console import run_metrics
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    return run_metrics(settings, args)
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.bench.faults import run_faults
     from streamrec.bench.freshness import run_freshness
@@ -125,6 +132,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         run_freshness(settings, json_path=args.json or out / "freshness.json")
     if args.which in {"serve", "all"}:
         run_serve(settings, seconds=args.seconds, json_path=args.json or out / "serve.json")
+    if args.which in {"monitor", "all"}:
+        from streamrec.bench.monitor import run_monitor_bench
+
+        run_monitor_bench(settings, json_path=args.json or out / "monitor.json")
     if args.which in {"ingest", "all"}:
         run_ingest(
             settings,
@@ -250,10 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys(sub)
     add_models_parser(sub)
+    m = sub.add_parser(
+        "metrics",
+        help="watch the metrics topic live (or --json)",
+        description="Tail the metrics topic: a live console of throughput, lag, freshness, API "
+        "latency and served versions, or with --json one record per line as published (README, "
+        "Monitoring). Needs STREAMREC_KAFKA_URL (the export line `streamrec up` prints).",
+        epilog=EPILOG_ENV,
+    )
+    m.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    m.add_argument(
+        "--from-beginning", action="store_true", help="start from the oldest retained record"
+    )
+    m.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    m.set_defaults(func=cmd_metrics)
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
     b.add_argument(
         "which",
-        choices=["ingest", "faults", "quality", "freshness", "serve", "content", "all"],
+        choices=["ingest", "faults", "quality", "freshness", "serve", "content", "monitor", "all"],
     )
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from recommender.attribution import Attributor
 from recommender.connections import redis_async
 from recommender.content_features import (
     CategoryPredictor,
@@ -25,8 +26,10 @@ from recommender.content_features import (
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.families import IMAGE, TEXT, cf_registry, model_registry
 from recommender.feature_store import FeatureStore
+from recommender.impressions import ImpressionStore
 from recommender.keys import CF
 from recommender.listeners import ContentListener
+from recommender.metrics import MetricsWindow
 from recommender.model_state import ModelState
 from recommender.reviews import ReviewStore
 from recommender.settings import Settings
@@ -49,6 +52,7 @@ class WorkerParts:
     trainer: Trainer
     handler: RecordHandler
     fit_pool: ProcessPoolExecutor
+    metrics: MetricsWindow
     content: ServedContentModels | None = None
     predictor: CategoryPredictor | None = None
     placer: ColdStartPlacer | None = None
@@ -62,6 +66,7 @@ class WorkerParts:
         master = master_cipher(settings.require_master_keys())
         redis = redis_async(redis_url)
         store = FeatureStore(redis, settings)
+        metrics = MetricsWindow(settings.metrics_window_ms)
         # Full fits run in their own process (spawned: this one has threads), off the worker's
         # GIL, at low priority.
         fit_pool = ProcessPoolExecutor(
@@ -102,14 +107,40 @@ class WorkerParts:
             content_listeners = [ContentExamples(redis), placer]
         handler = RecordHandler(
             store,
-            listeners=[trainer.updater],
+            # The CF updater first: attribution must not delay the recommendations' freshness.
+            listeners=[
+                trainer.updater,
+                Attributor(
+                    ImpressionStore(redis, settings.attribution_window_s),
+                    store.pseudonym,
+                    metrics,
+                    settings.attribution_hit_k,
+                ),
+            ],
             dead_letters=dead_letters,
             recorders=[reviews],
             enrichers=[SentimentScorer(content)] if content else [],
             content_listeners=content_listeners,
             content_enrichers=[predictor] if predictor else [],
+            metrics=metrics,
         )
-        return cls(settings, redis, store, trainer, handler, fit_pool, content, predictor, placer)
+        return cls(
+            settings, redis, store, trainer, handler, fit_pool, metrics, content, predictor, placer
+        )
+
+    async def sample_gauges(self) -> None:
+        """Set the gauges only this process can read: the served version of every family and
+        Redis's memory."""
+        m = self.metrics
+        m.clear("streamrec_served_version")
+        served = {CF: self.trainer.version}
+        if self.content is not None:
+            served |= {family: cache.version for family, cache in self.content.cache.items()}
+        for family, version in served.items():
+            if version is not None:
+                m.set("streamrec_served_version", 1, family=family, version=version)
+        info = await self.redis.info("memory")
+        m.set("streamrec_redis_memory", float(info.get("used_memory", 0)))
 
     def start(self) -> None:
         """Start the content trainer's process (when the content models are on)."""

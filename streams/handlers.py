@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +28,7 @@ from recommender.listeners import (
     EventListener,
     EventRecorder,
 )
+from recommender.metrics import MetricsWindow
 from recommender.types import Interaction, ItemMeta
 from streams.records import dead_letter, decode_content, decode_event
 
@@ -42,6 +45,12 @@ class RawRecord:
     offset: int | None
     key: bytes | None
     value: bytes
+    timestamp_ms: int | None = None  # when Kafka appended it (or its producer made it)
+
+
+def _millis_since(records: Sequence[RawRecord]) -> list[float]:
+    now = time.time() * 1000
+    return [max(0.0, now - r.timestamp_ms) for r in records if r.timestamp_ms is not None]
 
 
 T = TypeVar("T")
@@ -99,6 +108,9 @@ class RecordHandler:
     enrichers, content_enrichers
         Add what models read (a review's sentiment, an item's predicted categories) before a
         batch is applied or stored; when one fails, the batch goes on without it.
+    metrics
+        Counts what came in, what was applied, duplicated or dead-lettered, and how long after
+        its append to Kafka an event's features and recommendations reflected it.
     """
 
     def __init__(
@@ -110,8 +122,10 @@ class RecordHandler:
         recorders: Sequence[EventRecorder] = (),
         enrichers: Sequence[EventEnricher] = (),
         content_enrichers: Sequence[ContentEnricher] = (),
+        metrics: MetricsWindow | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or MetricsWindow()
         self._listeners = list(listeners)
         self._content_listeners = list(content_listeners)
         self._recorders = list(recorders)
@@ -127,6 +141,7 @@ class RecordHandler:
             dead_letter(reason, record.topic, record.partition, record.offset, record.value),
         )
         self._rejected += 1
+        self._metrics.add("streamrec_dead_letters", topic=record.topic)
 
     async def _count_rejected(self) -> None:
         if self._rejected:
@@ -173,6 +188,11 @@ class RecordHandler:
         """Apply a batch of event records; return how many were new."""
         pairs = await self._decode_or_reject(records, decode_event)
         record_of = {id(event): record for record, event in pairs}
+        metrics = self._metrics
+        for kind, n in Counter(event.type for _, event in pairs).items():
+            metrics.add("streamrec_events_in", n, type=kind)
+        if len(pairs) < len(records):
+            metrics.add("streamrec_events_in", len(records) - len(pairs), type="invalid")
 
         async def apply(events: list[Interaction]) -> list[Interaction]:
             enriched = await _enriched(self._enrichers, events)
@@ -183,9 +203,17 @@ class RecordHandler:
             result = await self._store.apply_interactions(enriched)
             for event, reason in result.failed:
                 await self._reject(record_of[id(event)], f"processing failed: {reason}")
+            new = {id(e) for e in result.applied} | {id(e) for e, _ in result.failed}
+            for kind, n in Counter(e.type for e in enriched if id(e) not in new).items():
+                metrics.add("streamrec_events_duplicate", n, type=kind)
             return result.applied
 
         applied = await self._apply_isolating("apply events", pairs, apply)
+        applied_records = [record_of[id(e)] for e in applied]
+        metrics.observe("streamrec_event_to_feature", _millis_since(applied_records))
+        for kind, n in Counter(e.type for e in applied).items():
+            metrics.add("streamrec_events_applied", n, type=kind)
+        started = time.perf_counter()
         for listener in self._listeners:
             try:
                 await listener.on_applied(applied)
@@ -193,6 +221,9 @@ class RecordHandler:
                 # The features are safe in Redis; what listeners derive is recomputed later
                 # (the next refit folds these users in).
                 log.exception("%s failed for %d events", type(listener).__name__, len(applied))
+        if applied:
+            metrics.observe("streamrec_foldin", [(time.perf_counter() - started) * 1000])
+            metrics.observe("streamrec_event_to_recs", _millis_since(applied_records))
         await self._count_rejected()
         return len(applied)
 
@@ -211,5 +242,7 @@ class RecordHandler:
                 await listener.on_items(upserted)
             except Exception:
                 log.exception("%s failed for %d items", type(listener).__name__, len(upserted))
+        if upserted:
+            self._metrics.add("streamrec_content_in", len(upserted))
         await self._count_rejected()
         return len(upserted)

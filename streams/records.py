@@ -10,12 +10,23 @@ import base64
 import binascii
 import math
 import time
-from typing import Annotated, TypeVar
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from models.pixels import ImageDecodeError, decode_image
 from recommender.errors import InvalidRecordError
+from recommender.metrics import MetricPoint
 from recommender.settings import Settings
 from recommender.types import ID_PATTERN, MAX_ID_CHARS, EventType, Interaction, ItemMeta
 
@@ -134,7 +145,127 @@ class DeadLetterV1(BaseModel):
     failed_at: int
 
 
+#: The CloudEvents `type` of a metric record; a consumer that meets another type skips it.
+METRIC_TYPE: Final = "io.streamrec.metric.v1"
+#: ... and of a monitor's decision.
+DECISION_TYPE: Final = "io.streamrec.decision.v1"
+
+
+class MetricDataV1(BaseModel):
+    """One metric over one window, shaped like an OpenTelemetry data point."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    kind: Literal["sum", "gauge", "histogram"]
+    unit: str
+    labels: dict[str, str]
+    start_ms: Millis = Field(description="window start, inclusive")
+    end_ms: Millis = Field(description="window end, exclusive")
+    value: float | None = Field(None, description="a sum's count in the window, a gauge's value")
+    bounds: list[float] | None = Field(None, description="histogram bucket upper bounds")
+    counts: list[int] | None = Field(
+        None, description="observations per bucket; one more than `bounds` (the last is open)"
+    )
+    sum: float | None = Field(None, description="histogram: sum of the observations")
+    count: int | None = Field(None, description="histogram: number of observations")
+
+
+class _Envelope(BaseModel):
+    """A CloudEvents 1.0 envelope in structured JSON mode."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    source: str = Field(description="`/streamrec/worker/<instance>` or `/streamrec/api/<instance>`")
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    time: str = Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"),
+        description="RFC 3339: when the record was made",
+    )
+    datacontenttype: Literal["application/json"] = "application/json"
+
+
+class MetricV1(_Envelope):
+    """A record on the `metrics` topic: one metric point. Keyed by the metric's name, so a
+    consumer can partition by metric."""
+
+    type: Literal["io.streamrec.metric.v1"] = METRIC_TYPE
+    data: MetricDataV1
+
+    @property
+    def partition_key(self) -> str:
+        return self.data.name
+
+
+class DecisionDataV1(BaseModel):
+    """A lifecycle decision taken by the monitor."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    family: str
+    action: Literal["refit", "promote", "rollback"]
+    version: str = Field(
+        description="promote/rollback: the version now served; refit: the "
+        "served version that degraded"
+    )
+    reason: str
+    at_ms: Millis
+
+
+class DecisionV1(_Envelope):
+    """A record on the `metrics` topic: what the monitor decided, and why. Keyed `decision`."""
+
+    type: Literal["io.streamrec.decision.v1"] = DECISION_TYPE
+    data: DecisionDataV1
+
+    @property
+    def partition_key(self) -> str:
+        return "decision"
+
+
+def metric_record(point: MetricPoint, source: str) -> MetricV1:
+    """The metrics-topic record for one point."""
+    histogram = point.kind == "histogram"
+    return MetricV1(
+        source=source,
+        data=MetricDataV1(
+            name=point.name,
+            kind=point.kind,
+            unit=point.unit,
+            labels=point.labels,
+            start_ms=point.start_ms,
+            end_ms=point.end_ms,
+            value=None if histogram else point.value,
+            bounds=list(point.bounds) if histogram else None,
+            counts=list(point.counts) if histogram else None,
+            sum=point.total if histogram else None,
+            count=point.count if histogram else None,
+        ),
+    )
+
+
+def decode_metric(raw: bytes) -> MetricV1:
+    """Bytes from `metrics` to a MetricV1, or `InvalidRecordError` saying why not."""
+    return _decode(MetricV1, raw)
+
+
+def decode_metrics_record(raw: bytes) -> MetricV1 | DecisionV1:
+    """Bytes from `metrics` to a metric or a decision, by its `type`; `InvalidRecordError` for
+    a record of neither."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidRecordError(f"record of {len(raw)} bytes is over {MAX_RECORD_BYTES}")
+    try:
+        return _METRICS_RECORD.validate_json(raw)
+    except ValidationError as exc:
+        raise _reason(exc) from None
+
+
 M = TypeVar("M", bound=BaseModel)
+
+_METRICS_RECORD: TypeAdapter[MetricV1 | DecisionV1] = TypeAdapter(
+    Annotated[MetricV1 | DecisionV1, Field(discriminator="type")]
+)
 
 
 def _reason(exc: ValidationError) -> InvalidRecordError:

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry, start_http_server
 
+from recommender.families import lifecycle_for
+from recommender.keys import CF
+from recommender.model_state import ModelState
 from recommender.settings import Settings
 from streams.composition import WorkerParts
 from streams.faust_transport import set_fetch_max_wait
 from streams.handlers import RawRecord
 from streams.kafka import faust_broker
+from streams.metrics import MetricsPublisher, WindowCollector, now_ms
+from streams.monitor_loop import MonitorLoop
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +36,27 @@ def _raw(events: Sequence[Any]) -> list[RawRecord]:
     out = []
     for e in events:
         m = e.message
-        out.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value or b""))
+        ts = int(m.timestamp * 1000) if m.timestamp else None
+        out.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value or b"", ts))
     return out
+
+
+def _consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    """Records not yet read per assigned partition: the high watermark from the last fetch
+    less the next offset to read (Faust keeps the last offset read, privately)."""
+    consumer: Any = app.consumer  # the base type declares no offsets
+    lag = {}
+    for tp in consumer.assignment():
+        read = consumer._read_offset.get(tp)  # private: no public accessor
+        committed = consumer._committed_offset.get(tp)
+        highwater = consumer.highwater(tp)  # None until the first fetch answered
+        if highwater is None:
+            continue
+        # Nothing read or committed yet: the worker starts from the earliest offset (0 unless
+        # retention removed the head, when this overstates the lag until the first read).
+        position = read + 1 if read is not None else committed if committed is not None else 0
+        lag[(tp.topic, tp.partition)] = max(0, highwater - position)
+    return lag
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -66,6 +94,7 @@ def create_app(settings: Settings) -> faust.App:
     events_topic = raw_topic(settings.topic_events)
     content_topic = raw_topic(settings.topic_content)
     dead_letter_topic = raw_topic(settings.topic_dead_letter)
+    metrics_topic = raw_topic(settings.topic_metrics)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await dead_letter_topic.send(key=key, value=value)
@@ -74,6 +103,9 @@ def create_app(settings: Settings) -> faust.App:
     handler, trainer = parts.handler, parts.trainer
 
     async def close_parts(sender: Any, **kwargs: Any) -> None:
+        if settings.metrics_publish:
+            await sample_gauges()
+            await publisher.flush()  # the last, partial window
         await parts.aclose()
 
     app.on_before_shutdown.connect(close_parts)  # type: ignore[arg-type]
@@ -95,10 +127,17 @@ def create_app(settings: Settings) -> faust.App:
     refits: set[asyncio.Task[None]] = set()
 
     async def refit_guarded() -> None:
+        started = time.perf_counter()
         try:
-            await trainer.maybe_refit()
+            version = await trainer.maybe_refit()
         except Exception:
             log.exception("model refit failed; serving the previous version")
+            outcome = "failed"
+        else:
+            if version is None:
+                return  # not due
+            outcome = "promoted" if trainer.version == version else "held"
+        parts.metrics.observe("streamrec_refit", [time.perf_counter() - started], outcome=outcome)
 
     @app.timer(interval=0.5, on_leader=True)
     async def refit_when_due() -> None:
@@ -119,6 +158,66 @@ def create_app(settings: Settings) -> faust.App:
             await trainer.updater.fold_in_new_items()
         except Exception:
             log.exception("could not fold in new items; they wait for the next refit")
+
+    async def send_metrics(records: list[tuple[str, bytes]]) -> None:
+        for key, value in records:
+            await metrics_topic.send(key=key.encode(), value=value)
+
+    instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    publisher = MetricsPublisher(parts.metrics, send_metrics, f"/streamrec/worker/{instance}")
+
+    @app.timer(interval=0.1)
+    async def publish_metrics() -> None:
+        # Checked often, published once per window: a record leaves within ~0.1 s of its
+        # window closing. Every worker publishes its own (the envelope's source tells them apart).
+        if not settings.metrics_publish or not publisher.window.due(now_ms()):
+            return
+        await sample_gauges()
+        await publisher.publish_due()
+
+    async def sample_gauges() -> None:
+        try:
+            metrics = parts.metrics
+            metrics.clear("streamrec_consumer_lag")
+            for (topic, partition), lag in _consumer_lag(app).items():
+                metrics.set("streamrec_consumer_lag", lag, topic=topic, partition=str(partition))
+            await parts.sample_gauges()
+        except Exception:
+            log.exception("could not sample the worker's gauges")
+
+    if settings.monitor:
+
+        async def send_decision(key: bytes, value: bytes) -> None:
+            await metrics_topic.send(key=key, value=value)
+
+        monitor = MonitorLoop(
+            settings,
+            trainer,
+            ModelState(parts.redis, CF),
+            lifecycle_for(CF, parts.redis, settings),
+            parts.metrics,
+            app.is_leader,
+            send_decision,
+            publisher.source,
+        )
+
+        @app.task
+        async def run_monitor() -> None:
+            while True:
+                try:
+                    await monitor.run()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("the monitor stopped; restarting it in 5 s")
+                    await asyncio.sleep(5)
+
+    if settings.worker_metrics_port is not None:
+        registry = CollectorRegistry()
+        registry.register(WindowCollector(parts.metrics))
+        start_http_server(
+            settings.worker_metrics_port, settings.worker_metrics_host, registry=registry
+        )
 
     return app
 

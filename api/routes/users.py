@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import AdminKey, ReadKey, WriteKey
-from api.deps import PathId, PrivacyDep, ServiceDep, SettingsDep, capped_k
+from api.deps import (
+    ImpressionsDep,
+    MetricsDep,
+    PathId,
+    PrivacyDep,
+    ServiceDep,
+    SettingsDep,
+    StoreDep,
+    capped_k,
+)
 from api.schemas import (
     AUTH_ERRORS,
     NOT_FOUND,
@@ -18,6 +28,7 @@ from api.schemas import (
     RecommendationsOut,
     RecommendedItem,
 )
+from recommender.impressions import Impression
 
 router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
 
@@ -27,6 +38,9 @@ async def recommendations(
     user_id: PathId,
     service: ServiceDep,
     settings: SettingsDep,
+    telemetry: MetricsDep,
+    impressions: ImpressionsDep,
+    store: StoreDep,
     _: ReadKey,
     k: Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")] = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
@@ -35,11 +49,25 @@ async def recommendations(
 ) -> RecommendationsOut:
     """Top-k items the user has not interacted with yet; popular items for an unknown user."""
     recs = await service.recommend(user_id, capped_k(k, settings), exclude, category, explain)
+    recommendation_id = uuid.uuid4().hex
+    items = [i.item_id for i in recs.items]
+    telemetry.served(recs.model_version, recs.bucket, items)
+    impressions.record(
+        Impression(
+            recommendation_id,
+            store.pseudonym(user_id),
+            tuple(items),
+            recs.model_version or "none",
+            recs.bucket,
+            int(time.time() * 1000),
+        )
+    )
     return RecommendationsOut(
         user_id=recs.user_id,
-        recommendation_id=uuid.uuid4().hex,
+        recommendation_id=recommendation_id,
         model_version=recs.model_version,
         user_event_ms=recs.user_event_ms,
+        bucket=recs.bucket,
         items=[RecommendedItem.of(i) for i in recs.items],
     )
 

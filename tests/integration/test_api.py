@@ -240,7 +240,7 @@ async def test_ready_and_metrics(settings, tokens):
         metrics = await api.get("/v1/metrics", headers=key(tokens["read"]))
         assert metrics.status_code == 200
         assert (
-            'streamrec_http_requests_total{method="GET",route="/v1/items/popular",status="200"}'
+            'streamrec_api_requests_total{method="GET",route="/v1/items/popular",status="200"}'
             in (metrics.text)
         )
         assert metrics.headers["x-content-type-options"] == "nosniff"

@@ -15,7 +15,7 @@ from recommender.types import Interaction
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
-from streams.records import ContentV1, DeadLetterV1, EventV1
+from streams.records import ContentV1, DeadLetterV1, EventV1, decode_metric
 from tests.conftest import read_topics
 from tests.factories import SCI_FI, clustered_interactions, fan_of_scifi
 
@@ -78,6 +78,26 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         assert too_many.status_code == 422
         health = httpx.get(f"{rt.api_url}/v1/health/ready").json()
         assert health["events_applied"] == len(interactions)  # the replay was suppressed
+        assert body["bucket"] == "control"
+
+        # alice clicks the second item of the list she was given, quoting it; a click with a
+        # malformed recommendation_id is a dead letter, one quoting no list counts as unmatched.
+        with EventProducer(
+            bootstrap_servers(settings.kafka_url or ""),
+            settings.topic_events,
+            settings.topic_content,
+        ) as producer:
+            for j, (item, rid) in enumerate(
+                [(ids[1], body["recommendation_id"]), (ids[2], "no-such-list")]
+            ):
+                producer.send_event(
+                    EventV1(event_id=f"outcome-{j}", user_id="alice", item_id=item,
+                            type="click", ts=2_000_000_000_000 + j, recommendation_id=rid)
+                )  # fmt: skip
+            bad = _wire(interactions[1]).model_dump() | {"event_id": "bad-rid"}
+            bad["recommendation_id"] = "has spaces"
+            producer.send_raw(settings.topic_events, "alice", json.dumps(bad).encode())
+        rt.wait_for(lambda p: p.applied >= n + 2 and p.stats.get("dead_letters", 0) >= 2, 30)
         assert health["instance"] == rt.instance_id and health["model_note"] is None
         # A refit takes longer than the refit timer's interval: it runs as a task of its own.
         assert "is overlapping" not in (rt.log_dir / "worker.log").read_text()
@@ -86,9 +106,55 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         DeadLetterV1.model_validate_json(m.value)
         for m in read_topics(settings, settings.topic_dead_letter)
     ]
-    assert len(letters) == 1
-    assert letters[0].topic == settings.topic_events
-    assert json.loads(base64.b64decode(letters[0].original_b64)) == {"event_id": 42}
+    assert len(letters) == 2
+    assert {letter.topic for letter in letters} == {settings.topic_events}
+    originals = [json.loads(base64.b64decode(letter.original_b64)) for letter in letters]
+    assert {"event_id": 42} in originals
+    (bad_rid,) = [x for x, o in zip(letters, originals, strict=True) if o != {"event_id": 42}]
+    assert bad_rid.reason.startswith("recommendation_id:")
+
+    # What a metric consumer saw: the worker's and the API's records, keyed by metric name.
+    messages = read_topics(settings, settings.topic_metrics)
+    records = [decode_metric(m.value) for m in messages]
+    assert all(m.key.decode() == r.data.name for m, r in zip(messages, records, strict=True))
+
+    def total(name: str, source: str, **labels: str) -> float:
+        return sum(
+            r.data.value or 0
+            for r in records
+            if r.data.name == name
+            and r.source.startswith(source)
+            and labels.items() <= r.data.labels.items()
+        )
+
+    worker, api = "/streamrec/worker/", "/streamrec/api/"
+    assert total("streamrec_events_applied", worker) == n + 2
+    assert total("streamrec_events_duplicate", worker) == 1
+    assert total("streamrec_events_in", worker, type="invalid") == 2
+    assert total("streamrec_dead_letters", worker, topic=settings.topic_events) == 2
+    assert total("streamrec_content_in", worker) == len(SCI_FI)
+    e2f = [r.data for r in records if r.data.name == "streamrec_event_to_feature"]
+    assert sum(d.count or 0 for d in e2f) == n + 2
+    names = {r.data.name for r in records}
+    assert "streamrec_served_version" in names
+    assert {r.data.labels["family"] for r in records if r.data.name == "streamrec_served_version"}
+    route = "/v1/users/{user_id}/recommendations"
+    assert total("streamrec_api_requests", api, route=route, status="200") == 2
+    assert total("streamrec_api_requests", api, route=route, status="422") == 1
+    assert total("streamrec_recs_served", api) == 2  # alice's list and the unknown user's
+    assert total("streamrec_recs_served", api, model_version=body["model_version"]) >= 1
+    # The click on alice's list is its outcome and its hit; the other quoted no list we know.
+    credited = {"model_version": body["model_version"], "bucket": "control"}
+    assert total("streamrec_recs_outcomes", worker, kind="click", **credited) == 1
+    assert total("streamrec_recs_hits", worker, **credited) == 1
+    assert total("streamrec_attribution_unmatched", worker, reason="unknown") == 1
+    # Each window's records were published within 2 s of its end (the Kafka timestamp).
+    late = [
+        (r.data.name, m.timestamp - r.data.end_ms)
+        for m, r in zip(messages, records, strict=True)
+        if m.timestamp - r.data.end_ms > 2000
+    ]
+    assert late == []
 
 
 def test_embedded_runtime_starts_everything_and_leaves_nothing(tmp_path):

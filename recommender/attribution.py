@@ -1,0 +1,97 @@
+"""Attribution: an event that follows a recommendation is that list's outcome.
+
+An `EventListener`. A click, cart or purchase counts for the list it quotes
+(`recommendation_id`), or, without one, for the newest list in the attribution window that
+showed the item to the user. An outcome is credited to the list's model version and A/B bucket;
+the list counts as a *hit* once, on its first outcome on one of its first `hit_k` items. Online
+CTR, conversion and hit rate come from these counts and the API's count of lists served, and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from recommender.impressions import ImpressionStore
+from recommender.metrics import MetricsWindow
+from recommender.types import Interaction
+
+#: What an event type means as an outcome of a list; the other types are not outcomes.
+OUTCOMES = {"click": "click", "cart": "conversion", "purchase": "conversion"}
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One outcome credited to a list."""
+
+    recommendation_id: str
+    kind: str  # click | conversion
+    model_version: str
+    bucket: str
+    position: int
+
+
+class Attributor:
+    def __init__(
+        self,
+        impressions: ImpressionStore,
+        pseudonym: Callable[[str], str],
+        metrics: MetricsWindow,
+        hit_k: int = 10,
+    ) -> None:
+        self._impressions = impressions
+        self._pseudonym = pseudonym
+        self._metrics = metrics
+        self._hit_k = hit_k
+
+    async def credits(self, events: Sequence[Interaction]) -> list[Credit]:
+        """The outcomes among ``events`` and the lists they are credited to; counts the quoted
+        ids that match nothing (`streamrec_attribution_unmatched`)."""
+        outcomes = [e for e in events if e.type in OUTCOMES]
+        if not outcomes:
+            return []
+        unquoted = [e for e in outcomes if not e.recommendation_id]
+        found = await self._impressions.shown_in(
+            [(self._pseudonym(e.user_id), e.item_id) for e in unquoted]
+        )
+        by_item = {id(e): rid for e, rid in zip(unquoted, found, strict=True)}
+        rid_of = {id(e): e.recommendation_id or by_item.get(id(e)) for e in outcomes}
+        lists = await self._impressions.impressions([r for r in rid_of.values() if r])
+        credits = []
+        for e in outcomes:
+            rid = rid_of[id(e)]
+            if rid is None:
+                continue  # not quoted, and the item was not shown in the window: organic
+            imp = lists.get(rid)
+            reason = None
+            if imp is None:
+                reason = "unknown"  # never served, or served before the window
+            elif imp.pseudonym != self._pseudonym(e.user_id):
+                reason = "other_user"
+            elif e.item_id not in imp.items:
+                reason = "not_in_list"
+            if reason is not None or imp is None:
+                self._metrics.add("streamrec_attribution_unmatched", reason=reason or "unknown")
+                continue  # counted, credited to nothing
+            credits.append(
+                Credit(rid, OUTCOMES[e.type], imp.model_version, imp.bucket,
+                       imp.items.index(e.item_id))
+            )  # fmt: skip
+        return credits
+
+    async def on_applied(self, events: Sequence[Interaction]) -> None:
+        credits = await self.credits(events)
+        if not credits:
+            return
+        m = self._metrics
+        for c in credits:
+            m.add("streamrec_recs_outcomes", kind=c.kind, model_version=c.model_version,
+                  bucket=c.bucket)  # fmt: skip
+        hits = [c for c in credits if c.position < self._hit_k]
+        first = await self._impressions.mark_hit([c.recommendation_id for c in hits])
+        counted: set[str] = set()
+        for c, new in zip(hits, first, strict=True):
+            if new and c.recommendation_id not in counted:
+                counted.add(c.recommendation_id)
+                m.add("streamrec_recs_hits", model_version=c.model_version, bucket=c.bucket)

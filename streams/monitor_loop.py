@@ -1,0 +1,135 @@
+"""The worker's side of the monitor: it reads the metrics topic like any consumer, feeds
+`recommender.monitor.Monitor`, and on the leader carries out what it decides.
+
+Every worker reads (aiokafka, no consumer group, from the newest records), so a worker that
+becomes the leader already knows the recent windows; only the leader acts. A decision is applied
+through the lifecycle (so `streamrec models list` shows it, `by monitor`), and published on the
+metrics topic as a `DecisionV1` record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from recommender.errors import InvalidRecordError
+from recommender.keys import CF
+from recommender.lifecycle import ModelLifecycle
+from recommender.metrics import MetricsWindow
+from recommender.model_state import Decision, ModelState
+from recommender.monitor import FED_BY, Action, Monitor, MonitorConfig
+from recommender.settings import Settings
+from recommender.training import Trainer
+from streams.kafka import bootstrap_servers
+from streams.records import DecisionDataV1, DecisionV1, MetricV1, decode_metrics_record, encode
+
+log = logging.getLogger(__name__)
+
+#: Sends one decision record (key, value) to the metrics topic.
+DecisionSink = Callable[[bytes, bytes], Awaitable[None]]
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(
+        min_lists=settings.monitor_min_lists,
+        z=settings.monitor_z,
+        drift_drop=settings.monitor_drift_drop,
+    )
+
+
+class MonitorLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        trainer: Trainer,
+        state: ModelState,
+        lifecycle: ModelLifecycle[Any],
+        metrics: MetricsWindow,
+        is_leader: Callable[[], bool],
+        send: DecisionSink,
+        source: str,
+    ) -> None:
+        self._settings = settings
+        self._trainer = trainer
+        self._state = state
+        self._lifecycle = lifecycle
+        self._metrics = metrics
+        self._is_leader = is_leader
+        self._send = send
+        self._source = source
+        self.monitor = Monitor(monitor_config(settings))
+
+    async def run(self) -> None:
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            s.topic_metrics,
+            bootstrap_servers=bootstrap_servers(s.infra.kafka_url),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            client_id="streamrec-monitor",
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=250, max_records=5000)
+                for messages in batches.values():
+                    for message in messages:
+                        self._observe(message.value or b"")
+                if self._is_leader():
+                    try:
+                        await self._decide()
+                    except Exception:
+                        log.exception("the monitor could not act; it tries again")
+        finally:
+            await consumer.stop()
+
+    def _observe(self, raw: bytes) -> None:
+        try:
+            record = decode_metrics_record(raw)
+        except InvalidRecordError:
+            return  # another producer's record, or a newer schema: not ours to read
+        if isinstance(record, MetricV1) and record.data.name in FED_BY:
+            d = record.data
+            self.monitor.observe(d.name, d.labels, d.end_ms, d.value or 0.0)
+
+    async def _decide(self) -> None:
+        served = await self._state.current()
+        challenger = (await self._state.challenger()).get("version")
+        actions = self.monitor.decide(
+            int(time.time() * 1000),
+            served.version if served else None,
+            challenger,
+            bool(served and served.pinned),
+        )
+        for action in actions:
+            await self._act(action)
+
+    async def _act(self, action: Action) -> None:
+        log.warning("monitor: %s %s: %s", action.kind, action.version, action.reason)
+        now = int(time.time() * 1000)
+        if action.kind == "refit":
+            self._trainer.request_refit(action.reason)
+            await self._state.log(Decision(now, action.version, "refit requested", "monitor",
+                                           action.reason))  # fmt: skip
+        else:
+            await self._lifecycle.promote(
+                action.version,
+                pinned=False,
+                by="monitor",
+                rollback=action.kind == "rollback",
+                reason=action.reason,
+            )
+        self._metrics.add("streamrec_monitor_decisions", family=CF, action=action.kind)
+        record = DecisionV1(
+            source=self._source,
+            data=DecisionDataV1(
+                family=CF, action=action.kind, version=action.version, reason=action.reason,
+                at_ms=now,
+            ),
+        )  # fmt: skip
+        await self._send(record.partition_key.encode(), encode(record))

@@ -1,0 +1,83 @@
+"""The monitor on the running system: a simulated population answers the API's lists, an
+operator serves a model fitted on shuffled data, and the monitor rolls it back on the evidence
+of the metrics topic alone."""
+
+import asyncio
+import time
+
+import pytest
+
+from recommender.connections import redis_async
+from recommender.keys import CF
+from recommender.model_state import ModelState
+from recommender.settings import Settings
+from streamrec.bench.monitor import (
+    SEED_PER_USER,
+    USERS,
+    Decisions,
+    Population,
+    Simulator,
+    promote_shuffled,
+    seed_population,
+    served_version,
+)
+from streamrec.runtime import Runtime
+
+pytestmark = pytest.mark.integration
+
+
+async def _decisions(settings: Settings) -> list[tuple[str, str, str]]:
+    redis = redis_async(settings.infra.redis_url)
+    try:
+        return [(d.action, d.version, d.by) for d in await ModelState(redis, CF).decisions()]
+    finally:
+        await redis.aclose()
+
+
+def test_the_monitor_rolls_back_a_bad_model_an_operator_served(settings: Settings, redis):
+    s = settings.model_copy(
+        update={
+            "api_rate_per_s": 1e9,
+            "api_rate_burst": 10**9,
+            "als_min_events": USERS * SEED_PER_USER,  # the first fit sees every seed event
+            "refit_growth": 1000.0,
+            "refit_idle_s": 10**6,
+            "refit_interval_s": 10**6,
+            "serve_new_item_slots": 0,
+            "monitor_min_lists": 100,
+        }
+    )
+    population = Population()
+    with Runtime(s, api_port=0) as rt:
+        seeded = seed_population(rt, population)
+        rt.wait_for(lambda p: p.applied >= seeded and p.model_watermark >= seeded, 120)
+        good = asyncio.run(served_version(rt.settings))
+        decisions = Decisions(rt.settings)
+        sim = Simulator(rt, rt.create_api_key({"read"}, "test"), population)
+        sim.start()
+        try:
+            time.sleep(8)  # the good model's baseline
+            bad = asyncio.run(promote_shuffled(rt.settings))
+            promoted_at = time.time()
+            deadline = promoted_at + 60
+            while time.time() < deadline and decisions.first("rollback", promoted_at) is None:
+                time.sleep(0.2)
+        finally:
+            sim.stop()
+        found = decisions.first("rollback", promoted_at)
+        assert found is not None, "no rollback within 60 s"
+        _, decision = found
+        assert decision.data.version == good != bad
+        assert asyncio.run(served_version(rt.settings)) == good
+        # The lifecycle shows it as `streamrec models list` does, by the monitor.
+        log = asyncio.run(_decisions(rt.settings))
+        assert ("rolled back", good, "monitor") in log
+        assert ("served", bad, "operator") in log
+        # The served model's lists were hit far more often than the bad one's.
+        lists = sim.between(promoted_at - 8, time.time())
+        rate = {
+            v: sum(x.clicked for x in lists if x.version == v)
+            / max(1, sum(x.version == v for x in lists))
+            for v in (good, bad)
+        }
+        assert rate[good] > 2 * rate[bad]
