@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,10 +30,13 @@ MAX_DECISIONS = 5
 
 
 def follow(
-    settings: Settings, from_beginning: bool = False, seconds: float | None = None
+    settings: Settings,
+    from_beginning: bool = False,
+    seconds: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[MetricV1 | DecisionV1]:
-    """Metric and decision records as they arrive (skipping other types), for ``seconds`` or
-    until stopped."""
+    """Metric and decision records as they arrive (skipping other types), for ``seconds``, until
+    ``stop`` is set, or until the caller stops iterating."""
     from kafka import KafkaConsumer
 
     from streams.kafka import bootstrap_servers, check_kafka
@@ -48,7 +52,7 @@ def follow(
     )
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and not (stop and stop.is_set()):
             batches = consumer.poll(timeout_ms=200)
             for messages in batches.values():
                 for message in messages:

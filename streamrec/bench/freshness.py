@@ -33,10 +33,15 @@ from streamrec.runtime import Runtime
 from streams.producer import producer_config
 
 
-def _background(settings: Settings, rate: int, stop: threading.Event) -> int:
-    """MovieLens ratings as new users' events at ``rate``/s until ``stop``; returns how many."""
+def _background(
+    settings: Settings, rate: int, stop: threading.Event, skip_items: frozenset[str] = frozenset()
+) -> int:
+    """MovieLens ratings as new users' events at ``rate``/s until ``stop``; returns how many.
+    ``skip_items``: movies the load must not touch (brand-new items a benchmark times)."""
     producer = KafkaProducer(**producer_config(settings.infra.kafka_url))
-    rows = load_ratings()[["userId", "movieId", "rating"]].itertuples(index=False, name=None)
+    ratings = load_ratings()
+    ratings = ratings[~ratings["movieId"].astype(str).isin(skip_items)]
+    rows = ratings[["userId", "movieId", "rating"]].itertuples(index=False, name=None)
     run = uuid.uuid4().hex[:6]
     started, sent = time.perf_counter(), 0
     for user, movie, rating in rows:

@@ -64,6 +64,7 @@ def test_the_monitor_rolls_back_a_bad_model_an_operator_served(settings: Setting
                 time.sleep(0.2)
         finally:
             sim.stop()
+            decisions.close()
         found = decisions.first("rollback", promoted_at)
         assert found is not None, "no rollback within 60 s"
         _, decision = found
