@@ -10,6 +10,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,11 @@ from recommender.types import Interaction
 
 #: What an event type means as an outcome of a list; the other types are not outcomes.
 OUTCOMES = {"click": "click", "cart": "conversion", "purchase": "conversion"}
+#: How long an outcome quoting a list not yet written waits for it: an API replica writes its
+#: impressions about every 0.1 s, and a fast user's click can reach the worker sooner.
+GRACE_S = 5.0
+#: Outcomes waiting at most; beyond it the oldest count as unknown.
+MAX_WAITING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +50,18 @@ class Attributor:
         self._pseudonym = pseudonym
         self._metrics = metrics
         self._hit_k = hit_k
+        self._waiting: list[tuple[float, Interaction]] = []  # (deadline, outcome)
 
-    async def credits(self, events: Sequence[Interaction]) -> list[Credit]:
-        """The outcomes among ``events`` and the lists they are credited to; counts the quoted
-        ids that match nothing (`streamrec_attribution_unmatched`)."""
-        outcomes = [e for e in events if e.type in OUTCOMES]
+    async def credits(
+        self, events: Sequence[Interaction], now: float | None = None
+    ) -> list[Credit]:
+        """The outcomes among ``events`` (and those still waiting for their list) and the lists
+        they are credited to; counts the quoted ids that match nothing
+        (`streamrec_attribution_unmatched`)."""
+        now = time.monotonic() if now is None else now
+        retry, self._waiting = self._waiting, []
+        deadline = {id(e): d for d, e in retry}
+        outcomes = [e for _, e in retry] + [e for e in events if e.type in OUTCOMES]
         if not outcomes:
             return []
         unquoted = [e for e in outcomes if not e.recommendation_id]
@@ -64,6 +77,11 @@ class Attributor:
             if rid is None:
                 continue  # not quoted, and the item was not shown in the window: organic
             imp = lists.get(rid)
+            if imp is None and e.recommendation_id:
+                due = deadline.get(id(e), now + GRACE_S)
+                if now < due:
+                    self._waiting.append((due, e))  # its list may not be written yet
+                    continue
             reason = None
             if imp is None:
                 reason = "unknown"  # never served, or served before the window
@@ -78,7 +96,22 @@ class Attributor:
                 Credit(rid, OUTCOMES[e.type], imp.model_version, imp.bucket,
                        imp.items.index(e.item_id))
             )  # fmt: skip
+        if len(self._waiting) > MAX_WAITING:
+            dropped = len(self._waiting) - MAX_WAITING
+            self._metrics.add("streamrec_attribution_unmatched", dropped, reason="unknown")
+            del self._waiting[:dropped]
         return credits
+
+    @property
+    def waiting(self) -> list[Interaction]:
+        """The outcomes waiting for the list they quote to be written."""
+        return [e for _, e in self._waiting]
+
+    async def retry(self) -> None:
+        """Credit the outcomes still waiting for their list (the worker's timer calls this, so
+        a quiet stream does not leave them waiting)."""
+        if self._waiting:
+            await self.on_applied(())
 
     async def on_applied(self, events: Sequence[Interaction]) -> None:
         credits = await self.credits(events)

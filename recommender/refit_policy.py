@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: How a decision asked for by a monitor begins.
+REQUESTED = "requested: "
+
 
 @dataclass(frozen=True, slots=True)
 class RefitPolicy:
@@ -59,7 +62,7 @@ def decide_refit(clock: RefitClock, policy: RefitPolicy) -> RefitDecision:
     if not clock.served:
         return RefitDecision(True, "no model served yet")
     if clock.requested:
-        return RefitDecision(True, f"requested: {clock.requested}")
+        return RefitDecision(True, f"{REQUESTED}{clock.requested}")
     grown = new >= policy.growth * max(clock.fitted_at_events, 1)
     if grown and clock.since_fit_s >= policy.min_interval_s:
         return RefitDecision(True, f"data grew by {new:,} events")

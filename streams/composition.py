@@ -53,6 +53,7 @@ class WorkerParts:
     handler: RecordHandler
     fit_pool: ProcessPoolExecutor
     metrics: MetricsWindow
+    attributor: Attributor
     content: ServedContentModels | None = None
     predictor: CategoryPredictor | None = None
     placer: ColdStartPlacer | None = None
@@ -105,18 +106,16 @@ class WorkerParts:
             placer = ColdStartPlacer(store, trainer.updater, trainer.vectors, registry.family(TEXT))
             predictor = CategoryPredictor(content, settings.predicted_category_min_p)
             content_listeners = [ContentExamples(redis), placer]
+        attributor = Attributor(
+            ImpressionStore(redis, settings.attribution_window_s),
+            store.pseudonym,
+            metrics,
+            settings.attribution_hit_k,
+        )
         handler = RecordHandler(
             store,
             # The CF updater first: attribution must not delay the recommendations' freshness.
-            listeners=[
-                trainer.updater,
-                Attributor(
-                    ImpressionStore(redis, settings.attribution_window_s),
-                    store.pseudonym,
-                    metrics,
-                    settings.attribution_hit_k,
-                ),
-            ],
+            listeners=[trainer.updater, attributor],
             dead_letters=dead_letters,
             recorders=[reviews],
             enrichers=[SentimentScorer(content)] if content else [],
@@ -125,7 +124,17 @@ class WorkerParts:
             metrics=metrics,
         )
         return cls(
-            settings, redis, store, trainer, handler, fit_pool, metrics, content, predictor, placer
+            settings,
+            redis,
+            store,
+            trainer,
+            handler,
+            fit_pool,
+            metrics,
+            attributor,
+            content,
+            predictor,
+            placer,
         )
 
     async def sample_gauges(self) -> None:

@@ -158,6 +158,10 @@ def create_app(settings: Settings) -> faust.App:
             await trainer.updater.fold_in_new_items()
         except Exception:
             log.exception("could not fold in new items; they wait for the next refit")
+        try:
+            await parts.attributor.retry()
+        except Exception:
+            log.exception("could not credit the outcomes waiting for their list")
 
     async def send_metrics(records: list[tuple[str, bytes]]) -> None:
         for key, value in records:

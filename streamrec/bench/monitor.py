@@ -27,6 +27,8 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,83 +255,105 @@ def _hit_rate(served: list[Served]) -> float:
     return sum(s.clicked for s in served) / len(served) if served else 0.0
 
 
-def _scenarios(settings: Settings) -> dict[str, Any]:
-    s = isolated(settings, "monitor").model_copy(
+def simulation_settings(settings: Settings, **overrides: Any) -> Settings:
+    """The system the population uses: no rate limit, a first fit on every seed event, and
+    refits only when the monitor asks for one."""
+    return settings.model_copy(
         update={
             "api_rate_per_s": 1e9,
             "api_rate_burst": 10**9,
-            "als_min_events": USERS * SEED_PER_USER,  # the first fit sees every seed event
+            "als_min_events": USERS * SEED_PER_USER,
             "refit_growth": 1000.0,
             "refit_idle_s": 10**6,
             "refit_interval_s": 10**6,
             "serve_new_item_slots": 0,
+            **overrides,
         }
     )
+
+
+@dataclass
+class Simulation:
+    rt: Runtime
+    population: Population
+    sim: Simulator
+    decisions: Decisions
+    good: str | None  # the version served once the seed history is in
+
+
+@contextmanager
+def simulated(settings: Settings, timeout_s: float = 300) -> Iterator[Simulation]:
+    """The system up, the population's seed history in and fitted, the population at work."""
     population = Population()
-    out: dict[str, Any] = {}
-    with Runtime(s, api_port=0) as rt:
+    with Runtime(settings, api_port=0) as rt:
         seeded = seed_population(rt, population)
-        rt.wait_for(lambda p: p.applied >= seeded and p.model_watermark >= seeded, 300)
+        rt.wait_for(lambda p: p.applied >= seeded and p.model_watermark >= seeded, timeout_s)
         good = asyncio.run(served_version(rt.settings))
         decisions = Decisions(rt.settings)
-        sim = Simulator(rt, rt.create_api_key({"read"}, "bench"), population)
+        sim = Simulator(rt, rt.create_api_key({"read"}, "simulation"), population)
         sim.start()
         try:
-            print(f"monitor: warm-up {WARM_S:.0f} s at {RATE:.0f} lists/s...", flush=True)
-            time.sleep(WARM_S)
-            baseline = _hit_rate(sim.log[len(sim.log) // 2 :])
-            print(f"monitor: quiet, {QUIET_EVENTS:,} events...", flush=True)
-            quiet_from, quiet_n = time.time(), len(sim.log)
-            _wait("quiet phase", lambda: len(sim.log) - quiet_n >= QUIET_EVENTS, 600)
-            quiet_to = time.time()
-            quiet_events = len(sim.log) - quiet_n
-            alarms = decisions.count(quiet_from, quiet_to)
-
-            print("monitor: an operator serves a model fitted on shuffled data...", flush=True)
-            bad = asyncio.run(promote_shuffled(rt.settings))
-            promoted_at = time.time()
-            back = _wait("rollback", lambda: decisions.first("rollback", promoted_at) is not None)
-            bad_lists = [
-                x for x in sim.between(promoted_at, back or time.time()) if x.version == bad
-            ]
-            lost = baseline * len(bad_lists) - sum(x.clicked for x in bad_lists)
-
-            time.sleep(10)  # the served model's rate settles again
-            print("monitor: the population's taste moves...", flush=True)
-            population.shift = 1
-            drift_at, drift_n = time.time(), len(sim.log)
-            refit = _wait("drift detected", lambda: decisions.first("refit", drift_at) is not None)
-            detected = decisions.first("refit", drift_at)
-            served_then = asyncio.run(served_version(rt.settings))
-            promoted = None
-            if refit is not None:
-                promoted = _wait(
-                    "a refit promoted",
-                    lambda: asyncio.run(served_version(rt.settings)) not in {served_then, None},
-                )
-            out = {
-                "baseline_hit_rate": round(baseline, 3),
-                "quiet_events": quiet_events,
-                "false_alarms": alarms,
-                "false_alarms_per_10k": round(alarms * 10_000 / max(quiet_events, 1), 2),
-                "good_version": good,
-                "bad_version": bad,
-                "bad_version_hit_rate": round(_hit_rate(bad_lists), 3),
-                "rollback_s": round(back - promoted_at, 1) if back else None,
-                "clicks_lost_before_rollback": round(lost, 1),
-                "detection_delay_events": (
-                    len([x for x in sim.log[drift_n:] if x.at < detected[0]]) if detected else None
-                ),
-                "drift_detected_s": round(refit - drift_at, 1) if refit else None,
-                "drift_to_promoted_s": round(promoted - drift_at, 1) if promoted else None,
-                "decisions": [
-                    {"t_s": round(t - quiet_from, 1), **d.data.model_dump()}
-                    for t, d in decisions.seen
-                ],
-            }
+            yield Simulation(rt, population, sim, decisions, good)
         finally:
             sim.stop()
             decisions.close()
+
+
+def _scenarios(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with simulated(simulation_settings(isolated(settings, "monitor"))) as run:
+        rt, population, sim, decisions, good = (
+            run.rt, run.population, run.sim, run.decisions, run.good
+        )  # fmt: skip
+        print(f"monitor: warm-up {WARM_S:.0f} s at {RATE:.0f} lists/s...", flush=True)
+        time.sleep(WARM_S)
+        baseline = _hit_rate(sim.log[len(sim.log) // 2 :])
+        print(f"monitor: quiet, {QUIET_EVENTS:,} events...", flush=True)
+        quiet_from, quiet_n = time.time(), len(sim.log)
+        _wait("quiet phase", lambda: len(sim.log) - quiet_n >= QUIET_EVENTS, 600)
+        quiet_to = time.time()
+        quiet_events = len(sim.log) - quiet_n
+        alarms = decisions.count(quiet_from, quiet_to)
+
+        print("monitor: an operator serves a model fitted on shuffled data...", flush=True)
+        bad = asyncio.run(promote_shuffled(rt.settings))
+        promoted_at = time.time()
+        back = _wait("rollback", lambda: decisions.first("rollback", promoted_at) is not None)
+        bad_lists = [x for x in sim.between(promoted_at, back or time.time()) if x.version == bad]
+        lost = baseline * len(bad_lists) - sum(x.clicked for x in bad_lists)
+
+        time.sleep(10)  # the served model's rate settles again
+        print("monitor: the population's taste moves...", flush=True)
+        population.shift = 1
+        drift_at, drift_n = time.time(), len(sim.log)
+        refit = _wait("drift detected", lambda: decisions.first("refit", drift_at) is not None)
+        detected = decisions.first("refit", drift_at)
+        served_then = asyncio.run(served_version(rt.settings))
+        promoted = None
+        if refit is not None:
+            promoted = _wait(
+                "a refit promoted",
+                lambda: asyncio.run(served_version(rt.settings)) not in {served_then, None},
+            )
+        out = {
+            "baseline_hit_rate": round(baseline, 3),
+            "quiet_events": quiet_events,
+            "false_alarms": alarms,
+            "false_alarms_per_10k": round(alarms * 10_000 / max(quiet_events, 1), 2),
+            "good_version": good,
+            "bad_version": bad,
+            "bad_version_hit_rate": round(_hit_rate(bad_lists), 3),
+            "rollback_s": round(back - promoted_at, 1) if back else None,
+            "clicks_lost_before_rollback": round(lost, 1),
+            "detection_delay_events": (
+                len([x for x in sim.log[drift_n:] if x.at < detected[0]]) if detected else None
+            ),
+            "drift_detected_s": round(refit - drift_at, 1) if refit else None,
+            "drift_to_promoted_s": round(promoted - drift_at, 1) if promoted else None,
+            "decisions": [
+                {"t_s": round(t - quiet_from, 1), **d.data.model_dump()} for t, d in decisions.seen
+            ],
+        }
     return out
 
 

@@ -1,12 +1,13 @@
 """Impressions, attribution and the A/B split against a real Valkey."""
 
 import secrets
+import time
 
 import pytest
 
 from recommender import keys
 from recommender.ab_split import CHALLENGER, CONTROL, in_challenger_share
-from recommender.attribution import Attributor
+from recommender.attribution import GRACE_S, Attributor
 from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
 from recommender.impressions import Impression, ImpressionStore
@@ -63,6 +64,9 @@ async def test_outcomes_are_credited_to_the_list_quoted_or_the_one_that_showed_t
             _event(8, "carol", "q", "click"),  # organic: counted nowhere
         ]
     )
+    # The list quoted by event 7 may not be written yet: it waits, then counts as unknown.
+    assert [e.event_id for e in attributor.waiting] == ["e7"]
+    await attributor.credits([], now=time.monotonic() + GRACE_S + 1)
     sums = _sums(metrics)
     outcomes = "streamrec_recs_outcomes"
     assert sums[(outcomes, (("bucket", CONTROL), ("kind", "click"), ("model_version", "v1")))] == 2
@@ -131,3 +135,17 @@ async def test_users_in_the_share_are_served_the_challenger_and_told_so(redis, s
     await state.promote(challenger, 600, by="test")
     service = RecommendationService(store, state, registry, challenger_share=0.5)
     assert {(await service.recommend(f"a{n}", 5)).bucket for n in range(20)} == {CONTROL}
+
+
+async def test_an_outcome_that_outruns_its_list_is_credited_once_the_list_is_written(parts):
+    store, impressions, metrics, attributor = parts
+    alice = store.pseudonym("alice")
+    impressions.record(Impression("r9", alice, ("a", "b"), "v1", CONTROL, 1))
+    await attributor.on_applied([_event(1, "alice", "a", "click", "r9")])  # not flushed yet
+    assert _sums(metrics) == {}
+    await impressions.flush()
+    await attributor.retry()
+    sums = _sums(metrics)
+    key = (("bucket", CONTROL), ("kind", "click"), ("model_version", "v1"))
+    assert sums[("streamrec_recs_outcomes", key)] == 1
+    assert not any(name == "streamrec_attribution_unmatched" for name, _ in sums)

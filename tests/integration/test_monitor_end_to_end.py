@@ -12,16 +12,11 @@ from recommender.keys import CF
 from recommender.model_state import ModelState
 from recommender.settings import Settings
 from streamrec.bench.monitor import (
-    SEED_PER_USER,
-    USERS,
-    Decisions,
-    Population,
-    Simulator,
     promote_shuffled,
-    seed_population,
     served_version,
+    simulated,
+    simulation_settings,
 )
-from streamrec.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -35,36 +30,14 @@ async def _decisions(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 def test_the_monitor_rolls_back_a_bad_model_an_operator_served(settings: Settings, redis):
-    s = settings.model_copy(
-        update={
-            "api_rate_per_s": 1e9,
-            "api_rate_burst": 10**9,
-            "als_min_events": USERS * SEED_PER_USER,  # the first fit sees every seed event
-            "refit_growth": 1000.0,
-            "refit_idle_s": 10**6,
-            "refit_interval_s": 10**6,
-            "serve_new_item_slots": 0,
-            "monitor_min_lists": 100,
-        }
-    )
-    population = Population()
-    with Runtime(s, api_port=0) as rt:
-        seeded = seed_population(rt, population)
-        rt.wait_for(lambda p: p.applied >= seeded and p.model_watermark >= seeded, 120)
-        good = asyncio.run(served_version(rt.settings))
-        decisions = Decisions(rt.settings)
-        sim = Simulator(rt, rt.create_api_key({"read"}, "test"), population)
-        sim.start()
-        try:
-            time.sleep(8)  # the good model's baseline
-            bad = asyncio.run(promote_shuffled(rt.settings))
-            promoted_at = time.time()
-            deadline = promoted_at + 60
-            while time.time() < deadline and decisions.first("rollback", promoted_at) is None:
-                time.sleep(0.2)
-        finally:
-            sim.stop()
-            decisions.close()
+    with simulated(simulation_settings(settings, monitor_min_lists=100), 120) as run:
+        rt, sim, decisions, good = run.rt, run.sim, run.decisions, run.good
+        time.sleep(8)  # the good model's baseline
+        bad = asyncio.run(promote_shuffled(rt.settings))
+        promoted_at = time.time()
+        deadline = promoted_at + 60
+        while time.time() < deadline and decisions.first("rollback", promoted_at) is None:
+            time.sleep(0.2)
         found = decisions.first("rollback", promoted_at)
         assert found is not None, "no rollback within 60 s"
         _, decision = found
