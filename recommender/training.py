@@ -75,8 +75,11 @@ def fit_cf(data: InteractionMatrix, content: ContentInputs | None, **params: Any
     fitted = fit_als(data, **params)
     if content is None or not content.item_ids:
         return fitted
+    import torch
+
     from models.text import TextClassifier
 
+    torch.set_num_threads(1)  # the fit process is niced; one core stays with ingestion
     text = TextClassifier.load(Path(content.text_model))
     row = {str(item): i for i, item in enumerate(fitted.item_ids)}
     embeddings = text.embed(content.texts)

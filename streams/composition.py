@@ -101,7 +101,13 @@ class WorkerParts:
         content_listeners: list[ContentListener] = []
         predictor = placer = None
         if content is not None:
+            import torch
+
             from recommender.cold_start import ColdStartPlacer  # torch: only when used
+
+            # Inference on the event path (sentiment, categories, placement) in one thread:
+            # torch's default of one per core took both cores from the agents in bursts.
+            torch.set_num_threads(1)
 
             placer = ColdStartPlacer(store, trainer.updater, trainer.vectors, registry.family(TEXT))
             predictor = CategoryPredictor(content, settings.predicted_category_min_p)
