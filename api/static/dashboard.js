@@ -114,8 +114,12 @@ function chart(id, series) {
       pen = true;
     });
     ctx.stroke();
+  });
+  let x = left + 6;  // the legend, one label after the other
+  series.forEach((s, n) => {
     ctx.fillStyle = COLORS[n % COLORS.length];
-    ctx.fillText(s.label, left + 6 + n * 130, height - 2);
+    ctx.fillText(s.label, x, height - 2);
+    x += ctx.measureText(s.label).width + 14;
   });
 }
 
@@ -150,11 +154,14 @@ function render() {
   // Hit rate over a sliding 10 s, per arm: a second holds too few lists to read alone.
   const arms = [...new Set(secs.flatMap(w => w ? Object.keys(w.lists) : []))];
   chart("c-quality", arms.map(arm => ({
-    label: arm,
+    label: arm.replace(/^\d{8}T(\d{6})-/, "…$1-"),  // versions are long: keep the time
     points: secs.map((_, i) => {
       const span = secs.slice(Math.max(0, i - 9), i + 1).filter(Boolean);
       const lists = span.reduce((a, w) => a + (w.lists[arm] || 0), 0);
-      return lists ? span.reduce((a, w) => a + (w.hits[arm] || 0), 0) / lists : null;
+      // Hits land a moment after their lists: with few lists in the span (a version that just
+      // stopped serving) the ratio says nothing.
+      if (lists < 20) return null;
+      return Math.min(1, span.reduce((a, w) => a + (w.hits[arm] || 0), 0) / lists);
     }),
   })));
   const body = document.querySelector("#decisions tbody");
