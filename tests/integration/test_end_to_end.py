@@ -13,6 +13,7 @@ import pytest
 from recommender.attribution import GRACE_S
 from recommender.settings import Settings
 from recommender.types import Interaction
+from streamrec.embedded import free_port
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import EventProducer
@@ -35,6 +36,8 @@ def _wire(e: Interaction) -> EventV1:
 
 def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
     interactions = clustered_interactions() + fan_of_scifi("alice")
+    prometheus = free_port()
+    settings = settings.model_copy(update={"worker_metrics_port": prometheus})
     with Runtime(settings, api_port=0) as rt:
         with EventProducer(
             bootstrap_servers(settings.kafka_url or ""),
@@ -80,6 +83,9 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
         health = httpx.get(f"{rt.api_url}/v1/health/ready").json()
         assert health["events_applied"] == len(interactions)  # the replay was suppressed
         assert body["bucket"] == "control"
+        # The worker's own Prometheus endpoint counts what it applied.
+        scraped = httpx.get(f"http://127.0.0.1:{prometheus}/metrics").text
+        assert f'streamrec_events_applied_total{{type="purchase"}} {float(n)}' in scraped
 
         # alice clicks the second item of the list she was given, quoting it; a click with a
         # malformed recommendation_id is a dead letter, one quoting no list counts as unmatched.
