@@ -130,17 +130,21 @@ def create_app(settings: Settings) -> FastAPI:
         service: RecommendationService,
     ) -> None:
         """Every 0.1 s the impressions served since; once per window this replica's metric
-        records."""
+        records. The window rolls even when nothing is published: coverage counts the items
+        served in one window, and would otherwise grow for as long as the process runs."""
         while True:
             await asyncio.sleep(0.1)
             try:
                 await impressions.flush()
             except Exception as exc:
                 log.warning("could not write impressions (attribution misses them): %s", exc)
-            if not settings.metrics_publish or not out.window.due(now_ms()):
+            if not out.window.due(now_ms()):
                 continue
             await _sample_gauges(store, service)
-            await out.publish_due()
+            if settings.metrics_publish:
+                await out.publish_due()
+            else:
+                out.window.close(now_ms())  # Prometheus reads the running totals
 
     docs = settings.api_docs
     app = FastAPI(

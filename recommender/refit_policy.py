@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: How a decision asked for by a monitor begins.
-REQUESTED = "requested: "
-
 
 @dataclass(frozen=True, slots=True)
 class RefitPolicy:
@@ -40,6 +37,7 @@ class RefitClock:
 class RefitDecision:
     due: bool
     reason: str
+    requested: bool = False  # a monitor asked: the refit answers online quality, not growth
 
 
 def decide_refit(clock: RefitClock, policy: RefitPolicy) -> RefitDecision:
@@ -62,7 +60,7 @@ def decide_refit(clock: RefitClock, policy: RefitPolicy) -> RefitDecision:
     if not clock.served:
         return RefitDecision(True, "no model served yet")
     if clock.requested:
-        return RefitDecision(True, f"{REQUESTED}{clock.requested}")
+        return RefitDecision(True, f"requested: {clock.requested}", requested=True)
     grown = new >= policy.growth * max(clock.fitted_at_events, 1)
     if grown and clock.since_fit_s >= policy.min_interval_s:
         return RefitDecision(True, f"data grew by {new:,} events")

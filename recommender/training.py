@@ -30,7 +30,7 @@ from recommender.evaluation import Split, evaluate, forward_split
 from recommender.feature_store import FeatureStore
 from recommender.lifecycle import Gate, GateResult, ModelLifecycle
 from recommender.model_state import ModelState, ServedModel
-from recommender.refit_policy import REQUESTED, RefitClock, RefitDecision, RefitPolicy, decide_refit
+from recommender.refit_policy import RefitClock, RefitDecision, RefitPolicy, decide_refit
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ class Trainer:
         model, version = self.updater.served.fitted, self.updater.version
         if model is None or version is None:
             return Gate(note="nothing served before")
-        if self.last_decision.reason.startswith(REQUESTED):
+        if self.last_decision.requested:
             # The monitor saw the served model's online quality fall: what users did since its
             # fit is mostly from before the change, and would hold back the very refit that
             # answers it. The monitor judges the new version online, and rolls it back if worse.

@@ -11,9 +11,9 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from recommender.errors import InvalidRecordError
 from recommender.metrics import quantile
@@ -22,6 +22,8 @@ from streams.records import DecisionV1, MetricV1, decode_metrics_record
 
 if TYPE_CHECKING:
     from rich.console import Group
+
+K = TypeVar("K")
 
 #: Sums are shown per second over this many of the newest windows.
 RATE_WINDOWS = 5
@@ -97,23 +99,22 @@ class ConsoleView:
         since = self.newest_end_ms - RATE_WINDOWS * 1000
         return [w for w in windows if w.data.end_ms > since]
 
+    def _per_second(self, name: str, key: Callable[[dict[str, str]], K]) -> dict[K, float]:
+        out: dict[K, float] = {}
+        for labels, windows in self._records(name):
+            total = sum(w.data.value or 0.0 for w in self._fresh(windows))
+            out[key(labels)] = out.get(key(labels), 0.0) + total / RATE_WINDOWS
+        return out
+
     def rate(self, name: str, by: str | None = None) -> dict[str, float]:
         """A sum per second over the newest windows, in total or by one label."""
-        out: dict[str, float] = {}
-        for labels, windows in self._records(name):
-            key = labels.get(by, "") if by else ""
-            total = sum(w.data.value or 0.0 for w in self._fresh(windows))
-            out[key] = out.get(key, 0.0) + total / RATE_WINDOWS
-        return out
+        return self._per_second(name, lambda labels: labels.get(by, "") if by else "")
 
     def per_version(self, name: str) -> dict[tuple[str, str], float]:
         """A sum per second by (model version, bucket)."""
-        out: dict[tuple[str, str], float] = {}
-        for labels, windows in self._records(name):
-            key = (labels.get("model_version", ""), labels.get("bucket", ""))
-            total = sum(w.data.value or 0.0 for w in self._fresh(windows))
-            out[key] = out.get(key, 0.0) + total / RATE_WINDOWS
-        return out
+        return self._per_second(
+            name, lambda labels: (labels.get("model_version", ""), labels.get("bucket", ""))
+        )
 
     def gauge(self, name: str) -> list[tuple[dict[str, str], float]]:
         return [(labels, w[-1].data.value or 0.0) for labels, w in self._records(name) if w]

@@ -147,3 +147,21 @@ def test_quantiles_interpolate_inside_the_bucket_like_prometheus():
     assert quantile(bounds, [5, 5, 0, 0], 0.99) == pytest.approx(19.8)
     assert quantile(bounds, [0, 0, 0, 3], 0.5) == 40.0  # the open bucket: its lower bound
     assert quantile(bounds, [0, 0, 0, 0], 0.5) != quantile(bounds, [0, 0, 0, 0], 0.5)  # NaN
+
+
+def test_the_apis_coverage_is_of_one_window_only():
+    from api.telemetry import ApiMetrics
+
+    m = ApiMetrics(MetricsWindow(1000, start_ms=1000))
+    m.served("v1", "control", ["a", "b"])
+    m.served("v1", "control", ["b"])
+    m.close_coverage(catalogue_size=4)
+    first = _by_name(m.window.close(2000))
+    assert first[("streamrec_catalogue_coverage", ())].value == 0.5
+    assert (
+        first[("streamrec_recs_served", (("bucket", "control"), ("model_version", "v1")))].value
+        == 2
+    )
+    m.served("v2", "challenger", ["c"])
+    m.close_coverage(catalogue_size=4)
+    assert _by_name(m.window.close(3000))[("streamrec_catalogue_coverage", ())].value == 0.25

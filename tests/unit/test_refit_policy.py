@@ -39,6 +39,8 @@ def test_nothing_new_is_never_due_even_when_asked():
 def test_each_trigger(change, due, reason):
     decision = decide_refit(replace(BASE, **change), POLICY)
     assert (decision.due, decision.reason) == (due, reason)
+    # Only a monitor's request is marked as one (its refit is judged online, not on the holdout).
+    assert decision.requested == ("requested" in change)
 
 
 def test_a_new_text_model_refits_even_with_nothing_new_but_not_too_soon():
