@@ -92,3 +92,8 @@ def char_ids(texts: Sequence[str], index: dict[str, int], max_len: int) -> npt.N
         ids = [index.get(ch, UNK) for ch in normalise(text)[:max_len]] or [UNK]
         out[row, : len(ids)] = ids
     return out
+
+
+def item_text(title: str, text: str | None = None) -> str:
+    """What the text model reads of an item."""
+    return f"{title}. {text}" if text else title

@@ -15,7 +15,8 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -56,16 +57,24 @@ class ModelRegistry:
             raise UnknownFamilyError(
                 f"no model family {name!r}; known: {', '.join(self.families) or 'none'}"
             )
-        return FamilyRegistry(self.root / name, self._families[name], name)
+        families = self._families
+        return FamilyRegistry(self.root / name, lambda: families[name], name)
 
 
 class FamilyRegistry(Generic[A]):
-    """One family's versions: save, load, metadata, list."""
+    """One family's versions: save, load, metadata, list.
 
-    def __init__(self, root: Path, cls: type[A], family: str) -> None:
+    ``cls`` gives the family's class when first needed: a content family's class imports
+    torch (two seconds), which a worker that serves no content model never spends."""
+
+    def __init__(self, root: Path, cls: Callable[[], type[A]], family: str) -> None:
         self.root = root
-        self.cls = cls
+        self._cls = cls
         self.family = family
+
+    @cached_property
+    def cls(self) -> type[A]:
+        return self._cls()
 
     def save(self, model: A, metadata: dict[str, Any]) -> str:
         """Write a new version and return its name (sortable by creation time)."""

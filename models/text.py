@@ -21,11 +21,6 @@ from models.classifier import ContentClassifier, GrowingHead, WideBag
 from models.features import bag, char_ids, normalise
 
 
-def item_text(title: str, text: str | None = None) -> str:
-    """What the text model reads of an item."""
-    return f"{title}. {text}" if text else title
-
-
 class _TextNet(nn.Module):
     def __init__(self, chars: int, labels: int, config: dict[str, Any]) -> None:
         super().__init__()

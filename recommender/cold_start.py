@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.features import item_text
 from models.registry import FamilyRegistry
-from models.text import TextClassifier, item_text
 from recommender.cf_updater import CFUpdater
 from recommender.cf_vectors import CFVectors
+from recommender.content_features import one_inference_thread
 from recommender.feature_store import FeatureStore
 from recommender.types import ItemMeta
+
+if TYPE_CHECKING:  # torch: imported once a text model is loaded, not when the worker starts
+    from models.text import TextClassifier
 
 
 class ColdStartPlacer:
@@ -38,6 +43,7 @@ class ColdStartPlacer:
     async def _text_model(self, version: str) -> TextClassifier:
         if self._text is None or self._text[0] != version:
             self._text = (version, await asyncio.to_thread(self._texts.load, version))
+            one_inference_thread()
         return self._text[1]
 
     async def place_unknown(self) -> int:

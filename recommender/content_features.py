@@ -28,6 +28,16 @@ from recommender.types import Interaction, ItemMeta
 MAX_PREDICTED = 3
 
 
+def one_inference_thread() -> None:
+    """Inference on the event path (sentiment, categories, placement) in one thread: torch's
+    default of one per core took both cores from the agents in bursts. Called once a content
+    model is loaded: torch is imported then, not when the worker starts (two seconds that a
+    restarted worker would spend before consuming)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 class ServedContentModels:
     """The served text, sentiment and image models of this process."""
 
@@ -46,6 +56,8 @@ class ServedContentModels:
             await cache.current()
             if cache.version != before:
                 changed.add(family)
+        if changed:
+            one_inference_thread()
         return changed
 
     def model(self, family: str) -> Any:
@@ -95,7 +107,7 @@ class CategoryPredictor:
         self._min_p = min_p
 
     async def enrich(self, items: Sequence[ItemMeta]) -> list[ItemMeta]:
-        from models.text import item_text
+        from models.features import item_text
 
         todo = [i for i, it in enumerate(items) if not it.categories]
         text, image = self._models.model(TEXT), self._models.model(IMAGE)

@@ -62,7 +62,7 @@ def learner_config(settings: Settings) -> LearnerConfig:
 def item_examples(item_id: str, meta: Mapping[str, str], image: str | None) -> dict[str, Example]:
     """What an item teaches: its text (title and text -> its categories) and its image (-> its
     first category). Only categories the publisher gave count, never predicted ones."""
-    from models.text import item_text
+    from models.features import item_text
 
     categories = json.loads(meta.get("categories") or "[]")
     if not categories or meta.get("predicted"):

@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from models.base import RecommenderModel
 from models.data import InteractionMatrix
+
+if TYPE_CHECKING:  # the worker imports this module; pandas would add a quarter second to its start
+    import pandas as pd
 
 Histories = dict[str, dict[str, float]]
 

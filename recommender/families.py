@@ -47,6 +47,9 @@ class _Families(Mapping[str, type[Artifact]]):
         found: type[Artifact] = getattr(importlib.import_module(module), cls)
         return found
 
+    def __contains__(self, name: object) -> bool:
+        return name in MODEL_FAMILIES  # Mapping's own would import the class
+
     def __iter__(self) -> Iterator[str]:
         return iter(MODEL_FAMILIES)
 

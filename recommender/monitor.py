@@ -26,11 +26,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
-
-from river.drift import ADWIN
+from typing import TYPE_CHECKING, Literal
 
 from recommender.ab_split import CHALLENGER, CONTROL
+
+if TYPE_CHECKING:
+    from river.drift import ADWIN
 
 LISTS = "streamrec_recs_served"
 HITS = "streamrec_recs_hits"
@@ -69,6 +70,20 @@ class Tally:
     def add(self, other: Tally) -> None:
         self.lists += other.lists
         self.hits += other.hits
+
+
+def new_detector(delta: float) -> ADWIN:
+    """River's ADWIN. Imported here, not at the top: `river.drift` loads River's datasets and
+    scikit-learn, most of a second that a restarted worker would spend before it consumes
+    (`preload_detector` imports it off the event loop)."""
+    from river.drift import ADWIN
+
+    return ADWIN(delta=delta)
+
+
+def preload_detector() -> None:
+    """Import the detector's library (call it in a thread while the worker starts)."""
+    import river.drift  # noqa: F401
 
 
 def z_better(a: Tally, b: Tally) -> float:
@@ -135,7 +150,7 @@ class Monitor:
                 self._previous = self._served
             self._served = served
             self._since_promotion = Tally()
-            self._detector = ADWIN(delta=self.config.drift_delta)
+            self._detector = new_detector(self.config.drift_delta)
             self._drift_flagged = None
         if challenger != self._challenger or challenger == served:
             self._challenger = challenger if challenger != served else None

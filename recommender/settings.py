@@ -53,6 +53,13 @@ class Settings(BaseSettings):
 
     # Worker
     worker_id: str = Field("streamrec-worker", description="Faust app id = consumer group")
+    worker_session_timeout_s: float = Field(
+        6.0,
+        ge=1,
+        le=300,
+        description="Consumer group session timeout: how soon a dead worker's partitions move "
+        "(Kafka brokers refuse less than group.min.session.timeout.ms, 6 s by default)",
+    )
     batch_size: int = Field(500, ge=1, le=10_000, description="Events per feature-store batch")
     batch_window_s: float = Field(0.05, gt=0, le=5, description="Max wait to fill a batch")
     consumer_fetch_max_wait_ms: int = Field(

@@ -280,7 +280,7 @@ class Trainer:
         items = [str(i) for i in data.item_ids]
         contents = await self._store.item_contents(items)
         have = [(i, c) for i, c in zip(items, contents, strict=True) if c is not None]
-        from models.text import item_text
+        from models.features import item_text
 
         return ContentInputs(
             [i for i, _ in have],

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
-
-import pandas as pd
+from typing import TYPE_CHECKING, cast
 
 from recommender.settings import Settings
+
+if TYPE_CHECKING:  # pandas costs a worker a quarter second at start, and only benchmarks use it
+    import pandas as pd
 
 #: (pseudonym, item) -> weight; (pseudonym, type) -> count; item -> interactions.
 Cells = dict[tuple[str, str], float]

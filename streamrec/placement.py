@@ -9,7 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from models.text import TextClassifier, item_text
+from models.features import item_text
+from models.text import TextClassifier
 from recommender import keys
 from recommender.cf_vectors import decode_vector
 from recommender.connections import redis_sync

@@ -76,6 +76,10 @@ def last_line(text: str) -> str:
     return (errors or lines or ["(no output)"])[-1]
 
 
+#: The consumer group session timeout with the embedded broker (see `Runtime.start`).
+EMBEDDED_SESSION_TIMEOUT_S = 2.0
+
+
 class Runtime:
     """One streamrec system: embedded Tansu and Valkey unless URLs are configured.
 
@@ -122,6 +126,11 @@ class Runtime:
                 "data_dir": self._workdir / "data",
             }
         if self.embedded:
+            if "worker_session_timeout_s" not in self._base_settings.model_fields_set:
+                # Tansu takes a session this short (Apache Kafka refuses less than its
+                # group.min.session.timeout.ms, 6 s by default): a killed worker's partitions
+                # move in about 2 s instead of 6.
+                updates["worker_session_timeout_s"] = EMBEDDED_SESSION_TIMEOUT_S
             # Throwaway secrets for a throwaway store; configured ones always win.
             if self._base_settings.pseudonym_key is None:
                 updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))

@@ -10,11 +10,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from recommender.attribution import Attributor
+from recommender.cold_start import ColdStartPlacer
 from recommender.connections import redis_async
 from recommender.content_features import (
     CategoryPredictor,
@@ -36,9 +36,6 @@ from recommender.settings import Settings
 from recommender.training import Trainer
 from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
-
-if TYPE_CHECKING:  # torch: imported only when the content models are on
-    from recommender.cold_start import ColdStartPlacer
 
 #: Full fits run at this niceness: background training takes only the CPU ingestion leaves.
 FIT_NICENESS = 10
@@ -101,14 +98,6 @@ class WorkerParts:
         content_listeners: list[ContentListener] = []
         predictor = placer = None
         if content is not None:
-            import torch
-
-            from recommender.cold_start import ColdStartPlacer  # torch: only when used
-
-            # Inference on the event path (sentiment, categories, placement) in one thread:
-            # torch's default of one per core took both cores from the agents in bursts.
-            torch.set_num_threads(1)
-
             placer = ColdStartPlacer(store, trainer.updater, trainer.vectors, registry.family(TEXT))
             predictor = CategoryPredictor(content, settings.predicted_category_min_p)
             content_listeners = [ContentExamples(redis), placer]

@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with a configurable fetch wait, registered as `streamrec://`.
+"""Faust's aiokafka transport with a configurable fetch wait, registered as `streamrec://`;
+and a table manager that does not wait for tables the worker does not have.
 
 Faust hard-codes `fetch_max_wait_ms=1500`. Brokers that do not wake a parked fetch when data
 arrives (the embedded Tansu among them) then hold every fetch that long: measured here, a trivial
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiokafka
+from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 #: Attribute of the Faust app holding the wait in ms; absent keeps Faust's 1500.
@@ -39,3 +41,14 @@ class Consumer(faust_aiokafka.Consumer):
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+
+
+class NoTablesManager(TableManager):
+    """Faust's table manager sleeps a second at start, for agents to register their tables,
+    before the consumer subscribes. The worker keeps its state in Redis, not in tables, and a
+    restarted worker would spend that second idle (measured: a fifth of its recovery)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

@@ -9,6 +9,7 @@ metrics topic as a `DecisionV1` record.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from recommender.keys import CF
 from recommender.lifecycle import ModelLifecycle
 from recommender.metrics import MetricsWindow
 from recommender.model_state import Decision, ModelState
-from recommender.monitor import FED_BY, Action, Monitor, MonitorConfig
+from recommender.monitor import FED_BY, Action, Monitor, MonitorConfig, preload_detector
 from recommender.settings import Settings
 from recommender.training import Trainer
 from streams.kafka import bootstrap_servers
@@ -65,6 +66,8 @@ class MonitorLoop:
 
     async def run(self) -> None:
         s = self._settings
+        # Off the event loop: the worker is catching up on what came in while it was down.
+        await asyncio.to_thread(preload_detector)
         consumer = AIOKafkaConsumer(
             s.topic_metrics,
             bootstrap_servers=bootstrap_servers(s.infra.kafka_url),

@@ -23,7 +23,7 @@ from recommender.keys import CF
 from recommender.model_state import ModelState
 from recommender.settings import Settings
 from streams.composition import WorkerParts
-from streams.faust_transport import set_fetch_max_wait
+from streams.faust_transport import NoTablesManager, set_fetch_max_wait
 from streams.handlers import RawRecord
 from streams.kafka import faust_broker
 from streams.metrics import MetricsPublisher, WindowCollector, now_ms
@@ -68,12 +68,13 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_id,
         broker=faust_broker(kafka_url),
         store="memory://",
+        TableManager=NoTablesManager,
         autodiscover=False,
         web_enabled=False,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 6,
         broker_commit_every=100,
         producer_acks=-1,
         topic_partitions=settings.topic_partitions,

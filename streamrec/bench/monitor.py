@@ -13,8 +13,10 @@ per list, at `RATE` lists a second. Phases, in order:
 3. a bad model: a version fitted on shuffled data, promoted by an operator without a pin; the
    seconds until the monitor rolled it back, and the clicks lost meanwhile (the baseline hit
    rate times the lists served by the bad version, less their clicks);
-4. drift: every cluster's taste moves to the next item cluster; the events from the drift to
-   the monitor's refit request, and the seconds to a refit promoted after it.
+4. drift: every cluster's taste moves to the next item cluster; the lists served from the drift
+   to the last window the monitor had read when it asked for a refit (the detector's delay;
+   the lists served until its record arrived are reported beside it), and the seconds to a
+   refit promoted after it.
 
 Refits come only when the monitor asks (growth, idle and interval triggers are set out of
 reach), so every version change in the run is the operator's or the monitor's doing.
@@ -54,9 +56,12 @@ from streamrec.runtime import Runtime
 from streams.producer import producer_config
 from streams.records import DecisionV1
 
-USERS = 400
+USERS = 1000
 CLUSTERS = 8
-ITEMS_PER_CLUSTER = 40
+# Enough liked items that a user does not run out of unseen ones during the run (seen items
+# are never recommended again): with 40, every user's hit rate fell by itself after a few
+# minutes, and the monitor rightly called that a drift.
+ITEMS_PER_CLUSTER = 150
 SEED_PER_USER = 15
 CLICK_P = 0.1
 RATE = 100.0
@@ -251,6 +256,14 @@ def _wait(what: str, until: Any, limit_s: float = PHASE_LIMIT_S) -> float | None
     return None
 
 
+def _settled_by(decided_ms: int) -> float:
+    """The end of the newest 1 s window the monitor had read when it decided at ``decided_ms``
+    (it reads a window `settle_ms` after its end): lists served before it were evidence; the
+    ones after were served while the window, the publishing and the settling ran."""
+    settled = decided_ms - MonitorConfig().settle_ms
+    return (settled - settled % 1000) / 1000
+
+
 def _hit_rate(served: list[Served]) -> float:
     return sum(s.clicked for s in served) / len(served) if served else 0.0
 
@@ -324,17 +337,23 @@ def _scenarios(settings: Settings) -> dict[str, Any]:
 
         time.sleep(10)  # the served model's rate settles again
         print("monitor: the population's taste moves...", flush=True)
+        served_then = asyncio.run(served_version(rt.settings))
         population.shift = 1
         drift_at, drift_n = time.time(), len(sim.log)
         refit = _wait("drift detected", lambda: decisions.first("refit", drift_at) is not None)
         detected = decisions.first("refit", drift_at)
-        served_then = asyncio.run(served_version(rt.settings))
-        promoted = None
+        promoted, refit_version = None, None
         if refit is not None:
+            # The refit is fast: it may serve before its decision record reaches us, so the
+            # version to leave is the one served when the taste moved.
             promoted = _wait(
                 "a refit promoted",
                 lambda: asyncio.run(served_version(rt.settings)) not in {served_then, None},
             )
+            if promoted is not None:
+                refit_version = asyncio.run(served_version(rt.settings))
+                time.sleep(20)  # the refit's hit rate while it serves, and what became of it
+        after_drift = sim.log[drift_n:]
         out = {
             "baseline_hit_rate": round(baseline, 3),
             "quiet_events": quiet_events,
@@ -346,7 +365,25 @@ def _scenarios(settings: Settings) -> dict[str, Any]:
             "rollback_s": round(back - promoted_at, 1) if back else None,
             "clicks_lost_before_rollback": round(lost, 1),
             "detection_delay_events": (
-                len([x for x in sim.log[drift_n:] if x.at < detected[0]]) if detected else None
+                len([x for x in after_drift if x.at < _settled_by(detected[1].data.at_ms)])
+                if detected
+                else None
+            ),
+            "detection_delay_lists_served": (
+                len([x for x in after_drift if x.at < detected[0]]) if detected else None
+            ),
+            "hit_rate_before_drift": round(_hit_rate(sim.between(drift_at - 10, drift_at)), 3),
+            "refit_version": refit_version,
+            "refit_hit_rate": (
+                round(_hit_rate([x for x in after_drift if x.version == refit_version]), 3)
+                if refit_version
+                else None
+            ),
+            "hit_rate_20s_after_refit": (
+                round(_hit_rate(sim.between(promoted + 15, promoted + 20)), 3) if promoted else None
+            ),
+            "refit_rolled_back": any(
+                d.data.action == "rollback" for t, d in decisions.seen if t > drift_at
             ),
             "drift_detected_s": round(refit - drift_at, 1) if refit else None,
             "drift_to_promoted_s": round(promoted - drift_at, 1) if promoted else None,
