@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
                 new_item_slots=settings.serve_new_item_slots,
                 new_item_within=settings.serve_new_item_within,
                 challenger_share=settings.ab_challenger_share,
+                candidates=settings.serve_candidates,
             )
             metrics_out = _metrics_publisher(publisher)
             background_task = asyncio.create_task(

@@ -1,10 +1,12 @@
 """The collaborative-filtering family's vectors in Redis: each user's vector per served version,
-and the factors of items newer than a version's fit. The one owner of those keys."""
+the candidates serving cached for it, and the factors of items newer than a version's fit. The
+one owner of those keys."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,45 @@ def decode_vector(raw: str | bytes | None) -> UserVector | None:
     text = raw.decode() if isinstance(raw, bytes) else raw
     as_of, _, b64 = text.partition(":")
     return UserVector(np.frombuffer(base64.b64decode(b64), dtype=np.float32), int(as_of))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCandidates:
+    """A user's best items by the served version (their history left out), best first, and
+    the items newer than its fit that they touched, as of their vector's `as_of`."""
+
+    as_of: int
+    items: list[tuple[str, float]]
+    seen_new: frozenset[str]
+
+
+def encode_candidates(c: CachedCandidates) -> str:
+    # Ids hold no spaces or `|` (`recommender.types.ID_PATTERN`); repr keeps a float exactly.
+    ids = " ".join(i for i, _ in c.items)
+    scores = " ".join(repr(s) for _, s in c.items)
+    return f"{c.as_of}|{' '.join(sorted(c.seen_new))}|{ids}|{scores}"
+
+
+def decode_candidates(
+    raw: str | bytes | None, leave_out: AbstractSet[str] = frozenset(), n: int | None = None
+) -> CachedCandidates | None:
+    """What `encode_candidates` wrote, with only the first ``n`` items not in ``leave_out``
+    (a request wants ten of a hundred: turning the rest into floats was a twentieth of the
+    API's time)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    as_of, seen_new, ids, scores = text.split("|", 3)
+    id_list, score_list = ids.split(), scores.split()
+    if leave_out:
+        picked = [j for j, i in enumerate(id_list) if i not in leave_out][:n]
+    else:
+        picked = list(range(len(id_list) if n is None else min(n, len(id_list))))
+    return CachedCandidates(
+        int(as_of),
+        [(id_list[j], float(score_list[j])) for j in picked],
+        frozenset(seen_new.split()),
+    )
 
 
 def _b64(vec: npt.NDArray[np.float32]) -> str:
@@ -72,6 +113,17 @@ class CFVectors:
         `decode_vector`): serving reads it in the same round trip as the user's features."""
         pipe.hget(keys.user_vectors(version), pseudonym)
 
+    def queue_candidates(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
+        """Add the read of one user's cached candidates to ``pipe`` (`decode_candidates`)."""
+        pipe.hget(keys.user_recs(version), pseudonym)
+
+    async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:
+        """Cache what serving computed; a reader uses an entry only while its `as_of` is the
+        user's vector's (the worker's next fold-in of the user makes it stale)."""
+        if found:
+            encoded = {p: encode_candidates(c) for p, c in found.items()}
+            await self._redis.hset(keys.user_recs(version), mapping=encoded)  # type: ignore[arg-type]
+
     async def write_item_vectors(
         self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
     ) -> None:
@@ -93,8 +145,10 @@ class CFVectors:
         }
 
     async def forget(self, pseudonym: str) -> int:
-        """Remove the user's vector from every version; returns how many were removed."""
+        """Remove the user's vector and cached candidates from every version; returns how many
+        were removed."""
         removed = 0
-        async for name in self._redis.scan_iter(match=keys.USER_VECTORS_PATTERN):
-            removed += int(await self._redis.hdel(name, pseudonym))
+        for pattern in (keys.USER_VECTORS_PATTERN, keys.USER_RECS_PATTERN):
+            async for name in self._redis.scan_iter(match=pattern):
+                removed += int(await self._redis.hdel(name, pseudonym))
         return removed

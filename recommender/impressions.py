@@ -2,7 +2,7 @@
 the user did next can be credited to the list, the model version and the A/B bucket behind it.
 
 The one owner of `imp:{id}`, `u:{p}:shown` and `u:{p}:imps`. The API buffers impressions and
-writes them in one pipeline per flush (about every 0.1 s), off the request path: a request pays
+writes them in one script call per flush (about every 0.1 s), off the request path: a request pays
 no extra round trip, and a replica that dies loses at most one flush of impressions.
 """
 
@@ -35,55 +35,29 @@ class ImpressionStore:
         self._redis = redis
         self.window_s = window_s
         self._pending: list[Impression] = []
+        self._record = redis.register_script(keys.RECORD_IMPRESSIONS_LUA)
 
     def record(self, impression: Impression) -> None:
         """Queue a served list for the next `flush`."""
         self._pending.append(impression)
 
     async def flush(self) -> int:
-        """Write the queued impressions; return how many."""
+        """Write the queued impressions (one script call); return how many."""
         pending, self._pending = self._pending, []
         if not pending:
             return 0
-        ttl = self.window_s
-        pipe = self._redis.pipeline(transaction=False)
+        args: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER, keys.SHOWN_MAX_ITEMS]
         for imp in pending:
-            key = keys.impression(imp.recommendation_id)
-            pipe.hset(
-                key,
-                mapping={
-                    "u": imp.pseudonym,
-                    "items": " ".join(imp.items),
-                    "v": imp.model_version,
-                    "b": imp.bucket,
-                    "t": imp.ts_ms,
-                },
-            )
-            pipe.expire(key, ttl)
-            imps = keys.user_impressions(imp.pseudonym)
-            pipe.zadd(imps, {imp.recommendation_id: imp.ts_ms})
-            pipe.zremrangebyrank(imps, 0, -MAX_IMPRESSIONS_PER_USER - 1)
-            pipe.expire(imps, ttl)
-            if imp.items:
-                shown = keys.user_shown(imp.pseudonym)
-                pipe.hset(shown, mapping=dict.fromkeys(imp.items, imp.recommendation_id))
-                pipe.expire(shown, ttl)
-        await pipe.execute()
-        await self._cap_shown({imp.pseudonym for imp in pending})
+            args += [
+                imp.recommendation_id,
+                imp.pseudonym,
+                " ".join(imp.items),
+                imp.model_version,
+                imp.bucket,
+                imp.ts_ms,
+            ]
+        await self._record(args=args)
         return len(pending)
-
-    async def _cap_shown(self, pseudonyms: set[str]) -> None:
-        """A user shown more than SHOWN_MAX_ITEMS items in the window starts afresh (rare: a
-        list is ten items; the bound is against a client that asks in a loop)."""
-        users = sorted(pseudonyms)
-        pipe = self._redis.pipeline(transaction=False)
-        for p in users:
-            pipe.hlen(keys.user_shown(p))
-        over = [
-            p for p, n in zip(users, await pipe.execute(), strict=True) if n > keys.SHOWN_MAX_ITEMS
-        ]
-        if over:
-            await self._redis.delete(*(keys.user_shown(p) for p in over))
 
     async def shown_in(self, pairs: Sequence[tuple[str, str]]) -> list[str | None]:
         """For each (pseudonym, item): the newest list in the window that showed the item."""

@@ -206,6 +206,16 @@ def user_vectors(version: str) -> str:
 USER_VECTORS_PATTERN = f"{MODEL_PREFIX}{CF}:*:users"
 
 
+def user_recs(version: str) -> str:
+    """CF version ``version``'s cached recommendation candidates (pseudonym -> the top items
+    of the user's vector, recent items and history as of `as_of`; see `recommender.cf_vectors`).
+    """
+    return f"{MODEL_PREFIX}{CF}:{version}:recs"
+
+
+USER_RECS_PATTERN = f"{MODEL_PREFIX}{CF}:*:recs"
+
+
 def item_vectors(version: str) -> str:
     """Factors of items newer than CF version ``version``'s fit, folded in by the worker."""
     return f"{MODEL_PREFIX}{CF}:{version}:items"
@@ -214,7 +224,9 @@ def item_vectors(version: str) -> str:
 def version_keys(family: str, version: str) -> list[str]:
     """Keys that belong to one served version of ``family``: kept while it serves, expired
     `RETIRED_MODEL_TTL_S` after another replaces it."""
-    return [user_vectors(version), item_vectors(version)] if family == CF else []
+    return (
+        [user_vectors(version), user_recs(version), item_vectors(version)] if family == CF else []
+    )
 
 
 def items_written_field(version: str) -> str:
@@ -332,6 +344,42 @@ APPLY_EVENTS_LUA = (
         json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
     )
 )
+
+
+#: Served lists: ARGV = attribution window s, lists kept per user, SHOWN_MAX_ITEMS, then six per
+#: list: recommendation id, pseudonym, items (space-separated), model version, bucket, time ms.
+#: One script per flush, not seven commands per list: a client library's cost is per command.
+RECORD_IMPRESSIONS_LUA = """
+local ttl, per_user, shown_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local touched = {}
+for i = 4, #ARGV, 6 do
+  local rid, p, items = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = '__IMP__' .. rid
+  redis.call('HSET', key, 'u', p, 'items', items, 'v', ARGV[i + 3], 'b', ARGV[i + 4],
+             't', ARGV[i + 5])
+  redis.call('EXPIRE', key, ttl)
+  local imps = '__USER__' .. p .. ':imps'
+  redis.call('ZADD', imps, ARGV[i + 5], rid)
+  redis.call('ZREMRANGEBYRANK', imps, 0, -per_user - 1)
+  redis.call('EXPIRE', imps, ttl)
+  if items ~= '' then
+    local shown = '__USER__' .. p .. ':shown'
+    for item in string.gmatch(items, '%S+') do
+      redis.call('HSET', shown, item, rid)
+    end
+    redis.call('EXPIRE', shown, ttl)
+    touched[shown] = true
+  end
+end
+-- A user shown more than shown_max items in the window starts afresh (a list is ten items;
+-- the bound is against a client that asks in a loop).
+for shown in pairs(touched) do
+  if redis.call('HLEN', shown) > shown_max then
+    redis.call('DEL', shown)
+  end
+end
+return (#ARGV - 3) / 6
+""".replace("__IMP__", IMPRESSION_PREFIX).replace("__USER__", USER_PREFIX)
 
 
 #: Compare-and-set: KEYS[1] = ARGV[2] only if it still equals ARGV[1] (1 if set, else 0).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,13 @@ from models.als import ALSModel
 from models.base import FactorModel
 from models.registry import FamilyRegistry
 from recommender.ab_split import CHALLENGER, CONTROL, ChallengerModel, in_challenger_share
-from recommender.cf_vectors import CFVectors, UserVector, decode_vector
+from recommender.cf_vectors import (
+    CachedCandidates,
+    CFVectors,
+    UserVector,
+    decode_candidates,
+    decode_vector,
+)
 from recommender.feature_store import FeatureStore, ItemCard
 from recommender.model_state import ModelState
 from recommender.served import ServedALS
@@ -83,9 +90,11 @@ class RecommendationService:
         new_item_slots: int = 0,
         new_item_within: int = 100,
         challenger_share: float = 0.0,
+        candidates: int = 0,
     ) -> None:
         """``knn_weight`` and ``recent_items``: how much the neighbours of the user's latest
         items count against the ALS score (see `ALSModel.recommend_vector`)."""
+        self._candidates = candidates  # cached per user (0: every request computes its answer)
         self._new_item_slots = new_item_slots
         self._new_item_within = new_item_within
         self._knn_weight = knn_weight
@@ -139,7 +148,12 @@ class RecommendationService:
         explain: bool = False,
     ) -> Recommendations:
         """Top-k unseen items for ``user_id`` (in ``category`` if given); an unknown user, or
-        one the model cannot fill k for, gets popular items."""
+        one the model cannot fill k for, gets popular items.
+
+        The common request (the served version, no category, no explanation, k within the
+        cached candidates) is answered from the user's cached candidates in one round trip,
+        while they are as fresh as the user's vector; the first request after the worker folded
+        the user in computes them (`_candidates_of`)."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
         pseudonym = self._store.pseudonym(user_id)
@@ -150,6 +164,29 @@ class RecommendationService:
             (version, model), bucket = challenger, CHALLENGER
         else:
             bucket = CONTROL
+        excluded_here = set(exclude)
+        cacheable = (
+            model is not None
+            and version is not None
+            and challenger is None
+            and category is None
+            and not explain
+            and k <= self._candidates
+        )
+        if cacheable:
+            assert model is not None and version is not None
+            pipe = self._store.redis.pipeline(transaction=False)
+            self._vectors.queue_user_vector(pipe, version, pseudonym)
+            self._vectors.queue_candidates(pipe, version, pseudonym)
+            raw_vector, raw_cached = await pipe.execute()
+            vec = decode_vector(raw_vector)
+            cached = decode_candidates(raw_cached, excluded_here, k)
+            if vec is not None and cached is not None and cached.as_of == vec.as_of:
+                fast = self._from_candidates(model, vec, k, cached, excluded_here)
+                if fast is not None:
+                    return Recommendations(
+                        user_id, await self._scored(fast), version, vec.as_of, bucket
+                    )
         # One round trip for the user's features and their vector (each store queues its own).
         pipe = self._store.redis.pipeline(transaction=False)
         self._store.queue_serving_state(pipe, pseudonym, self._recent_items)
@@ -162,7 +199,15 @@ class RecommendationService:
             # The worker folds users into the served version only: the challenger's vector is
             # solved here, from the same history (one least-squares solve).
             vec = await self._challenger_vector(model, pseudonym)
-        excluded = seen | set(exclude)
+        if cacheable and vec is not None:
+            assert model is not None and version is not None
+            cached = await self._candidates_of(model, version, pseudonym, vec, seen, recent)
+            fast = self._from_candidates(model, vec, k, cached, excluded_here)
+            if fast is not None:
+                return Recommendations(
+                    user_id, await self._scored(fast), version, vec.as_of, bucket
+                )
+        excluded = seen | excluded_here
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
         if model is not None and vec is not None:
@@ -191,6 +236,45 @@ class RecommendationService:
             bucket,
         )
 
+    async def _candidates_of(
+        self,
+        model: ALSModel,
+        version: str,
+        pseudonym: str,
+        vec: UserVector,
+        seen: set[str],
+        recent: list[str],
+    ) -> CachedCandidates:
+        """The user's best `candidates` items by the whole chain's first step (the factors and
+        the neighbours of their recent items, their history left out), cached until the worker
+        folds them in again. Items newer than the fit that they touched are kept with it: the
+        new-item places, filled at request time, must skip them."""
+        ids, scores = model.recommend_vector(
+            vec.vector, self._candidates, seen, None, recent, self._knn_weight, self._recent_decay
+        )
+        cached = CachedCandidates(
+            vec.as_of,
+            [(str(i), float(s)) for i, s in zip(ids, scores, strict=True)],
+            frozenset(i for i in seen if not self._served.fitted_knows(i)),
+        )
+        await self._vectors.write_candidates(version, {pseudonym: cached})
+        return cached
+
+    def _from_candidates(
+        self,
+        model: ALSModel,
+        vec: UserVector,
+        k: int,
+        cached: CachedCandidates,
+        exclude: set[str],
+    ) -> list[tuple[str, float, str]] | None:
+        """The answer from cached candidates, or None when they cannot fill k (the whole chain,
+        with its fallbacks, then answers)."""
+        items = [(i, s, REASON_CF) for i, s in cached.items if i not in exclude][:k]
+        if len(items) < k:
+            return None
+        return self._with_new_items(model, vec.vector, k, items, cached.seen_new | exclude, None)
+
     async def _challenger_vector(self, model: ALSModel, pseudonym: str) -> UserVector | None:
         histories, as_of = await self._store.histories_and_last_seen([pseudonym])
         if not histories or not histories[0]:
@@ -203,7 +287,7 @@ class RecommendationService:
         vector: np.ndarray,
         k: int,
         items: list[tuple[str, float, str]],
-        excluded: set[str],
+        excluded: AbstractSet[str],
         allowed: set[str] | None,
     ) -> list[tuple[str, float, str]]:
         """Keep up to `new_item_slots` places at the end of the list for items newer than the

@@ -151,6 +151,13 @@ class Settings(BaseSettings):
     serve_knn_weight: float = Field(
         0.5, ge=0, description="Weight of the recent items' neighbours against the ALS score"
     )
+    serve_candidates: int = Field(
+        100,
+        ge=0,
+        le=1000,
+        description="Candidates cached per user for requests of up to this many items "
+        "(0: every request scores the catalogue)",
+    )
     serve_recent_items: int = Field(
         10, ge=0, le=50, description="Recent items whose neighbours are blended in"
     )

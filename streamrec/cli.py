@@ -131,7 +131,12 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.which in {"freshness", "all"}:
         run_freshness(settings, json_path=args.json or out / "freshness.json")
     if args.which in {"serve", "all"}:
-        run_serve(settings, seconds=args.seconds, json_path=args.json or out / "serve.json")
+        run_serve(
+            settings,
+            seconds=args.seconds,
+            json_path=args.json or out / "serve.json",
+            profile=args.profile,
+        )
     if args.which in {"monitor", "all"}:
         from streamrec.bench.monitor import run_monitor_bench
 
@@ -286,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--freshness-seconds", type=float, default=30.0)
     b.add_argument("--prequential-events", type=int, default=5000, help="quality: events replayed")
     b.add_argument("--seconds", type=float, default=20.0, help="serve: load duration per endpoint")
+    b.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="serve: py-spy's stacks of the API under load to this file, a summary beside",
+    )
     b.set_defaults(func=cmd_bench)
     return parser
 

@@ -10,13 +10,9 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import AdminKey, ReadKey, WriteKey
 from api.deps import (
-    ImpressionsDep,
-    MetricsDep,
     PathId,
     PrivacyDep,
-    ServiceDep,
-    SettingsDep,
-    StoreDep,
+    RecommendingDep,
     capped_k,
 )
 from api.schemas import (
@@ -36,11 +32,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
 @router.get("/{user_id}/recommendations", response_model=RecommendationsOut)
 async def recommendations(
     user_id: PathId,
-    service: ServiceDep,
-    settings: SettingsDep,
-    telemetry: MetricsDep,
-    impressions: ImpressionsDep,
-    store: StoreDep,
+    parts: RecommendingDep,
     _: ReadKey,
     k: Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")] = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
@@ -48,14 +40,16 @@ async def recommendations(
     explain: Annotated[bool, Query(description="Name the user's item behind each pick")] = False,
 ) -> RecommendationsOut:
     """Top-k items the user has not interacted with yet; popular items for an unknown user."""
-    recs = await service.recommend(user_id, capped_k(k, settings), exclude, category, explain)
+    recs = await parts.service.recommend(
+        user_id, capped_k(k, parts.settings), exclude, category, explain
+    )
     recommendation_id = uuid.uuid4().hex
     items = [i.item_id for i in recs.items]
-    telemetry.served(recs.model_version, recs.bucket, items)
-    impressions.record(
+    parts.telemetry.served(recs.model_version, recs.bucket, items)
+    parts.impressions.record(
         Impression(
             recommendation_id,
-            store.pseudonym(user_id),
+            parts.store.pseudonym(user_id),
             tuple(items),
             recs.model_version or "none",
             recs.bucket,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +66,75 @@ def _parse(out: str) -> dict[str, float]:
     return found
 
 
+@contextmanager
+def _profiled(rt: Runtime, out: Path | None, seconds: float) -> Iterator[None]:
+    """py-spy samples the API process while the block runs, when ``out`` is given: collapsed
+    stacks in ``out``, and a summary of where the time went beside it (``.txt``)."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        raise StreamrecError("--profile needs py-spy: pip install py-spy")
+    (api,) = [c for c in rt.supervisor.children if c.name == "api"]
+    argv = [spy, "record", "-p", str(api.process.pid), "-d", f"{seconds:g}", "-r", "200"]
+    argv += ["-f", "raw", "-o", str(out), "--nonblocking"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        proc.wait(timeout=seconds + 30)
+    summary = summarize_profile(out.read_text())
+    out.with_suffix(".txt").write_text(summary)
+    print(summary)
+
+
+#: Where a request's time goes, by the frames it passes through (inclusive).
+PROFILE_PARTS = {
+    "scoring (numpy, the model)": ("models/als.py", "models/base.py", "models/neighbours.py"),
+    "serving chain (recommender/serving.py)": ("recommender/serving.py",),
+    "Redis round trips (redis-py)": ("redis/asyncio/",),
+    "dependencies and validation (FastAPI)": ("fastapi/dependencies/", "fastapi/_compat"),
+    "auth and rate limit": ("api/auth.py",),
+    "response (pydantic, JSON)": ("fastapi/routing.py:serialize_response", "pydantic/main.py"),
+    "HTTP server (uvicorn, h11/httptools)": ("uvicorn/protocols/",),
+    "event loop (asyncio, uvloop)": ("asyncio/base_events.py", "asyncio/events.py"),
+    "impressions and metrics": ("recommender/impressions.py", "api/telemetry.py"),
+}
+
+
+def summarize_profile(raw: str, top: int = 15) -> str:
+    """The share of samples under each of `PROFILE_PARTS`, and the functions with the most
+    samples of their own, from py-spy's collapsed stacks (``frame;frame;... count``)."""
+    total = 0
+    parts = dict.fromkeys(PROFILE_PARTS, 0)
+    own: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        for part, needles in PROFILE_PARTS.items():
+            if any(needle in stack for needle in needles):
+                parts[part] += n
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + n
+    if not total:
+        return "profile: no samples"
+    lines = [f"profile: {total} samples of the API process"]
+    lines += [f"  {100 * n / total:5.1f}%  {part}" for part, n in parts.items()]
+    lines.append("  own time, top functions:")
+    for leaf, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {leaf}")
+    return "\n".join(lines)
+
+
 def run_serve(
-    settings: Settings, seconds: float = 20.0, json_path: Path | None = None
+    settings: Settings,
+    seconds: float = 20.0,
+    json_path: Path | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise StreamrecError(
@@ -82,7 +152,8 @@ def run_serve(
             script = Path(tmp) / "recs.lua"
             script.write_text(LUA % {"users": ",".join(f'"{u}"' for u in users), "token": token})
             _wrk(rt.api_url, 2, script)  # warm-up: model loaded, connections open
-            recs = _wrk(rt.api_url, seconds, script)
+            with _profiled(rt, profile, seconds):
+                recs = _wrk(rt.api_url, seconds, script)
             trivial = _wrk(f"{rt.api_url}/v1/health/live", seconds, None)
     results: dict[str, Any] = {
         "load_generator": f"wrk -t1 -c{CONCURRENCY} (C, one thread)",

@@ -10,7 +10,7 @@ from recommender.ab_split import CHALLENGER, CONTROL, in_challenger_share
 from recommender.attribution import GRACE_S, Attributor
 from recommender.families import cf_registry
 from recommender.feature_store import FeatureStore
-from recommender.impressions import Impression, ImpressionStore
+from recommender.impressions import MAX_IMPRESSIONS_PER_USER, Impression, ImpressionStore
 from recommender.metrics import MetricsWindow
 from recommender.model_state import ModelState
 from recommender.serving import RecommendationService
@@ -149,3 +149,22 @@ async def test_an_outcome_that_outruns_its_list_is_credited_once_the_list_is_wri
     key = (("bucket", CONTROL), ("kind", "click"), ("model_version", "v1"))
     assert sums[("streamrec_recs_outcomes", key)] == 1
     assert not any(name == "streamrec_attribution_unmatched" for name, _ in sums)
+
+
+async def test_what_is_kept_of_served_lists_is_bounded_per_user(parts, redis):
+    _, impressions, _, _ = parts
+    carol = "c" * 32
+    for n in range(MAX_IMPRESSIONS_PER_USER + 5):
+        items = tuple(f"i{n}-{j}" for j in range(10))
+        impressions.record(Impression(f"r{n}", carol, items, "v1", CONTROL, 1_000 + n))
+        if n == 40:  # 410 items shown: all kept
+            await impressions.flush()
+            assert await redis.hlen(keys.user_shown(carol)) == 410
+    assert await impressions.flush() == MAX_IMPRESSIONS_PER_USER + 5 - 41
+    # The newest lists are kept; past SHOWN_MAX_ITEMS the shown items start afresh.
+    assert await redis.zcard(keys.user_impressions(carol)) == MAX_IMPRESSIONS_PER_USER
+    assert await redis.zscore(keys.user_impressions(carol), "r0") is None
+    assert await redis.hlen(keys.user_shown(carol)) == 0 < keys.SHOWN_MAX_ITEMS
+    assert 0 < await redis.ttl(keys.impression("r204")) <= WINDOW_S
+    row = await redis.hgetall(keys.impression("r204"))
+    assert row["items"].split() == [f"i204-{j}" for j in range(10)] and row["t"] == "1204"

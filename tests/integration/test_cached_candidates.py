@@ -1,0 +1,103 @@
+"""Serving from cached candidates against a real Valkey: the same answers as scoring the
+catalogue, and never staler than the user's vector."""
+
+import pytest
+
+from recommender import keys
+from recommender.cf_vectors import CachedCandidates, decode_candidates, encode_candidates
+from recommender.families import cf_registry
+from recommender.feature_store import FeatureStore
+from recommender.model_state import ModelState
+from recommender.serving import Recommendations, RecommendationService
+from recommender.training import Trainer
+from recommender.types import Interaction
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+
+pytestmark = pytest.mark.integration
+
+CANDIDATES = 12
+
+
+@pytest.fixture
+async def system(redis, settings):
+    store = FeatureStore(redis, settings)
+    state = ModelState(redis)
+    registry = cf_registry(settings.models_dir)
+    trainer = Trainer(store, state, registry, settings)
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.refit()
+
+    def service(candidates: int) -> RecommendationService:
+        return RecommendationService(
+            store,
+            state,
+            registry,
+            knn_weight=settings.serve_knn_weight,
+            recent_items=settings.serve_recent_items,
+            recent_decay=settings.serve_recent_decay,
+            new_item_slots=1,
+            candidates=candidates,
+        )
+
+    return store, trainer, version, service(CANDIDATES), service(0)
+
+
+def _answer(recs: Recommendations) -> tuple[list[tuple[str, float, str]], int | None]:
+    return [(i.item_id, round(i.score, 5), i.reason) for i in recs.items], recs.user_event_ms
+
+
+async def test_cached_answers_are_the_computed_ones(system, redis):
+    store, _, version, cached, computed = system
+    users = [f"a{u}" for u in range(10)] + [f"b{u}" for u in range(10)]
+    for user in users:
+        expected = _answer(await computed.recommend(user, 5))
+        assert _answer(await cached.recommend(user, 5)) == expected  # computed, then cached
+        assert await redis.hexists(keys.user_recs(version), store.pseudonym(user))
+        assert _answer(await cached.recommend(user, 5)) == expected  # from the cache
+        # Leaving items out, and asking for more than is cached, answer as computed too.
+        first = expected[0][0][0]
+        left_out = _answer(await cached.recommend(user, 5, exclude=[first]))
+        assert left_out == _answer(await computed.recommend(user, 5, exclude=[first]))
+        many = _answer(await cached.recommend(user, CANDIDATES + 5))
+        assert many == _answer(await computed.recommend(user, CANDIDATES + 5))
+
+
+async def test_a_request_is_answered_from_the_cache_while_it_is_as_fresh_as_the_vector(
+    system, redis
+):
+    store, _, version, cached, _ = system
+    user = "a1"
+    p = store.pseudonym(user)
+    await cached.recommend(user, 3)
+    entry = decode_candidates(await redis.hget(keys.user_recs(version), p))
+    assert entry is not None
+    # Plant a different order under the same as_of: the answer must follow it.
+    planted = [(i, 1.0 - n / 10) for n, i in enumerate(reversed([i for i, _ in entry.items]))]
+    await redis.hset(
+        keys.user_recs(version),
+        p,
+        encode_candidates(CachedCandidates(entry.as_of, planted, entry.seen_new)),
+    )
+    assert [i.item_id for i in (await cached.recommend(user, 3)).items] == [
+        i for i, _ in planted[:3]
+    ]
+
+
+async def test_a_new_event_makes_the_cache_stale(system, redis):
+    store, trainer, version, cached, computed = system
+    user = "b2"
+    before = await cached.recommend(user, 5)
+    assert {i.item_id for i in before.items} <= set(ROMANCE)
+    # The user turns to sci-fi: the worker folds them in, the next answer follows at once.
+    events = [
+        Interaction(f"{user}-turn-{n}", user, item, "purchase", 1_800_000_000_000 + n)
+        for n, item in enumerate(SCI_FI[:8])
+    ]
+    applied = (await store.apply_interactions(events)).applied
+    await trainer.updater.on_applied(applied)
+    after = await cached.recommend(user, 5)
+    assert after.user_event_ms is not None and after.user_event_ms > (before.user_event_ms or 0)
+    assert _answer(after) == _answer(await computed.recommend(user, 5))
+    assert not {i.item_id for i in after.items} & set(SCI_FI[:8])
+    entry = decode_candidates(await redis.hget(keys.user_recs(version), store.pseudonym(user)))
+    assert entry is not None and entry.as_of == after.user_event_ms
