@@ -15,14 +15,18 @@ import statistics
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import redis
 from kafka import KafkaProducer
 
 from models.als import fit_als
+from recommender import keys
+from recommender.cf_vectors import decode_vector
 from recommender.evaluation import temporal_split
 from recommender.history import clean_history, with_weights
 from recommender.settings import Settings
@@ -66,50 +70,99 @@ def _background(
     return sent
 
 
+@dataclass
+class Probe:
+    """One probe's milestones, in ms after its send: the event applied to the feature store
+    (its dedupe marker written), the user's vector folded in with it (the vector's `as_of`),
+    and the API answering with it."""
+
+    applied_ms: float | None = None
+    folded_ms: float | None = None
+    answered_ms: float | None = None
+
+
 def _probe(
-    rt: Runtime, producer: KafkaProducer, client: httpx.Client, user: str, item: str
-) -> tuple[float, list[float]]:
-    """(ms from send until the API reflects the event, the API latencies seen meanwhile)."""
+    rt: Runtime,
+    producer: KafkaProducer,
+    client: httpx.Client,
+    redis_client: redis.Redis,
+    user: str,
+    item: str,
+) -> tuple[Probe, list[float]]:
+    """The probe's milestones (`Probe`), and the API latencies seen meanwhile. The API and
+    Redis are polled in turn, every 2 ms."""
     ts = int(time.time() * 1000)
-    event = {
-        "event_id": f"probe-{uuid.uuid4().hex}",
-        "user_id": user,
-        "item_id": item,
-        "type": "click",
-        "ts": ts,
-    }
+    event_id = f"probe-{uuid.uuid4().hex}"
+    event = {"event_id": event_id, "user_id": user, "item_id": item, "type": "click", "ts": ts}
+    pseudonym = keys.pseudonymize(rt.settings.pseudonym_secret, user)
     sent = time.perf_counter()
     producer.send(rt.settings.topic_events, key=user.encode(), value=json.dumps(event).encode())
     producer.flush()
     calls: list[float] = []
+    probe = Probe()
+
+    def now_ms() -> float:
+        return (time.perf_counter() - sent) * 1000
+
     while time.perf_counter() - sent < 30:
+        if probe.applied_ms is None and redis_client.exists(keys.seen(event_id)):
+            probe.applied_ms = now_ms()
         t0 = time.perf_counter()
         body = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
         calls.append((time.perf_counter() - t0) * 1000)
         if (body.get("user_event_ms") or 0) >= ts:
-            return (time.perf_counter() - sent) * 1000, calls
+            probe.answered_ms = now_ms()
+            probe.applied_ms = probe.applied_ms or probe.answered_ms
+            probe.folded_ms = probe.folded_ms or probe.answered_ms
+            return probe, calls
+        version = body.get("model_version")
+        if probe.folded_ms is None and version is not None:
+            vec = decode_vector(redis_client.hget(keys.user_vectors(version), pseudonym))
+            if vec is not None and vec.as_of >= ts:
+                probe.folded_ms = now_ms()
+                probe.applied_ms = probe.applied_ms or probe.folded_ms
         time.sleep(0.002)
     raise TimeoutError(f"the event for {user} was not reflected within 30 s")
 
 
 def probes(
     rt: Runtime, users: list[str], items: list[str], token: str, seconds: float
-) -> tuple[list[float], list[float]]:
-    """Event-to-recommendation latencies of random probes for ``seconds``, and the API
-    latencies seen meanwhile."""
+) -> tuple[list[Probe], list[float]]:
+    """Random probes for ``seconds``, and the API latencies seen meanwhile."""
     rng = random.Random(11)
-    latencies: list[float] = []
+    found: list[Probe] = []
     calls: list[float] = []
     producer = KafkaProducer(**producer_config(rt.settings.infra.kafka_url, linger_ms=0))
+    redis_client = redis.Redis.from_url(rt.settings.infra.redis_url, decode_responses=True)
     with httpx.Client(base_url=rt.api_url, headers={"X-API-Key": token}, timeout=10) as client:
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            ms, seen = _probe(rt, producer, client, rng.choice(users), rng.choice(items))
-            latencies.append(ms)
+            probe, seen = _probe(
+                rt, producer, client, redis_client, rng.choice(users), rng.choice(items)
+            )
+            found.append(probe)
             calls.extend(seen)
             time.sleep(rng.uniform(0.05, 0.15))
     producer.close()
-    return latencies, calls
+    redis_client.close()
+    return found, calls
+
+
+def breakdown(found: list[Probe]) -> dict[str, float]:
+    """p50 and p99 of each stage: send -> applied (Kafka, the fetch, the batch window, the
+    feature store's script), applied -> folded (the user's vector), folded -> answered (the
+    API's next read; includes the 2 ms polling)."""
+    stages = {
+        "send_to_applied": [p.applied_ms or 0.0 for p in found],
+        "applied_to_folded": [(p.folded_ms or 0.0) - (p.applied_ms or 0.0) for p in found],
+        "folded_to_answered": [(p.answered_ms or 0.0) - (p.folded_ms or 0.0) for p in found],
+    }
+    out: dict[str, float] = {}
+    for name, values in stages.items():
+        v = np.asarray(values)
+        out[f"{name}_p50_ms"] = round(float(np.percentile(v, 50)), 1)
+        out[f"{name}_p99_ms"] = round(float(np.percentile(v, 99)), 1)
+    return out
 
 
 def _training_costs(settings: Settings) -> dict[str, float]:
@@ -168,19 +221,20 @@ def run_freshness(
         )
         load.start()
         time.sleep(3)  # the load reaches its rate
-        latencies, calls = probes(rt, users, items, token, seconds)
+        found, calls = probes(rt, users, items, token, seconds)
         stop.set()
         load.join(30)
-    lat, api = np.asarray(latencies), np.asarray(calls)
+    lat, api = np.asarray([p.answered_ms or 0.0 for p in found]), np.asarray(calls)
     results = {
         "background_events_per_s": background_rate,
         "background_events_sent": sent[0] if sent else 0,
-        "probes": len(latencies),
+        "probes": len(found),
         "event_to_recs_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "event_to_recs_p99_ms": round(float(np.percentile(lat, 99)), 1),
         "event_to_recs_max_ms": round(float(lat.max()), 1),
         "api_recs_p50_ms": round(float(np.percentile(api, 50)), 2),
         "api_recs_p99_ms": round(float(np.percentile(api, 99)), 2),
+        **breakdown(found),
         **costs,
     }
     return write(json_path, "freshness", results)
