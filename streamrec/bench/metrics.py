@@ -2,8 +2,8 @@
 
 - `ingest_ratio_metrics_on_off`: worker events/s draining the same pre-filled topic with metric
   publishing on and off (`STREAMREC_METRICS_PUBLISH`), three rounds, the order alternating, the
-  median of each; goal >= 0.95. Counting is always on (the API's Prometheus figures come from it); what the switch
-  saves is the records and the gauges sampled for them.
+  median of each; goal >= 0.95. Counting is always on (the API's Prometheus figures come from
+  it); what the switch saves is the records and the gauges sampled for them.
 - `console_staleness_p50_s` / `_p99_s`: with events produced at 5,000/s, the time from a worker
   window's end to its record reaching a consumer (`streamrec metrics` reads the same way); goal
   p99 <= 2 s.
