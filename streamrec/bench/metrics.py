@@ -1,7 +1,7 @@
 """What publishing metrics costs, and how fresh a console is (part of `streamrec bench monitor`).
 
 - `ingest_ratio_metrics_on_off`: worker events/s draining the same pre-filled topic with metric
-  publishing on and off (`STREAMREC_METRICS_PUBLISH`), three rounds, the order alternating, the
+  publishing on and off (`STREAMREC_METRICS_PUBLISH`), five rounds, the order alternating, the
   median of each; goal >= 0.95. Counting is always on (the API's Prometheus figures come from
   it); what the switch saves is the records and the gauges sampled for them.
 - `console_staleness_p50_s` / `_p99_s`: with events produced at 5,000/s, the time from a worker
@@ -26,7 +26,7 @@ from streamrec.runtime import Runtime
 from streams.records import MetricV1
 
 STALENESS_RATE = 5000
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _ingest(settings: Settings, events: int, publish: bool) -> float:
@@ -81,8 +81,8 @@ def run_metrics_costs(settings: Settings, events: int = 100_000) -> dict[str, An
     off: list[float] = []
     for round_ in range(ROUNDS):
         print(f"metrics: ingest round {round_ + 1} of {ROUNDS}, publishing on and off...")
-        # Which goes first alternates: this VM's speed drifts within a run, and two rounds in
-        # the same order read 0.93 and 1.04 for the same code.
+        # Which goes first alternates, and five rounds: one worker's rate moves by a tenth
+        # between runs of the same code on this VM (two rounds read 0.93 and 1.04).
         for publish in (True, False) if round_ % 2 == 0 else (False, True):
             (on if publish else off).append(_ingest(settings, events, publish))
     print(f"metrics: console staleness at {STALENESS_RATE:,} events/s...", flush=True)
