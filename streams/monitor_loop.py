@@ -66,7 +66,7 @@ class MonitorLoop:
 
     async def run(self) -> None:
         s = self._settings
-        # Off the event loop: the worker is catching up on what came in while it was down.
+        # Off the event loop (the worker started this import at its start; this waits for it).
         await asyncio.to_thread(preload_detector)
         consumer = AIOKafkaConsumer(
             s.topic_metrics,
