@@ -145,10 +145,12 @@ class CFVectors:
         }
 
     async def forget(self, pseudonym: str) -> int:
-        """Remove the user's vector and cached candidates from every version; returns how many
-        were removed."""
+        """Remove the user's vector and cached candidates from every version (one scan of the
+        CF keys); returns how many vectors were removed."""
         removed = 0
-        for pattern in (keys.USER_VECTORS_PATTERN, keys.USER_RECS_PATTERN):
-            async for name in self._redis.scan_iter(match=pattern):
+        async for name in self._redis.scan_iter(match=keys.CF_VERSION_KEYS_PATTERN):
+            if name.endswith(keys.USER_VECTORS_SUFFIX):
                 removed += int(await self._redis.hdel(name, pseudonym))
+            elif name.endswith(keys.USER_RECS_SUFFIX):
+                await self._redis.hdel(name, pseudonym)
         return removed

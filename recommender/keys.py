@@ -198,22 +198,22 @@ MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
 CF = "cf"
 
 
+USER_VECTORS_SUFFIX = ":users"
+USER_RECS_SUFFIX = ":recs"
+#: Every key of every CF version (user vectors, cached candidates, new items' factors).
+CF_VERSION_KEYS_PATTERN = f"{MODEL_PREFIX}{CF}:*:*"
+
+
 def user_vectors(version: str) -> str:
     """CF version ``version``'s user vectors (pseudonym -> `as_of:base64 float32`)."""
-    return f"{MODEL_PREFIX}{CF}:{version}:users"
-
-
-USER_VECTORS_PATTERN = f"{MODEL_PREFIX}{CF}:*:users"
+    return f"{MODEL_PREFIX}{CF}:{version}{USER_VECTORS_SUFFIX}"
 
 
 def user_recs(version: str) -> str:
     """CF version ``version``'s cached recommendation candidates (pseudonym -> the top items
     of the user's vector, recent items and history as of `as_of`; see `recommender.cf_vectors`).
     """
-    return f"{MODEL_PREFIX}{CF}:{version}:recs"
-
-
-USER_RECS_PATTERN = f"{MODEL_PREFIX}{CF}:*:recs"
+    return f"{MODEL_PREFIX}{CF}:{version}{USER_RECS_SUFFIX}"
 
 
 def item_vectors(version: str) -> str:
