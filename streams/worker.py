@@ -238,8 +238,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app = create_app(settings)
     # What the worker holds for its life (modules, the app, the stores) leaves the collector's
     # sight, and the youngest generation is collected every 5,000 allocations, not 700: each
-    # event allocates dozens of short-lived objects. In `bench ingest`'s worker phase: about
-    # 4,700 events/s with the default thresholds, 5,300-5,400 with these or 20,000 (since
+    # event allocates dozens of short-lived objects. `bench ingest` printed 4,662-4,708
+    # events/s in three runs with the default thresholds, 5,647 with these (since
     # torch, River and pandas are no longer imported at start, the collector has fewer old
     # objects to pace it, and ran more often than before).
     gc.collect()

@@ -97,7 +97,8 @@ PROFILE_PARTS = {
     "Redis round trips (redis-py)": ("redis/asyncio/",),
     "dependencies and validation (FastAPI)": ("fastapi/dependencies/", "fastapi/_compat"),
     "auth and rate limit": ("api/auth.py",),
-    "response (pydantic, JSON)": ("fastapi/routing.py:serialize_response", "pydantic/main.py"),
+    # py-spy names a frame `function (path:line)`.
+    "response (pydantic, JSON)": ("serialize_response (fastapi/routing.py", "pydantic/main.py"),
     "impressions and metrics": ("recommender/impressions.py", "api/telemetry.py"),
 }
 
