@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from models.features import item_text
 from models.registry import ModelRegistry
 from recommender import keys
 from recommender.families import IMAGE, SENTIMENT, TEXT
@@ -107,8 +108,6 @@ class CategoryPredictor:
         self._min_p = min_p
 
     async def enrich(self, items: Sequence[ItemMeta]) -> list[ItemMeta]:
-        from models.features import item_text
-
         todo = [i for i, it in enumerate(items) if not it.categories]
         text, image = self._models.model(TEXT), self._models.model(IMAGE)
         if not todo or (text is None and image is None):

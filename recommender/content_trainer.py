@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from models.features import item_text
 from models.pixels import ImageDecodeError, decode_image
 from recommender import keys
 from recommender.content_learning import Example, Learner, LearnerConfig
@@ -62,8 +63,6 @@ def learner_config(settings: Settings) -> LearnerConfig:
 def item_examples(item_id: str, meta: Mapping[str, str], image: str | None) -> dict[str, Example]:
     """What an item teaches: its text (title and text -> its categories) and its image (-> its
     first category). Only categories the publisher gave count, never predicted ones."""
-    from models.features import item_text
-
     categories = json.loads(meta.get("categories") or "[]")
     if not categories or meta.get("predicted"):
         return {}

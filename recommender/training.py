@@ -23,6 +23,7 @@ from models.als import ALSModel, FittedALS, fit_als
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
+from models.features import item_text
 from models.registry import FamilyRegistry
 from recommender.cf_updater import CFUpdater
 from recommender.cf_vectors import CFVectors
@@ -280,8 +281,6 @@ class Trainer:
         items = [str(i) for i in data.item_ids]
         contents = await self._store.item_contents(items)
         have = [(i, c) for i, c in zip(items, contents, strict=True) if c is not None]
-        from models.features import item_text
-
         return ContentInputs(
             [i for i, _ in have],
             [item_text(c.title, c.text) for _, c in have],
