@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,24 +49,17 @@ def encode_candidates(c: CachedCandidates) -> str:
     return f"{c.as_of}|{' '.join(sorted(c.seen_new))}|{ids}|{scores}"
 
 
-def decode_candidates(
-    raw: str | bytes | None, leave_out: AbstractSet[str] = frozenset(), n: int | None = None
-) -> CachedCandidates | None:
-    """What `encode_candidates` wrote, with only the first ``n`` items not in ``leave_out``
-    (a request wants ten of a hundred: turning the rest into floats was a twentieth of the
-    API's time)."""
+def decode_candidates(raw: str | bytes | None, n: int | None = None) -> CachedCandidates | None:
+    """What `encode_candidates` wrote, with only its first ``n`` items (a request wants ten of
+    a hundred: turning the rest into floats was a twentieth of the API's time)."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
     as_of, seen_new, ids, scores = text.split("|", 3)
-    id_list, score_list = ids.split(), scores.split()
-    if leave_out:
-        picked = [j for j, i in enumerate(id_list) if i not in leave_out][:n]
-    else:
-        picked = list(range(len(id_list) if n is None else min(n, len(id_list))))
+    id_list, score_list = ids.split()[:n], scores.split()[:n]
     return CachedCandidates(
         int(as_of),
-        [(id_list[j], float(score_list[j])) for j in picked],
+        [(i, float(score)) for i, score in zip(id_list, score_list, strict=True)],
         frozenset(seen_new.split()),
     )
 

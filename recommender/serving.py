@@ -173,6 +173,7 @@ class RecommendationService:
             and not explain
             and k <= self._candidates
         )
+        vec: UserVector | None = None
         if cacheable:
             assert model is not None and version is not None
             pipe = self._store.redis.pipeline(transaction=False)
@@ -180,21 +181,27 @@ class RecommendationService:
             self._vectors.queue_candidates(pipe, version, pseudonym)
             raw_vector, raw_cached = await pipe.execute()
             vec = decode_vector(raw_vector)
-            cached = decode_candidates(raw_cached, excluded_here, k)
+            # Enough to fill k even when every excluded item is among the first.
+            cached = decode_candidates(raw_cached, k + len(excluded_here))
             if vec is not None and cached is not None and cached.as_of == vec.as_of:
                 fast = self._from_candidates(model, vec, k, cached, excluded_here)
                 if fast is not None:
                     return Recommendations(
                         user_id, await self._scored(fast), version, vec.as_of, bucket
                     )
-        # One round trip for the user's features and their vector (each store queues its own).
+        # One round trip for the user's features and, unless just read, their vector (each
+        # store queues its own). A vector read first is at most as new as the features: the
+        # candidates cached from them carry its `as_of`, and go stale with it.
+        read_vector = version is not None and challenger is None and not cacheable
         pipe = self._store.redis.pipeline(transaction=False)
         self._store.queue_serving_state(pipe, pseudonym, self._recent_items)
-        if version is not None and challenger is None:
+        if read_vector:
+            assert version is not None
             self._vectors.queue_user_vector(pipe, version, pseudonym)
         rows = await pipe.execute()
         seen, recent = self._store.parse_serving_state(rows, self._recent_items)
-        vec = decode_vector(rows[2]) if version is not None and challenger is None else None
+        if read_vector:
+            vec = decode_vector(rows[2])
         if challenger is not None and model is not None:
             # The worker folds users into the served version only: the challenger's vector is
             # solved here, from the same history (one least-squares solve).
