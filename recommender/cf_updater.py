@@ -44,8 +44,9 @@ class CFUpdater:
         self.served = ServedALS(state, registry, vectors)
         self.last_event = time.monotonic()
         self._tracking: set[str] | None = None  # users touched while a refit runs
-        #: Items newer than the served fit -> the users who touched them since (bounded).
-        self._new_item_users: dict[str, set[str]] = {}
+        #: Items newer than the served fit -> the users who touched them since, with each one's
+        #: weight for the item as last read with their history (bounded).
+        self._new_item_users: dict[str, dict[str, float]] = {}
         self._new_item_solved: dict[str, int] = {}  # item -> users at its last solve
 
     @property
@@ -78,24 +79,30 @@ class CFUpdater:
         self.last_event = time.monotonic()
         if self._tracking is not None:
             self._tracking |= pseudonyms
-        await self.update_users(pseudonyms)
+        histories = await self.update_users(pseudonyms)
         if self.served.model is not None:
             for e in events:
                 if not self.served.fitted_knows(e.item_id):
-                    users = self._new_item_users.setdefault(e.item_id, set())
-                    if len(users) < NEW_ITEM_MAX_USERS:
-                        users.add(self._store.pseudonym(e.user_id))
+                    users = self._new_item_users.setdefault(e.item_id, {})
+                    p = self._store.pseudonym(e.user_id)
+                    if p in users or len(users) < NEW_ITEM_MAX_USERS:
+                        # The weight the fold-in of the item will use, from the history just
+                        # read: no read of its own (re-reading them was a third of the worker).
+                        users[p] = histories.get(p, {}).get(e.item_id, 0.0)
 
-    async def update_users(self, pseudonyms: Iterable[str]) -> None:
+    async def update_users(self, pseudonyms: Iterable[str]) -> dict[str, dict[str, float]]:
+        """Fold the users in again from their full histories; the histories read, by user
+        ({} when no version is served)."""
         model, version = self.served.model, self.served.version
         if model is None or version is None:
-            return
+            return {}
         users = sorted(pseudonyms)
         histories, as_of = await self._store.histories_and_last_seen(users)
         vectors = model.user_vectors(histories)
         await self._vectors.write_user_vectors(
             version, dict(zip(users, vectors, strict=True)), as_of
         )
+        return dict(zip(users, histories, strict=True))
 
     async def fold_in_new_items(self) -> None:
         """Fold in items the served fit does not know, from the vectors of the users who touched
@@ -103,9 +110,10 @@ class CFUpdater:
 
         On a timer, not per batch, and an item only when its users doubled since its last solve
         (about log2(NEW_ITEM_MAX_USERS) solves per item): per batch, re-reading every such
-        user's weight halved the worker's rate in `bench ingest`."""
-        version = self.served.version
-        if self.served.model is None or version is None:
+        user's weight halved the worker's rate in `bench ingest`. The weights are the ones
+        `on_applied` kept; the solves run off the event loop (numpy releases the GIL)."""
+        model, version = self.served.model, self.served.version
+        if model is None or version is None:
             return
         items = sorted(
             item
@@ -116,21 +124,24 @@ class CFUpdater:
             return
         for item in items:
             self._new_item_solved[item] = len(self._new_item_users[item])
-        pairs = [(p, item) for item in items for p in sorted(self._new_item_users[item])]
-        weights = await self._store.weights_of(pairs)
-        vectors = await self._vectors.user_vectors_of(version, [p for p, _ in pairs])
+        pairs = [(p, item, w) for item in items for p, w in self._new_item_users[item].items()]
+        vectors = await self._vectors.user_vectors_of(version, [p for p, _, _ in pairs])
         ys: dict[str, list[npt.NDArray[np.float32]]] = {item: [] for item in items}
         ws: dict[str, list[float]] = {item: [] for item in items}
-        for (_, item), w, vec in zip(pairs, weights, vectors, strict=True):
+        for (_, item, w), vec in zip(pairs, vectors, strict=True):
             if vec is not None and w > 0:
                 ys[item].append(vec.vector)
                 ws[item].append(w)
         ready = [item for item in items if ys[item]]
         if not ready:
             return
-        factors = self.served.model.partial_fit_items(
-            [np.stack(ys[i]) for i in ready], [np.asarray(ws[i], dtype=np.float32) for i in ready]
+        factors = await asyncio.to_thread(
+            model.partial_fit_items,
+            [np.stack(ys[i]) for i in ready],
+            [np.asarray(ws[i], dtype=np.float32) for i in ready],
         )
+        if self.served.version != version:
+            return  # a refit was adopted meanwhile: it has its own items
         await self._vectors.write_item_vectors(version, dict(zip(ready, factors, strict=True)))
         self.served.extend(ready, factors)
 

@@ -237,13 +237,6 @@ class FeatureStore:
         rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
         return [RecentInteraction.parse(row) for row in rows]
 
-    async def weights_of(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """The weight of each (pseudonym, item) in the user's history (0 if none)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for p, item in pairs:
-            pipe.hget(keys.user_items(p), item)
-        return [float(w or 0) for w in await pipe.execute()]
-
     async def items_since(self, pseudonyms: Sequence[str], ts: int) -> dict[str, set[str]]:
         """Each user's items with an event newer than ``ts`` (among their recent interactions),
         for users that have any."""

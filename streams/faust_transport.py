@@ -1,5 +1,5 @@
-"""Faust's aiokafka transport with a configurable fetch wait, registered as `streamrec://`;
-and a table manager that does not wait for tables the worker does not have.
+"""Faust's aiokafka transport with a configurable fetch wait and batched topics, registered as
+`streamrec://`; and a table manager that does not wait for tables the worker does not have.
 
 Faust hard-codes `fetch_max_wait_ms=1500`. Brokers that do not wake a parked fetch when data
 arrives (the embedded Tansu among them) then hold every fetch that long: measured here, a trivial
@@ -10,11 +10,15 @@ Registered through the `faust.transports` entry point in pyproject.toml.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiokafka
 from faust.tables.manager import TableManager
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.batch_intake import INBOX_ATTR, BatchInbox
 
 #: Attribute of the Faust app holding the wait in ms; absent keeps Faust's 1500.
 FETCH_WAIT_ATTR = "streamrec_fetch_max_wait_ms"
@@ -37,6 +41,68 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's)
+        """Faust's fetch loop (`faust.transport.consumer.Consumer._drain_messages`), except that
+        the records of the inbox's topics are put into it as one list per topic and fetch,
+        rather than each handed to the conductor on its own. Offsets, gaps and commits are
+        tracked as Faust does."""
+        inbox: BatchInbox | None = getattr(self.app, INBOX_ATTR, None)
+        if inbox is None:
+            await super()._drain_messages(fetcher)
+            return
+        callback = self.callback
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        num_since_yield = 0
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                batches: dict[str, list[Any]] = {}
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in self.getmany(timeout=1.0):
+                        num_since_yield += 1
+                        if num_since_yield > 100:  # as Faust: let the loop breathe
+                            await asyncio.sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is not None and offset < r_offset:
+                            continue  # read before (Faust drops these too)
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        if message.topic in inbox:
+                            batches.setdefault(message.topic, []).append(message)
+                        else:
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    for topic, messages in batches.items():
+                        if inbox.full(topic):
+                            # A rebalance must not wait on a busy agent: the records are then
+                            # read again from the committed offset.
+                            await self.wait_first(
+                                inbox.put(topic, messages), self.suspend_flow.wait()
+                            )
+                        else:
+                            await inbox.put(topic, messages)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
 
 
 class Transport(faust_aiokafka.Transport):

@@ -53,6 +53,14 @@ def _millis_since(records: Sequence[RawRecord]) -> list[float]:
     return [max(0.0, now - r.timestamp_ms) for r in records if r.timestamp_ms is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """The events a batch applied (new ones only), and the records they came from."""
+
+    events: list[Interaction]
+    records: list[RawRecord]
+
+
 T = TypeVar("T")
 D = TypeVar("D")
 
@@ -185,7 +193,14 @@ class RecordHandler:
         return done
 
     async def handle_events(self, records: Sequence[RawRecord]) -> int:
-        """Apply a batch of event records; return how many were new."""
+        """Apply a batch of event records and tell the listeners; return how many were new."""
+        applied = await self.apply_events(records)
+        await self.tell_listeners(applied)
+        return len(applied.events)
+
+    async def apply_events(self, records: Sequence[RawRecord]) -> AppliedBatch:
+        """The feature store's half of `handle_events`: decode, enrich, apply, dead-letter.
+        The worker overlaps it with the previous batch's `tell_listeners`."""
         pairs = await self._decode_or_reject(records, decode_event)
         record_of = {id(event): record for record, event in pairs}
         metrics = self._metrics
@@ -213,19 +228,23 @@ class RecordHandler:
         metrics.observe("streamrec_event_to_feature", _millis_since(applied_records))
         for kind, n in Counter(e.type for e in applied).items():
             metrics.add("streamrec_events_applied", n, type=kind)
+        await self._count_rejected()
+        return AppliedBatch(applied, applied_records)
+
+    async def tell_listeners(self, applied: AppliedBatch) -> None:
+        """The listeners' half of `handle_events` (the CF fold-in of the touched users)."""
+        events, metrics = applied.events, self._metrics
         started = time.perf_counter()
         for listener in self._listeners:
             try:
-                await listener.on_applied(applied)
+                await listener.on_applied(events)
             except Exception:
                 # The features are safe in Redis; what listeners derive is recomputed later
                 # (the next refit folds these users in).
-                log.exception("%s failed for %d events", type(listener).__name__, len(applied))
-        if applied:
+                log.exception("%s failed for %d events", type(listener).__name__, len(events))
+        if events:
             metrics.observe("streamrec_foldin", [(time.perf_counter() - started) * 1000])
-            metrics.observe("streamrec_event_to_recs", _millis_since(applied_records))
-        await self._count_rejected()
-        return len(applied)
+            metrics.observe("streamrec_event_to_recs", _millis_since(applied.records))
 
     async def handle_content(self, records: Sequence[RawRecord]) -> int:
         """Apply a batch of content records; return how many were valid."""

@@ -25,9 +25,10 @@ from recommender.keys import CF
 from recommender.model_state import ModelState
 from recommender.monitor import preload_detector
 from recommender.settings import Settings
+from streams.batch_intake import INBOX_ATTR, BatchInbox, run_batches
 from streams.composition import WorkerParts
 from streams.faust_transport import NoTablesManager, set_fetch_max_wait
-from streams.handlers import RawRecord
+from streams.handlers import AppliedBatch, RawRecord
 from streams.kafka import faust_broker
 from streams.metrics import MetricsPublisher, WindowCollector, now_ms
 from streams.monitor_loop import MonitorLoop
@@ -35,10 +36,9 @@ from streams.monitor_loop import MonitorLoop
 log = logging.getLogger(__name__)
 
 
-def _raw(events: Sequence[Any]) -> list[RawRecord]:
+def _raw(messages: Sequence[Any]) -> list[RawRecord]:
     out = []
-    for e in events:
-        m = e.message
+    for m in messages:
         ts = int(m.timestamp * 1000) if m.timestamp else None
         out.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value or b"", ts))
     return out
@@ -88,6 +88,9 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "faust"),
     )
     set_fetch_max_wait(app, settings.consumer_fetch_max_wait_ms)
+    # Events and content reach their agents a fetch at a time (streams.batch_intake).
+    inbox = BatchInbox([settings.topic_events, settings.topic_content])
+    setattr(app, INBOX_ATTR, inbox)
 
     def raw_topic(name: str) -> faust.TopicT:
         # Raw bytes in and out: decoding is ours, so a bad record is a dead letter, not a crash.
@@ -118,15 +121,23 @@ def create_app(settings: Settings) -> faust.App:
     async def start_content_trainer() -> None:
         parts.start()
 
+    # The agents subscribe their topics; their streams stay empty, as the consumer hands these
+    # topics' records to the inbox, a list per fetch.
     @app.agent(events_topic)
     async def apply_events(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
-            await handler.handle_events(_raw(batch))
+        async def apply(batch: list[Any]) -> AppliedBatch:
+            return await handler.apply_events(_raw(batch))
+
+        await run_batches(
+            app, inbox, settings.topic_events, settings.batch_size, apply, handler.tell_listeners
+        )
 
     @app.agent(content_topic)
     async def apply_content(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_window_s):
+        async def apply(batch: list[Any]) -> None:
             await handler.handle_content(_raw(batch))
+
+        await run_batches(app, inbox, settings.topic_content, settings.batch_size, apply)
 
     refits: set[asyncio.Task[None]] = set()
 
