@@ -97,20 +97,19 @@ class ALSModel(FactorModel):
         self.user_gramian = users.T @ users
 
     def _history_rows(self, histories: Sequence[Mapping[str, float]]) -> csr_matrix:
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        for h in histories:
-            for item, weight in h.items():
-                i = self._index.get(item)
-                # Items newer than the model wait for the next refit; no weight, no preference.
-                if i is not None and weight > 0:
-                    indices.append(i)
-                    data.append(weight)
-            indptr.append(len(indices))
+        # Flattened once and filtered in numpy: the worker builds these rows for every user of
+        # every batch, and a per-entry Python loop was most of the fold-in's cost.
+        get = self._index.get
+        lengths = [len(h) for h in histories]
+        indices = np.array([get(item, -1) for h in histories for item in h], dtype=np.int64)
+        data = np.array([w for h in histories for w in h.values()], dtype=np.float32)
+        # Items newer than the model wait for the next refit; no weight, no preference.
+        keep = (indices >= 0) & (data > 0)
+        rows = np.repeat(np.arange(len(histories)), lengths)[keep]
+        indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(histories)), out=indptr[1:])
         return csr_matrix(
-            (np.asarray(data, dtype=np.float32), indices, indptr),
-            shape=(len(histories), len(self.item_ids)),
+            (data[keep], indices[keep], indptr), shape=(len(histories), len(self.item_ids))
         )
 
     @classmethod

@@ -27,6 +27,10 @@ from recommender.types import Interaction
 NEW_ITEM_MAX_USERS = 1000
 #: Users folded in per round trip when a whole version is prepared.
 PREPARE_CHUNK = 5000
+#: Users folded in per round trip after a batch (or a refit: the users touched during it).
+UPDATE_CHUNK = 500
+#: Fewer users than this are solved on the event loop (a batch's); more, in a thread.
+INLINE_SOLVES = 100
 
 
 class CFUpdater:
@@ -97,12 +101,19 @@ class CFUpdater:
         if model is None or version is None:
             return {}
         users = sorted(pseudonyms)
-        histories, as_of = await self._store.histories_and_last_seen(users)
-        vectors = model.user_vectors(histories)
-        await self._vectors.write_user_vectors(
-            version, dict(zip(users, vectors, strict=True)), as_of
-        )
-        return dict(zip(users, histories, strict=True))
+        read: dict[str, dict[str, float]] = {}
+        for start in range(0, len(users), UPDATE_CHUNK):
+            chunk = users[start : start + UPDATE_CHUNK]
+            histories, as_of = await self._store.histories_and_last_seen(chunk)
+            if len(chunk) < INLINE_SOLVES:
+                vectors = model.user_vectors(histories)
+            else:  # after a refit, every user touched during it: not on the event loop
+                vectors = await asyncio.to_thread(model.user_vectors, histories)
+            await self._vectors.write_user_vectors(
+                version, dict(zip(chunk, vectors, strict=True)), as_of
+            )
+            read.update(zip(chunk, histories, strict=True))
+        return read
 
     async def fold_in_new_items(self) -> None:
         """Fold in items the served fit does not know, from the vectors of the users who touched

@@ -16,6 +16,9 @@ from redis.asyncio.client import Pipeline
 from recommender import keys
 from recommender.model_state import ModelState
 
+#: User vectors encoded and written per round trip (see `CFVectors.write_user_vectors`).
+WRITE_CHUNK = 2000
+
 
 @dataclass(frozen=True, slots=True)
 class UserVector:
@@ -87,10 +90,13 @@ class CFVectors:
     ) -> None:
         """Each user's vector with ``as_of``: the time of the newest event it was computed from
         (what the API reports as `user_event_ms`, and the freshness benchmark waits for)."""
-        if not vectors:
-            return
-        encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in vectors.items()}
-        await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        items = list(vectors.items())
+        # In chunks: a refit writes every live user, and one reply's worth of encoding held the
+        # worker's event loop as long as the events behind it could wait.
+        for start in range(0, len(items), WRITE_CHUNK):
+            chunk = items[start : start + WRITE_CHUNK]
+            encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
+            await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
     async def user_vectors_of(
         self, version: str, pseudonyms: Sequence[str]

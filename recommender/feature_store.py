@@ -56,6 +56,10 @@ class RecentInteraction:
 
 
 PSEUDONYM_CACHE_SIZE = 100_000
+#: Users whose histories are read per round trip (see `histories_and_last_seen`).
+HISTORY_CHUNK = 100
+#: Items whose content is read per round trip.
+CONTENT_CHUNK = 1000
 
 
 def parse_stats(raw: Mapping[Any, Any]) -> dict[str, int]:
@@ -223,14 +227,24 @@ class FeatureStore:
     async def histories_and_last_seen(
         self, pseudonyms: Sequence[str]
     ) -> tuple[list[dict[str, float]], dict[str, int]]:
-        """`user_histories`, and each user's newest event time (the as-of of their vector)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for p in pseudonyms:
-            pipe.hgetall(keys.user_items(p))
-            pipe.hget(keys.user_counts(p), "last_seen")
-        rows = await pipe.execute()
-        histories = [{item: float(w) for item, w in row.items()} for row in rows[::2]]
-        last_seen = {p: int(float(t or 0)) for p, t in zip(pseudonyms, rows[1::2], strict=True)}
+        """`user_histories`, and each user's newest event time (the as-of of their vector).
+
+        Read HISTORY_CHUNK users per round trip: a refit reads every live user, and parsing
+        them in one reply held the worker's event loop (and every event behind it) for
+        hundreds of milliseconds."""
+        histories: list[dict[str, float]] = []
+        last_seen: dict[str, int] = {}
+        for start in range(0, len(pseudonyms), HISTORY_CHUNK):
+            chunk = pseudonyms[start : start + HISTORY_CHUNK]
+            pipe = self._redis.pipeline(transaction=False)
+            for p in chunk:
+                pipe.hgetall(keys.user_items(p))
+                pipe.hget(keys.user_counts(p), "last_seen")
+            rows = await pipe.execute()
+            histories += [{item: float(w) for item, w in row.items()} for row in rows[::2]]
+            last_seen.update(
+                (p, int(float(t or 0))) for p, t in zip(chunk, rows[1::2], strict=True)
+            )
         return histories, last_seen
 
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
@@ -260,11 +274,14 @@ class FeatureStore:
     async def item_contents(self, item_ids: Sequence[str]) -> list[ItemContent | None]:
         """Each item's title, text and categories (confidence 1 for a category the publisher
         gave, the model's confidence for a predicted one); None for an item without content."""
-        pipe = self._redis.pipeline(transaction=False)
-        for item in item_ids:
-            pipe.hmget(keys.item_meta(item), ["title", "text", "categories", "predicted"])
+        rows: list[list[str | None]] = []
+        for start in range(0, len(item_ids), CONTENT_CHUNK):  # a refit reads the catalogue
+            pipe = self._redis.pipeline(transaction=False)
+            for item in item_ids[start : start + CONTENT_CHUNK]:
+                pipe.hmget(keys.item_meta(item), ["title", "text", "categories", "predicted"])
+            rows += await pipe.execute()
         out: list[ItemContent | None] = []
-        for title, text, cats, predicted in await pipe.execute():
+        for title, text, cats, predicted in rows:
             if title is None:
                 out.append(None)
                 continue

@@ -209,7 +209,9 @@ class Trainer:
             applied, clock = stats.get("events_applied", 0), stats.get("clock", 0)
             users = await self._store.active_users()
             histories, as_of = await self._store.histories_and_last_seen(users)
-            data = InteractionMatrix.from_histories(users, histories)
+            # Off the event loop, as every step of a refit that walks all the data: the events
+            # applied meanwhile wait at most a GIL switch interval, not the whole step.
+            data = await asyncio.to_thread(InteractionMatrix.from_histories, users, histories)
             params = self._params()
             # Judged even while pinned: `models unpin` then serves the best waiting version.
             gate = await self._gate(users, histories, params)
@@ -316,7 +318,9 @@ class Trainer:
         if len(users) > GATE_MAX_USERS:
             sample = random.Random(len(users)).sample(users, GATE_MAX_USERS)
         new_items = await self._store.items_since(sample, int(since))
-        split = forward_split(dict(zip(users, histories, strict=True)), new_items)
+        split = await asyncio.to_thread(
+            forward_split, dict(zip(users, histories, strict=True)), new_items
+        )
         if len(split.test) < s.quality_gate_min_users:
             return Gate(
                 note=f"{len(split.test)} users active since the served fit "
