@@ -61,7 +61,6 @@ class Settings(BaseSettings):
         "(Kafka brokers refuse less than group.min.session.timeout.ms, 6 s by default)",
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="Events per feature-store batch")
-    batch_window_s: float = Field(0.05, gt=0, le=5, description="Max wait to fill a batch")
     consumer_fetch_max_wait_ms: int = Field(
         10, ge=1, le=5000, description="How long the broker may hold an empty fetch"
     )
