@@ -58,6 +58,9 @@ class RecentInteraction:
 PSEUDONYM_CACHE_SIZE = 100_000
 #: Users whose histories are read per round trip (see `histories_and_last_seen`).
 HISTORY_CHUNK = 100
+#: Events per call of the apply script: one call is atomic, and blocks every other client of
+#: Valkey while it runs (about 50 us an event on the 2-core machine).
+APPLY_CHUNK = 500
 #: Items whose content is read per round trip.
 CONTENT_CHUNK = 1000
 
@@ -104,26 +107,36 @@ class FeatureStore:
     async def apply_interactions(
         self, events: Sequence[Interaction], now_ms: int | None = None
     ) -> ApplyResult:
-        """Apply a batch atomically; replays are skipped, a failing event does not stop the rest."""
+        """Apply a batch in one round trip, APPLY_CHUNK events per atomic script call (Valkey
+        serves other clients between calls); replays are skipped, a failing event does not
+        stop the rest."""
         if not events:
             return ApplyResult([], [])
         s = self._settings
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        args: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+        head: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+        lines = []
         for e in events:
             weight = event_weight(e, s.event_weights, s.rating_scale, s.review_positive_weight)
-            args.append(
+            lines.append(
                 f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
                 f"|{e.recommendation_id or ''}"
             )
-        result = await self._apply(
-            keys=[keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS], args=args
-        )
-        applied, failed = result
-        return ApplyResult(
-            [events[int(i)] for i in applied],
-            [(events[int(i)], str(why)) for i, why in zip(failed[::2], failed[1::2], strict=True)],
-        )
+        script_keys = [keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS]
+        pipe = self._redis.pipeline(transaction=False)
+        starts = range(0, len(lines), APPLY_CHUNK)
+        for start in starts:
+            args = head + lines[start : start + APPLY_CHUNK]
+            await self._apply(keys=script_keys, args=args, client=pipe)
+        done: list[Interaction] = []
+        failed: list[tuple[Interaction, str]] = []
+        for start, (applied, rejected) in zip(starts, await pipe.execute(), strict=True):
+            done += [events[start + int(i)] for i in applied]
+            failed += [
+                (events[start + int(i)], str(why))
+                for i, why in zip(rejected[::2], rejected[1::2], strict=True)
+            ]
+        return ApplyResult(done, failed)
 
     async def upsert_items(self, items: Sequence[ItemMeta]) -> None:
         """Write item metadata and add the items to the catalogue (keeps the first-seen ts)."""

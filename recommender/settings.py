@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         description="Consumer group session timeout: how soon a dead worker's partitions move "
         "(Kafka brokers refuse less than group.min.session.timeout.ms, 6 s by default)",
     )
-    batch_size: int = Field(500, ge=1, le=10_000, description="Events per feature-store batch")
+    batch_size: int = Field(
+        2000, ge=1, le=10_000, description="Most events the worker applies and folds in at once"
+    )
     consumer_fetch_max_wait_ms: int = Field(
         10, ge=1, le=5000, description="How long the broker may hold an empty fetch"
     )

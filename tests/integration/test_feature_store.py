@@ -150,3 +150,28 @@ async def test_category_affinity_follows_taste_and_decays(redis, settings):
     later = await store.category_affinity("eve")
     assert later["Sci-Fi"] == pytest.approx(w["purchase"] / math.e)
     assert await store.category_affinity("nobody") == {}
+
+
+async def test_a_batch_over_one_script_call_keeps_each_event_s_outcome(redis, tmp_path, infra):
+    """A batch longer than APPLY_CHUNK runs as several script calls in one round trip; every
+    event's outcome (applied, duplicate, refused) comes back for that event."""
+    from recommender.feature_store import APPLY_CHUNK
+    from tests.conftest import make_settings
+
+    # A rating this large makes Valkey refuse the increment (inf): a refused event.
+    weights = {**make_settings(tmp_path).event_weights, "rating": 1e300}
+    store = FeatureStore(
+        redis, make_settings(tmp_path, redis_url=infra.redis_url, event_weights=weights)
+    )
+    n = APPLY_CHUNK * 2 + 7
+    batch = [ev(f"e{i}", f"u{i % 50}", f"i{i}") for i in range(n)]
+    batch[APPLY_CHUNK + 3] = ev("dup", "u1", "i-dup")
+    batch[APPLY_CHUNK * 2 + 1] = ev("dup", "u1", "i-dup")  # the same event in a later call
+    refused_at = APPLY_CHUNK * 2 + 5
+    batch[refused_at] = ev("boom", "u2", "i-boom", "rating", value=1e9)
+    result = await store.apply_interactions(batch)
+    expected = [e for i, e in enumerate(batch) if i not in (APPLY_CHUNK * 2 + 1, refused_at)]
+    assert [e.event_id for e in result.applied] == [e.event_id for e in expected]
+    [(refused, why)] = result.failed
+    assert refused.event_id == "boom" and why
+    assert (await store.stats())["events_applied"] == n - 2
