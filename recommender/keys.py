@@ -392,21 +392,24 @@ return 0
 """
 
 
-#: Token bucket: KEYS[1] = the key's bucket hash; ARGV = now_ms, rate per second, burst.
-#: Takes one token if there is one. Returns 0 when allowed, else the ms until a token is there.
+#: Token bucket: KEYS[1] = the key's bucket hash; ARGV = now_ms, rate per second, burst, wanted.
+#: Takes up to `wanted` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0 when
+#: any were taken, else the ms until one is there.
 #: The bucket expires once it would be full again, so idle keys cost nothing.
 RATE_LIMIT_LUA = """
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+local taken, wait = math.min(wanted, math.floor(tokens)), 0
+if taken >= 1 then
+  tokens = tokens - taken
 else
+  taken = 0
   wait = math.ceil((1 - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return wait
+return {taken, wait}
 """

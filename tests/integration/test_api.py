@@ -3,6 +3,7 @@ authentication, scopes, rate limit, body limit, and start-up checks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from api.app import create_app
-from recommender.access import SCOPES, ApiKeyStore
+from recommender.access import SCOPES, ApiKeyStore, RateLimiter
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
 from recommender.families import cf_registry
@@ -101,6 +102,37 @@ async def test_over_the_rate_limit_429_with_retry_after(settings, tokens):
         assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
         # The bucket is per key: another key is not slowed down.
         assert (await api.get("/v1/items/popular", headers=key(tokens["all"]))).status_code == 200
+
+
+def counting_calls(limiter: RateLimiter) -> list[int]:
+    """Count the limiter's calls to its bucket script (ours)."""
+    calls = [0]
+    script = limiter._bucket
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await script(*args, **kwargs)
+
+    limiter._bucket = counted  # type: ignore[assignment]
+    return calls
+
+
+async def test_the_rate_limit_leases_tokens_and_never_admits_past_the_rate(redis):
+    """A replica takes tokens in leases (few Redis calls at a steady rate; none while a key is
+    over its rate), and replicas sharing a bucket admit no more than the bucket allows."""
+    steady = RateLimiter(redis, 1000.0, 1000)
+    calls = counting_calls(steady)
+    assert all([await steady.acquire("steady") == 0 for _ in range(600)])
+    assert calls[0] < 30  # leases growing to a tenth of a second's tokens, not 600 calls
+
+    rate, burst = 50.0, 40
+    replicas = [RateLimiter(redis, rate, burst), RateLimiter(redis, rate, burst)]
+    counts = [counting_calls(r) for r in replicas]
+    started = time.monotonic()
+    admitted = sum([await replicas[n % 2].acquire("k1") == 0 for n in range(600)])
+    elapsed = time.monotonic() - started
+    assert burst <= admitted <= burst + rate * elapsed + 1
+    assert counts[0][0] + counts[1][0] < 300  # the rejected are mostly answered locally
 
 
 async def test_oversized_bodies_413_declared_or_streamed(settings, tokens):
