@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from models.als import ALSModel
 from models.registry import FamilyRegistry
-from recommender.cf_vectors import CFVectors
+from recommender.cf_vectors import CFVectors, decode_vector
 from recommender.feature_store import FeatureStore
 from recommender.model_state import ModelState, ServedModel
 from recommender.served import ServedALS
@@ -136,25 +136,15 @@ class CFUpdater:
         for item in items:
             self._new_item_solved[item] = len(self._new_item_users[item])
         pairs = [(p, item, w) for item in items for p, w in self._new_item_users[item].items()]
-        vectors = await self._vectors.user_vectors_of(version, [p for p, _, _ in pairs])
-        ys: dict[str, list[npt.NDArray[np.float32]]] = {item: [] for item in items}
-        ws: dict[str, list[float]] = {item: [] for item in items}
-        for (_, item, w), vec in zip(pairs, vectors, strict=True):
-            if vec is not None and w > 0:
-                ys[item].append(vec.vector)
-                ws[item].append(w)
-        ready = [item for item in items if ys[item]]
-        if not ready:
-            return
-        factors = await asyncio.to_thread(
-            model.partial_fit_items,
-            [np.stack(ys[i]) for i in ready],
-            [np.asarray(ws[i], dtype=np.float32) for i in ready],
-        )
-        if self.served.version != version:
-            return  # a refit was adopted meanwhile: it has its own items
+        raw = await self._vectors.raw_user_vectors_of(version, [p for p, _, _ in pairs])
+        # Decoding, the solves and the model's copy with the new items, in one step off the
+        # event loop: on it they held the events behind them for tens of milliseconds a tick.
+        solved = await asyncio.to_thread(_solve_new_items, model, items, pairs, raw)
+        if solved is None or self.served.version != version:
+            return  # no user vectors yet, or a refit was adopted meanwhile (it has its own items)
+        ready, factors, extended = solved
         await self._vectors.write_item_vectors(version, dict(zip(ready, factors, strict=True)))
-        self.served.extend(ready, factors)
+        self.served.replace_model(extended, len(ready))
 
     async def prepare(self, version: str, model: ALSModel) -> int:
         """Before ``version`` is served: every live user's vector for it, unless it has them
@@ -170,3 +160,27 @@ class CFUpdater:
                 version, dict(zip(chunk, vectors, strict=True)), as_of
             )
         return len(users)
+
+
+def _solve_new_items(
+    model: ALSModel,
+    items: list[str],
+    pairs: list[tuple[str, str, float]],
+    raw: Sequence[str | bytes | None],
+) -> tuple[list[str], npt.NDArray[np.float32], ALSModel] | None:
+    """The new items' factors from their users' stored vectors and weights, and the model
+    with them; None when none of the items has a user with a vector."""
+    ys: dict[str, list[npt.NDArray[np.float32]]] = {item: [] for item in items}
+    ws: dict[str, list[float]] = {item: [] for item in items}
+    for (_, item, w), stored in zip(pairs, raw, strict=True):
+        vec = decode_vector(stored)
+        if vec is not None and w > 0:
+            ys[item].append(vec.vector)
+            ws[item].append(w)
+    ready = [item for item in items if ys[item]]
+    if not ready:
+        return None
+    factors = model.partial_fit_items(
+        [np.stack(ys[i]) for i in ready], [np.asarray(ws[i], dtype=np.float32) for i in ready]
+    )
+    return ready, factors, model.with_items(ready, factors)

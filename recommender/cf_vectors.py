@@ -101,10 +101,18 @@ class CFVectors:
     async def user_vectors_of(
         self, version: str, pseudonyms: Sequence[str]
     ) -> list[UserVector | None]:
+        return [decode_vector(r) for r in await self.raw_user_vectors_of(version, pseudonyms)]
+
+    async def raw_user_vectors_of(
+        self, version: str, pseudonyms: Sequence[str]
+    ) -> list[str | bytes | None]:
+        """As stored (`decode_vector` reads one): for a caller that decodes off the loop."""
         if not pseudonyms:
             return []
-        rows = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
-        return [decode_vector(r) for r in rows]
+        rows: list[str | bytes | None] = await self._redis.hmget(
+            keys.user_vectors(version), list(pseudonyms)
+        )
+        return rows
 
     def queue_user_vector(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
         """Add the read of one user's vector to ``pipe`` (decode the reply with

@@ -119,5 +119,11 @@ class ServedALS(ServedModelCache[ALSModel]):
     def extend(self, items: Sequence[str], factors: npt.NDArray[np.float32]) -> None:
         """Serve ``items`` too, as this process has just written them (no read back)."""
         if self.model is not None:
-            self.model = self.model.with_items(items, factors)
-            self._updates_seen += len(items)
+            self.replace_model(self.model.with_items(items, factors), len(items))
+
+    def replace_model(self, model: ALSModel, new_items: int) -> None:
+        """Serve ``model``: the served one with ``new_items`` items this process has just
+        written (`ALSModel.with_items`, built off the event loop)."""
+        if self.model is not None:
+            self.model = model
+            self._updates_seen += new_items
