@@ -297,7 +297,7 @@ for i = 0, n - 1 do
       redis.call('HINCRBY', counts, etype, 1)
       local t = tonumber(ts)
       touched[p] = true
-      if t > (newest[p] or 0) then newest[p] = t end
+      if newest[p] == nil or t > newest[p] then newest[p] = t end
       redis.call('ZINCRBY', popular, 1, item)
       for w = 1, #windows, 3 do
         local bucket = '__POP__' .. windows[w] .. ':' .. math.floor(t / windows[w + 1])

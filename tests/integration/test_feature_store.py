@@ -175,3 +175,13 @@ async def test_a_batch_over_one_script_call_keeps_each_event_s_outcome(redis, tm
     [(refused, why)] = result.failed
     assert refused.event_id == "boom" and why
     assert (await store.stats())["events_applied"] == n - 2
+
+
+async def test_an_event_at_time_zero_is_applied_with_the_rest(redis, settings):
+    """`ts` 0 is valid (epoch milliseconds from 0); the per-user writes after the script's loop
+    must not trip over a user whose newest event is at 0 (the poison test found it)."""
+    store = FeatureStore(redis, settings)
+    result = await store.apply_interactions([ev("z0", "zed", "x", ts=0), ev("z1", "amy", "y")])
+    assert [e.event_id for e in result.applied] == ["z0", "z1"] and not result.failed
+    assert (await store.stats())["events_applied"] == 2
+    assert await redis.ttl(keys.user_items(store.pseudonym("zed"))) > 0
