@@ -277,7 +277,7 @@ local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 -- What is the same for every event of a user or a bucket (TTLs, the recent list's cap, the
 -- newest event time, the active-users index, per-type counts) is written once per call, after
 -- the loop: it was half of the commands the script ran, and Valkey's time per event.
-local touched, newest, has_cats, buckets, per_type = {}, {}, {}, {}, {}
+local newest, has_cats, buckets, per_type = {}, {}, {}, {}  -- newest: pseudonym -> ts
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
     ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
@@ -296,7 +296,6 @@ for i = 0, n - 1 do
       redis.call('LPUSH', recent, entry)
       redis.call('HINCRBY', counts, etype, 1)
       local t = tonumber(ts)
-      touched[p] = true
       if newest[p] == nil or t > newest[p] then newest[p] = t end
       redis.call('ZINCRBY', popular, 1, item)
       for w = 1, #windows, 3 do
@@ -328,12 +327,12 @@ for i = 0, n - 1 do
     end
   end
 end
-for p in pairs(touched) do
+for p, ts_max in pairs(newest) do
   local base = '__USER__' .. p
   local recent, counts = base .. ':recent', base .. ':counts'
   redis.call('LTRIM', recent, 0, recent_cap - 1)
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
-  if newest[p] > last then redis.call('HSET', counts, 'last_seen', newest[p]) end
+  if ts_max > last then redis.call('HSET', counts, 'last_seen', ts_max) end
   redis.call('EXPIRE', base .. ':items', user_ttl)
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
