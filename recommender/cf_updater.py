@@ -25,10 +25,8 @@ from recommender.types import Interaction
 
 #: Users whose vectors place a new item before the next refit (the first ones to touch it).
 NEW_ITEM_MAX_USERS = 1000
-#: Users folded in per round trip when a whole version is prepared.
-PREPARE_CHUNK = 5000
-#: Users folded in per round trip after a batch (or a refit: the users touched during it).
-UPDATE_CHUNK = 500
+#: Users whose vectors are solved and written per step (`CFUpdater._fold_in_users`).
+FOLD_CHUNK = 500
 #: Fewer users than this are solved on the event loop (a batch's); more, in a thread.
 INLINE_SOLVES = 100
 
@@ -100,14 +98,21 @@ class CFUpdater:
         model, version = self.served.model, self.served.version
         if model is None or version is None:
             return {}
-        users = sorted(pseudonyms)
+        return await self._fold_in_users(model, version, sorted(pseudonyms))
+
+    async def _fold_in_users(
+        self, model: ALSModel, version: str, users: Sequence[str]
+    ) -> dict[str, dict[str, float]]:
+        """Each user's vector for ``version`` from their full history, written with its `as_of`,
+        FOLD_CHUNK users per round trip; the histories read, by user. A batch's few users are
+        solved on the event loop; more (a refit's touched users, a whole version) in a thread."""
         read: dict[str, dict[str, float]] = {}
-        for start in range(0, len(users), UPDATE_CHUNK):
-            chunk = users[start : start + UPDATE_CHUNK]
+        for start in range(0, len(users), FOLD_CHUNK):
+            chunk = users[start : start + FOLD_CHUNK]
             histories, as_of = await self._store.histories_and_last_seen(chunk)
             if len(chunk) < INLINE_SOLVES:
                 vectors = model.user_vectors(histories)
-            else:  # after a refit, every user touched during it: not on the event loop
+            else:
                 vectors = await asyncio.to_thread(model.user_vectors, histories)
             await self._vectors.write_user_vectors(
                 version, dict(zip(chunk, vectors, strict=True)), as_of
@@ -152,13 +157,7 @@ class CFUpdater:
         if await self._vectors.has_vectors(version):
             return 0
         users = await self._store.active_users()
-        for start in range(0, len(users), PREPARE_CHUNK):
-            chunk = users[start : start + PREPARE_CHUNK]
-            histories, as_of = await self._store.histories_and_last_seen(chunk)
-            vectors = await asyncio.to_thread(model.user_vectors, histories)
-            await self._vectors.write_user_vectors(
-                version, dict(zip(chunk, vectors, strict=True)), as_of
-            )
+        await self._fold_in_users(model, version, users)
         return len(users)
 
 
