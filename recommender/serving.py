@@ -184,11 +184,11 @@ class RecommendationService:
             # Enough to fill k even when every excluded item is among the first.
             cached = decode_candidates(raw_cached, k + len(excluded_here))
             if vec is not None and cached is not None and cached.as_of == vec.as_of:
-                fast = self._from_candidates(model, vec, k, cached, excluded_here)
-                if fast is not None:
-                    return Recommendations(
-                        user_id, await self._scored(fast), version, vec.as_of, bucket
-                    )
+                found = await self._from_candidates(
+                    user_id, version, bucket, model, vec, k, cached, excluded_here
+                )
+                if found is not None:
+                    return found
         # One round trip for the user's features and, unless just read, their vector (each
         # store queues its own). A vector read first is at most as new as the features: the
         # candidates cached from them carry its `as_of`, and go stale with it.
@@ -209,11 +209,11 @@ class RecommendationService:
         if cacheable and vec is not None:
             assert model is not None and version is not None
             cached = await self._candidates_of(model, version, pseudonym, vec, seen, recent)
-            fast = self._from_candidates(model, vec, k, cached, excluded_here)
-            if fast is not None:
-                return Recommendations(
-                    user_id, await self._scored(fast), version, vec.as_of, bucket
-                )
+            found = await self._from_candidates(
+                user_id, version, bucket, model, vec, k, cached, excluded_here
+            )
+            if found is not None:
+                return found
         excluded = seen | excluded_here
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
@@ -267,20 +267,24 @@ class RecommendationService:
         await self._vectors.write_candidates(version, {pseudonym: cached})
         return cached
 
-    def _from_candidates(
+    async def _from_candidates(
         self,
+        user_id: str,
+        version: str,
+        bucket: str,
         model: ALSModel,
         vec: UserVector,
         k: int,
         cached: CachedCandidates,
         exclude: set[str],
-    ) -> list[tuple[str, float, str]] | None:
+    ) -> Recommendations | None:
         """The answer from cached candidates, or None when they cannot fill k (the whole chain,
         with its fallbacks, then answers)."""
         items = [(i, s, REASON_CF) for i, s in cached.items if i not in exclude][:k]
         if len(items) < k:
             return None
-        return self._with_new_items(model, vec.vector, k, items, cached.seen_new | exclude, None)
+        items = self._with_new_items(model, vec.vector, k, items, cached.seen_new | exclude, None)
+        return Recommendations(user_id, await self._scored(items), version, vec.as_of, bucket)
 
     async def _challenger_vector(self, model: ALSModel, pseudonym: str) -> UserVector | None:
         histories, as_of = await self._store.histories_and_last_seen([pseudonym])
