@@ -149,8 +149,8 @@ def probes(
 
 
 def breakdown(found: list[Probe]) -> dict[str, float]:
-    """p50 and p99 of each stage: send -> applied (Kafka, the fetch, the batch window, the
-    feature store's script), applied -> folded (the user's vector), folded -> answered (the
+    """p50 and p99 of each stage: send -> applied (Kafka, the worker's fetch, the feature
+    store's script), applied -> folded (the user's vector), folded -> answered (the
     API's next read; includes the 2 ms polling)."""
     stages = {
         "send_to_applied": [p.applied_ms or 0.0 for p in found],
