@@ -98,7 +98,8 @@ class ALSModel(FactorModel):
 
     def _history_rows(self, histories: Sequence[Mapping[str, float]]) -> csr_matrix:
         # Flattened once and filtered in numpy: the worker builds these rows for every user of
-        # every batch, and a per-entry Python loop was most of the fold-in's cost.
+        # every batch (the per-entry loop was a quarter of the per-batch fold-in in a py-spy
+        # profile of the worker; an ad-hoc timing of 20 users x 150 items: 0.9 -> 0.5 ms).
         get = self._index.get
         lengths = [len(h) for h in histories]
         indices = np.array([get(item, -1) for h in histories for item in h], dtype=np.int64)
@@ -150,7 +151,7 @@ class ALSModel(FactorModel):
             y64 = np.asarray(y, dtype=np.float64)
             a[n] = base + (y64.T * (conf - 1.0)) @ y64
             b[n] = y64.T @ conf
-        # One batched solve: the per-item solves' call overhead was most of their cost.
+        # One batched solve for every item, not one call per item.
         return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
 
     def with_items(

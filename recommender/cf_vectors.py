@@ -91,8 +91,8 @@ class CFVectors:
         """Each user's vector with ``as_of``: the time of the newest event it was computed from
         (what the API reports as `user_event_ms`, and the freshness benchmark waits for)."""
         items = list(vectors.items())
-        # In chunks: a refit writes every live user, and one reply's worth of encoding held the
-        # worker's event loop as long as the events behind it could wait.
+        # In chunks: a refit writes every live user, and encoding them all at once would hold
+        # the worker's event loop (and the events behind it) for the whole encoding.
         for start in range(0, len(items), WRITE_CHUNK):
             chunk = items[start : start + WRITE_CHUNK]
             encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}

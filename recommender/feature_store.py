@@ -242,9 +242,9 @@ class FeatureStore:
     ) -> tuple[list[dict[str, float]], dict[str, int]]:
         """`user_histories`, and each user's newest event time (the as-of of their vector).
 
-        Read HISTORY_CHUNK users per round trip: a refit reads every live user, and parsing
-        them in one reply held the worker's event loop (and every event behind it) for
-        hundreds of milliseconds."""
+        Read HISTORY_CHUNK users per round trip: a refit reads every live user, and one reply
+        would hold the worker's event loop (and every event behind it) for the whole parse
+        (about a second of reading for 200,000 events' users in an ad-hoc run, chunked)."""
         histories: list[dict[str, float]] = []
         last_seen: dict[str, int] = {}
         for start in range(0, len(pseudonyms), HISTORY_CHUNK):

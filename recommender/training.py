@@ -209,8 +209,8 @@ class Trainer:
             applied, clock = stats.get("events_applied", 0), stats.get("clock", 0)
             users = await self._store.active_users()
             histories, as_of = await self._store.histories_and_last_seen(users)
-            # Off the event loop, as every step of a refit that walks all the data: the events
-            # applied meanwhile wait at most a GIL switch interval, not the whole step.
+            # Off the event loop, as every step of a refit that walks all the data, so that the
+            # loop applies events in between (they still share the GIL with it).
             data = await asyncio.to_thread(InteractionMatrix.from_histories, users, histories)
             params = self._params()
             # Judged even while pinned: `models unpin` then serves the best waiting version.
