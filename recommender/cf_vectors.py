@@ -98,11 +98,6 @@ class CFVectors:
             encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
             await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
-    async def user_vectors_of(
-        self, version: str, pseudonyms: Sequence[str]
-    ) -> list[UserVector | None]:
-        return [decode_vector(r) for r in await self.raw_user_vectors_of(version, pseudonyms)]
-
     async def raw_user_vectors_of(
         self, version: str, pseudonyms: Sequence[str]
     ) -> list[str | bytes | None]:
