@@ -192,15 +192,3 @@ class RateLimiter:
             return wait_s
         self._leases[key_id] = _Lease(int(taken) - 1, int(taken), now + self.LEASE_S)
         return 0.0
-        recent = lease is not None and now < lease.until + self.LEASE_S
-        want = min(self._max_lease, lease.used) if lease is not None and recent else 1
-        taken, wait_ms = await self._bucket(
-            keys=[keys.rate_bucket(key_id)],
-            args=[int(time.time() * 1000), self._rate, self._burst, want],
-        )
-        if int(taken) == 0:
-            return int(wait_ms) / 1000
-        if len(self._leases) > 10_000:
-            self._leases.clear()
-        self._leases[key_id] = _Lease(int(taken) - 1, now + self.LEASE_S, 1)
-        return 0.0
