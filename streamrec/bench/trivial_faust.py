@@ -33,6 +33,9 @@ def main() -> None:
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
+        # Beside the output, in the runtime's own directory: by default Faust makes
+        # `<app id>-data` in the working directory, which a benchmark must leave as it found it.
+        datadir=str(out.parent / "trivial-faust-data"),
     )
     # The same fetch wait as the streamrec worker's default, so only the per-event work differs.
     set_fetch_max_wait(app, Settings().consumer_fetch_max_wait_ms)
