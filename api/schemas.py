@@ -42,14 +42,18 @@ class RecommendedItem(BaseModel):
 
     @classmethod
     def of(cls, item: ScoredItem) -> RecommendedItem:
-        return cls(
-            item_id=item.item_id,
-            title=item.title,
-            score=item.score,
-            reason=item.reason,
-            because_item_id=item.because_item_id,
-            predicted_categories=item.predicted,
-        )
+        return cls.model_validate(cls.fields_of(item))
+
+    @staticmethod
+    def fields_of(item: ScoredItem) -> dict[str, Any]:
+        return {
+            "item_id": item.item_id,
+            "title": item.title,
+            "score": item.score,
+            "reason": item.reason,
+            "because_item_id": item.because_item_id,
+            "predicted_categories": item.predicted,
+        }
 
 
 class RecommendationsOut(BaseModel):

@@ -59,7 +59,9 @@ def decode_candidates(raw: str | bytes | None, n: int | None = None) -> CachedCa
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
     as_of, seen_new, ids, scores = text.split("|", 3)
-    id_list, score_list = ids.split()[:n], scores.split()[:n]
+    # Split no further than needed: the rest of the hundred stays one string.
+    id_list = ids.split(" ", n)[:n] if n is not None and ids else ids.split()
+    score_list = scores.split(" ", n)[:n] if n is not None and scores else scores.split()
     return CachedCandidates(
         int(as_of),
         [(i, float(score)) for i, score in zip(id_list, score_list, strict=True)],
@@ -78,6 +80,7 @@ class CFVectors:
     def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
         self._redis = redis
         self._state = state
+        self._vector_and_candidates = redis.register_script(keys.VECTOR_AND_CANDIDATES_LUA)
 
     async def has_vectors(self, version: str) -> bool:
         return bool(await self._redis.exists(keys.user_vectors(version)))
@@ -114,9 +117,15 @@ class CFVectors:
         `decode_vector`): serving reads it in the same round trip as the user's features."""
         pipe.hget(keys.user_vectors(version), pseudonym)
 
-    def queue_candidates(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
-        """Add the read of one user's cached candidates to ``pipe`` (`decode_candidates`)."""
-        pipe.hget(keys.user_recs(version), pseudonym)
+    async def vector_and_candidates(
+        self, version: str, pseudonym: str
+    ) -> tuple[str | bytes | None, str | bytes | None]:
+        """One user's vector and cached candidates as stored (`decode_vector`,
+        `decode_candidates`), in one round trip."""
+        vector, candidates = await self._vector_and_candidates(
+            keys=[keys.user_vectors(version), keys.user_recs(version)], args=[pseudonym]
+        )
+        return vector, candidates
 
     async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:
         """Cache what serving computed; a reader uses an entry only while its `as_of` is the

@@ -176,10 +176,7 @@ class RecommendationService:
         vec: UserVector | None = None
         if cacheable:
             assert model is not None and version is not None
-            pipe = self._store.redis.pipeline(transaction=False)
-            self._vectors.queue_user_vector(pipe, version, pseudonym)
-            self._vectors.queue_candidates(pipe, version, pseudonym)
-            raw_vector, raw_cached = await pipe.execute()
+            raw_vector, raw_cached = await self._vectors.vector_and_candidates(version, pseudonym)
             vec = decode_vector(raw_vector)
             # Enough to fill k even when every excluded item is among the first.
             cached = decode_candidates(raw_cached, k + len(excluded_here))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -22,9 +20,7 @@ from api.schemas import (
     ExportOut,
     Profile,
     RecommendationsOut,
-    RecommendedItem,
 )
-from recommender.impressions import Impression
 
 router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
 
@@ -38,32 +34,9 @@ async def recommendations(
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     exclude: Annotated[list[str], Query(max_length=1000, description="Item ids to leave out")] = [],  # noqa: B006
     explain: Annotated[bool, Query(description="Name the user's item behind each pick")] = False,
-) -> RecommendationsOut:
+) -> dict[str, Any]:
     """Top-k items the user has not interacted with yet; popular items for an unknown user."""
-    recs = await parts.service.recommend(
-        user_id, capped_k(k, parts.settings), exclude, category, explain
-    )
-    recommendation_id = uuid.uuid4().hex
-    items = [i.item_id for i in recs.items]
-    parts.telemetry.served(recs.model_version, recs.bucket, items)
-    parts.impressions.record(
-        Impression(
-            recommendation_id,
-            parts.store.pseudonym(user_id),
-            tuple(items),
-            recs.model_version or "none",
-            recs.bucket,
-            int(time.time() * 1000),
-        )
-    )
-    return RecommendationsOut(
-        user_id=recs.user_id,
-        recommendation_id=recommendation_id,
-        model_version=recs.model_version,
-        user_event_ms=recs.user_event_ms,
-        bucket=recs.bucket,
-        items=[RecommendedItem.of(i) for i in recs.items],
-    )
+    return await parts.answer(user_id, capped_k(k, parts.settings), exclude, category, explain)
 
 
 @router.put("/{user_id}/profile", response_model=Profile)

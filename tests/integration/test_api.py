@@ -3,6 +3,7 @@ authentication, scopes, rate limit, body limit, and start-up checks."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from api.app import create_app
+from recommender import keys
 from recommender.access import SCOPES, ApiKeyStore, RateLimiter
 from recommender.crypto import UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
@@ -102,6 +104,13 @@ async def test_over_the_rate_limit_429_with_retry_after(settings, tokens):
         assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
         # The bucket is per key: another key is not slowed down.
         assert (await api.get("/v1/items/popular", headers=key(tokens["all"]))).status_code == 200
+        # The plain recommendations request (answered below FastAPI) is limited the same way.
+        recs = [
+            await api.get("/v1/users/u1/recommendations", headers=key(tokens["all"]))
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in recs] == [200, 200, 429]
+        assert int(recs[-1].headers["Retry-After"]) >= 1
 
 
 def counting_calls(limiter: RateLimiter) -> list[int]:
@@ -240,6 +249,33 @@ async def test_recommendations_filter_exclude_explain(settings, redis, tokens):
         for item in explained["items"]:
             assert item["because_item_id"] in SCI_FI[:6]
             assert item["reason"] == f"because you liked Film {item['because_item_id']}"
+
+
+async def test_the_common_request_is_answered_as_the_route_answers_it(settings, redis, tokens):
+    """`api.fast_path` answers a request with no query or only `k`; with another parameter the
+    declared route answers. Same JSON, same headers, counted and kept as an impression alike."""
+    await _fitted(redis, settings)
+    read = key(tokens["read"])
+    path = "/v1/users/alice/recommendations"
+    async with serve_api(settings) as api:
+        for params in ({}, {"k": 5}):
+            fast = await api.get(path, params=params, headers=read)
+            routed = await api.get(path, params={**params, "explain": "false"}, headers=read)
+            assert fast.status_code == routed.status_code == 200
+            assert len(fast.json()["items"]) == params.get("k", 10)
+            bodies = [r.json() for r in (fast, routed)]
+            ids = [b.pop("recommendation_id") for b in bodies]
+            assert bodies[0] == bodies[1] and ids[0] != ids[1]
+            assert dict(fast.headers) == dict(routed.headers) | {
+                "date": fast.headers["date"],
+                "content-length": fast.headers["content-length"],
+            }
+            await asyncio.sleep(0.3)  # the impressions are written every 0.1 s
+            for rec_id in ids:
+                assert await redis.exists(keys.impression(rec_id)), rec_id
+        metrics = (await api.get("/v1/metrics", headers=read)).text
+        counted = 'route="/v1/users/{user_id}/recommendations",status="200"} 4'
+        assert counted in metrics
 
 
 async def test_similar_popular_and_trending(settings, redis, tokens):
