@@ -64,10 +64,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streamrec.gc_tuning import tune_gc
     from streams.kafka import create_topics
     from streams.worker import run_worker
 
     create_topics(settings)  # idempotent; a fresh Kafka needs no separate set-up step
+    tune_gc()
     run_worker(settings, loglevel=args.loglevel)
     return 0
 
@@ -76,11 +78,13 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from streamrec.gc_tuning import tune_gc
     from streamrec.runtime import ensure_port_free
 
     settings = _with_port(settings, args)
     app = create_app(settings)
     ensure_port_free(settings.api_host, settings.api_port)
+    tune_gc()
     uvicorn.run(
         app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False
     )
