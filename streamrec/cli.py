@@ -64,12 +64,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from streamrec.gc_tuning import tune_gc
     from streams.kafka import create_topics
     from streams.worker import run_worker
 
     create_topics(settings)  # idempotent; a fresh Kafka needs no separate set-up step
-    tune_gc()
     run_worker(settings, loglevel=args.loglevel)
     return 0
 

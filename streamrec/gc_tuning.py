@@ -1,4 +1,4 @@
-"""The garbage collector of the long-running processes (the API and the worker).
+"""The API process's garbage collector.
 
 CPython's full (generation 2) collection walks every tracked object. After importing FastAPI,
 pydantic, Faust, torch and the rest, an API process holds ~140,000 of them, and under
@@ -8,6 +8,11 @@ pydantic, Faust, torch and the rest, an API process holds ~140,000 of them, and 
 walks, and a larger first threshold makes collections rarer (more garbage per collection, the
 same total work). Cycles created later are still collected; objects frozen at start-up that
 become garbage are not, which costs at most what start-up allocated.
+
+Not the worker's: there a young threshold of 50,000 made its young collections take milliseconds
+and its middle ones tens of them, and the ingest benchmark's freshness p99 read 144.4 and
+133.3 ms against 107.6, 87.8 and 117.1 untouched (ad hoc, the freshness phase alone after a
+50,000-event drain); freezing alone read 108.7 and 177.8: no gain shown.
 """
 
 from __future__ import annotations
