@@ -14,7 +14,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from recommender import keys
+from recommender.coalesce import ReadCoalescer
 from recommender.model_state import ModelState
+
+#: A hash field as Redis answers it.
+Raw = str | bytes | None
 
 #: User vectors encoded and written per round trip (see `CFVectors.write_user_vectors`).
 WRITE_CHUNK = 2000
@@ -80,7 +84,8 @@ class CFVectors:
     def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
         self._redis = redis
         self._state = state
-        self._vector_and_candidates = redis.register_script(keys.VECTOR_AND_CANDIDATES_LUA)
+        self._script = redis.register_script(keys.VECTORS_AND_CANDIDATES_LUA)
+        self._reads: ReadCoalescer[tuple[str, str], tuple[Raw, Raw]] = ReadCoalescer(self._read)
 
     async def has_vectors(self, version: str) -> bool:
         return bool(await self._redis.exists(keys.user_vectors(version)))
@@ -117,15 +122,20 @@ class CFVectors:
         `decode_vector`): serving reads it in the same round trip as the user's features."""
         pipe.hget(keys.user_vectors(version), pseudonym)
 
-    async def vector_and_candidates(
-        self, version: str, pseudonym: str
-    ) -> tuple[str | bytes | None, str | bytes | None]:
+    async def vector_and_candidates(self, version: str, pseudonym: str) -> tuple[Raw, Raw]:
         """One user's vector and cached candidates as stored (`decode_vector`,
-        `decode_candidates`), in one round trip."""
-        vector, candidates = await self._vector_and_candidates(
-            keys=[keys.user_vectors(version), keys.user_recs(version)], args=[pseudonym]
-        )
-        return vector, candidates
+        `decode_candidates`): one script call shared with the other requests in flight."""
+        return await self._reads.get((version, pseudonym))
+
+    async def _read(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[Raw, Raw]]:
+        found: dict[tuple[str, str], tuple[Raw, Raw]] = {}
+        for version in dict.fromkeys(v for v, _ in wanted):  # one, but for a promotion's moment
+            users = list(dict.fromkeys(p for v, p in wanted if v == version))
+            vectors, candidates = await self._script(
+                keys=[keys.user_vectors(version), keys.user_recs(version)], args=users
+            )
+            found.update({(version, p): (vectors[i], candidates[i]) for i, p in enumerate(users)})
+        return [found[w] for w in wanted]
 
     async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:
         """Cache what serving computed; a reader uses an entry only while its `as_of` is the

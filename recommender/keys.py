@@ -410,12 +410,11 @@ return 0
 """
 
 
-#: A user's vector and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)`; ARGV[1] = the
-#: pseudonym. One script call rather than a pipeline of two reads: the common request's one round
-#: trip, and redis-py's pipeline machinery cost more than the reads (ad hoc: 76 against 58 us per
-#: call at 32 concurrent callers).
-VECTOR_AND_CANDIDATES_LUA = """
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)`; ARGV = the
+#: pseudonyms. Returns {vectors, candidates}, each in ARGV's order (nil where absent). One call
+#: for the reads of every request in flight (`recommender.coalesce`).
+VECTORS_AND_CANDIDATES_LUA = """
+return {redis.call('HMGET', KEYS[1], unpack(ARGV)), redis.call('HMGET', KEYS[2], unpack(ARGV))}
 """
 
 
