@@ -2,10 +2,9 @@
 
 `GET /v1/users/{user_id}/recommendations`, with no query or only `k`, is what clients call most.
 Through FastAPI it passes a dozen ASGI layers (routers, body limits, exception handlers, an exit
-stack), dependency solving and validation before the service is asked, and those were most of
-what the API did per request: ad hoc, in a py-spy profile of `bench serve`, 37% of the samples
-were under FastAPI's request handler and 15% under dependency solving alone, against 17% under
-the service call.
+stack), dependency solving and validation before the service is asked: ad hoc, in a py-spy
+profile of `bench serve`, 37% of the API's samples were under FastAPI's request handler and 15%
+under dependency solving alone, against 17% under the service call.
 
 This middleware answers that request itself when it is well formed and its key is valid, holds
 the `read` scope and is within its rate: the same checks (`ApiKeyStore.verify`,

@@ -30,7 +30,7 @@ class UserVector:
     as_of: int  # epoch ms of the newest event folded in
 
 
-def decode_vector(raw: str | bytes | None) -> UserVector | None:
+def decode_vector(raw: Raw) -> UserVector | None:
     """A user vector as `write_user_vectors` stored it (`as_of:base64 float32`), or None."""
     if raw is None:
         return None
@@ -56,7 +56,7 @@ def encode_candidates(c: CachedCandidates) -> str:
     return f"{c.as_of}|{' '.join(sorted(c.seen_new))}|{ids}|{scores}"
 
 
-def decode_candidates(raw: str | bytes | None, n: int | None = None) -> CachedCandidates | None:
+def decode_candidates(raw: Raw, n: int | None = None) -> CachedCandidates | None:
     """What `encode_candidates` wrote, with only its first ``n`` items (a request wants ten of
     a hundred: turning the rest into floats was a twentieth of the API's time)."""
     if raw is None:
@@ -106,15 +106,11 @@ class CFVectors:
             encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
             await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
 
-    async def raw_user_vectors_of(
-        self, version: str, pseudonyms: Sequence[str]
-    ) -> list[str | bytes | None]:
+    async def raw_user_vectors_of(self, version: str, pseudonyms: Sequence[str]) -> list[Raw]:
         """As stored (`decode_vector` reads one): for a caller that decodes off the loop."""
         if not pseudonyms:
             return []
-        rows: list[str | bytes | None] = await self._redis.hmget(
-            keys.user_vectors(version), list(pseudonyms)
-        )
+        rows: list[Raw] = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
         return rows
 
     def queue_user_vector(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
