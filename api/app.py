@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.fast_path import RecommendationsFastPath
+from api.fast_path import ROUTE_PATH, RecommendationsFastPath
 from api.metrics_feed import MetricsFeed
 from api.middleware import HardeningMiddleware
 from api.publisher import Publisher
@@ -35,7 +35,6 @@ from recommender.settings import Settings
 from streams.metrics import MetricsPublisher, now_ms
 
 log = logging.getLogger(__name__)
-RECS_PATH = "/v1/users/{user_id}/recommendations"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -164,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     # Inside the hardening layer (added later, so it wraps this one): headers and metrics alike.
-    (recs_route,) = [r for r in users.router.routes if getattr(r, "path", "") == RECS_PATH]
+    (recs_route,) = [r for r in users.router.routes if getattr(r, "path", "") == ROUTE_PATH]
     app.add_middleware(RecommendationsFastPath, route=recs_route)
     app.add_middleware(HardeningMiddleware, telemetry=telemetry)
     return app

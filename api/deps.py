@@ -87,8 +87,8 @@ class Recommending:
     @classmethod
     def of(cls, state: Mapping[str, Any]) -> Recommending:
         """From the lifespan state, as the ASGI scope carries it."""
-        s = state
-        return cls(s["service"], s["settings"], s["metrics"], s["impressions"], s["store"])
+        names = ("service", "settings", "metrics", "impressions", "store")
+        return cls(*(state[name] for name in names))
 
     async def answer(
         self,

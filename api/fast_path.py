@@ -27,8 +27,9 @@ from api.auth import API_KEY_HEADER
 from api.deps import Recommending
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
-PREFIX = "/v1/users/"
-SUFFIX = "/recommendations"
+#: The declared route this path stands in for (`api/routes/users.py`).
+ROUTE_PATH = "/v1/users/{user_id}/recommendations"
+PREFIX, _, SUFFIX = ROUTE_PATH.partition("{user_id}")
 DEFAULT_K = 10  # the route's default
 _ID = re.compile(ID_PATTERN)
 _HEADER = API_KEY_HEADER.lower().encode("latin-1")
