@@ -1,94 +1,33 @@
-"""Collaborative filtering's full refits: when (`refit_policy`), on what, judged how, published
-through the shared lifecycle. A fit runs on ``fit_executor`` (in the worker, a process of its
-own), so ingestion goes on meanwhile; the per-event half lives in `cf_updater`.
+"""Collaborative filtering's full refits: when (`refit_policy`), against what they are judged,
+and publishing through the shared lifecycle. The reads, the gate and the fit run on
+``fit_executor`` (`refit_job`; in the worker, a process of its own), so ingestion goes on
+meanwhile; the per-event half lives in `cf_updater`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from models.als import ALSModel, FittedALS, fit_als
-from models.content_map import ContentMap
-from models.data import InteractionMatrix
+from models.als import ALSModel
 from models.errors import ModelNotFoundError
-from models.features import item_text
 from models.registry import FamilyRegistry
 from recommender.cf_updater import CFUpdater
 from recommender.cf_vectors import CFVectors
-from recommender.evaluation import Split, evaluate, forward_split
 from recommender.feature_store import FeatureStore
-from recommender.lifecycle import Gate, GateResult, ModelLifecycle
+from recommender.lifecycle import Gate, ModelLifecycle
 from recommender.model_state import ModelState, ServedModel
+from recommender.refit_job import GatePlan, RefitJob, run_refit
 from recommender.refit_policy import RefitClock, RefitDecision, RefitPolicy, decide_refit
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: Users the quality gate looks at (a sample, beyond that).
-GATE_MAX_USERS = 5000
-
-
-def gate_scores(
-    split: Split,
-    served_item_ids: npt.NDArray[np.str_],
-    served_item_factors: npt.NDArray[np.float32],
-    params: dict[str, Any],
-) -> tuple[float, float]:
-    """(challenger, served) NDCG@10 on what users did since the served model was fitted.
-
-    The challenger is fitted with ``params`` on everything but that; the served model keeps its
-    item factors, which never saw it either. Both fold the users in from the same training
-    histories, so the comparison is like for like. A top-level function, so that it runs in the
-    worker's fit process."""
-    users = list(split.train)
-    data = InteractionMatrix.from_histories(users, [split.train[u] for u in users])
-    challenger = fit_als(data, **params).model(**params)
-    served = ALSModel.from_factors(served_item_ids, served_item_factors, **params)
-    return evaluate(challenger, split).ndcg, evaluate(served, split).ndcg
-
-
-@dataclass(frozen=True)
-class ContentInputs:
-    """What the cold-start map is fitted on (sent to the fit process, so plain data)."""
-
-    item_ids: list[str]
-    texts: list[str]
-    categories: list[dict[str, float]]
-    text_model: str  # the text model's artifact
-    text_version: str
-
-
-def fit_cf(data: InteractionMatrix, content: ContentInputs | None, **params: Any) -> FittedALS:
-    """ALS (`fit_als`) and, given the items' content, the map from content to item factors
-    (`models.content_map`). A top-level function: it runs in the worker's fit process."""
-    fitted = fit_als(data, **params)
-    if content is None or not content.item_ids:
-        return fitted
-    import torch
-
-    from models.text import TextClassifier
-
-    torch.set_num_threads(1)  # the fit process is niced; one core stays with ingestion
-    text = TextClassifier.load(Path(content.text_model))
-    row = {str(item): i for i, item in enumerate(fitted.item_ids)}
-    embeddings = text.embed(content.texts)
-    factors = fitted.item_factors[[row[i] for i in content.item_ids]]
-    cmap = ContentMap.fit(
-        embeddings, content.categories, text.labels, factors, content.text_version
-    )
-    return fitted._replace(content_map=cmap)
 
 
 def refit_policy(settings: Settings) -> RefitPolicy:
@@ -109,7 +48,8 @@ class Trainer:
     store, state, registry, settings
         The feature store, the CF family's pointer and versions, and the ALS settings.
     fit_executor
-        Runs full fits (a process pool in the worker); None: a thread.
+        Runs the refits (`refit_job.run_refit`: reads, gate, fit): a process pool in the
+        worker; None: a thread.
     updater
         The per-event listener serving the same versions (one is made when not given).
     """
@@ -205,23 +145,13 @@ class Trainer:
         promoted = False
         try:
             await self.sync()
-            stats = await self._store.stats()
-            applied, clock = stats.get("events_applied", 0), stats.get("clock", 0)
-            users = await self._store.active_users()
-            histories, as_of = await self._store.histories_and_last_seen(users)
-            # Off the event loop, as every step of a refit that walks all the data, so that the
-            # loop applies events in between (they still share the GIL with it).
-            data = await asyncio.to_thread(InteractionMatrix.from_histories, users, histories)
             params = self._params()
-            # Judged even while pinned: `models unpin` then serves the best waiting version.
-            gate = await self._gate(users, histories, params)
-            content = await self._content_inputs(data)
-            started = time.perf_counter()
+            job = RefitJob(self._settings, params, self._gate_plan(), await self._text_input())
+            # The reads, the gate and the fit run in the fit process: in this one they held the
+            # event loop, and every event behind it (see `recommender.refit_job`).
             loop = asyncio.get_running_loop()
-            fitted = await loop.run_in_executor(
-                self._fit_executor, partial(fit_cf, data, content, **params)
-            )
-            fit_s = time.perf_counter() - started
+            done = await loop.run_in_executor(self._fit_executor, partial(run_refit, job))
+            users, fitted, as_of, applied = done.users, done.fitted, done.as_of, done.watermark
             model = fitted.model(**params)
 
             async def serve(version: str) -> None:
@@ -232,15 +162,15 @@ class Trainer:
                 model,
                 {
                     "watermark": applied,
-                    "clock": clock,  # the newest event time in the data
+                    "clock": done.clock,  # no event in the data is newer
                     "users": len(users),
-                    "items": len(data.item_ids),
-                    "nnz": data.nnz,
-                    "fit_seconds": round(fit_s, 3),
+                    "items": done.items,
+                    "nnz": done.nnz,
+                    "fit_seconds": round(done.fit_seconds, 3),
                     "params": params,
                     "refit_reason": self.last_decision.reason,
                 },
-                gate,
+                done.gate,
                 serve,
             )
             if promoted:
@@ -250,9 +180,9 @@ class Trainer:
                     "model %s fitted on %d users, %d items, %d events in %.2fs",
                     version,
                     len(users),
-                    len(data.item_ids),
+                    done.items,
                     applied,
-                    fit_s,
+                    done.fit_seconds,
                 )
             else:
                 log.warning("model %s held back", version)
@@ -273,30 +203,18 @@ class Trainer:
             return False  # once per text version, even when a fit could not make a map
         return model.content_map is None or model.content_map.text_version != found[0]
 
-    async def _content_inputs(self, data: InteractionMatrix) -> ContentInputs | None:
-        """The fitted items' content, when a text model serves (None otherwise)."""
+    async def _text_input(self) -> tuple[str, str] | None:
+        """The served text model's (version, artifact), when one serves: the fit then also
+        learns where new items go from their content (cold start)."""
         found = await self._text_model() if self._text_model is not None else None
         if found is None:
             return None
-        version, artifact = found
-        self._map_tried = version
-        items = [str(i) for i in data.item_ids]
-        contents = await self._store.item_contents(items)
-        have = [(i, c) for i, c in zip(items, contents, strict=True) if c is not None]
-        return ContentInputs(
-            [i for i, _ in have],
-            [item_text(c.title, c.text) for _, c in have],
-            [c.categories for _, c in have],
-            str(artifact),
-            version,
-        )
+        self._map_tried = found[0]
+        return found[0], str(found[1])
 
-    async def _gate(
-        self, users: list[str], histories: list[dict[str, float]], params: dict[str, Any]
-    ) -> Gate:
-        """Challenger against served model on what users did since the served one was fitted;
-        a note instead when there is no served model or too few such users to judge."""
-        s = self._settings
+    def _gate_plan(self) -> GatePlan | Gate:
+        """What the fit process judges the challenger against: the served model; or a note
+        saying why there is nothing to judge against."""
         # As fitted: the items folded in since were placed by the very interactions the gate
         # holds out, which would flatter the served model (measured: 0.29 against 0.22 while
         # loading MovieLens, and every refit held back).
@@ -314,21 +232,4 @@ class Trainer:
             since = None
         if since is None:
             return Gate(note=f"the served version {version} has no data clock")
-        sample = users
-        if len(users) > GATE_MAX_USERS:
-            sample = random.Random(len(users)).sample(users, GATE_MAX_USERS)
-        new_items = await self._store.items_since(sample, int(since))
-        split = await asyncio.to_thread(
-            forward_split, dict(zip(users, histories, strict=True)), new_items
-        )
-        if len(split.test) < s.quality_gate_min_users:
-            return Gate(
-                note=f"{len(split.test)} users active since the served fit "
-                f"(STREAMREC_QUALITY_GATE_MIN_USERS is {s.quality_gate_min_users})"
-            )
-        loop = asyncio.get_running_loop()
-        challenger, served = await loop.run_in_executor(
-            self._fit_executor,
-            partial(gate_scores, split, model.item_ids, model.item_factors, params),
-        )
-        return Gate(GateResult(challenger, served, s.quality_gate_margin, len(split.test), version))
+        return GatePlan(int(since), version, model.item_ids, model.item_factors)
