@@ -22,6 +22,45 @@ from models.data import InteractionMatrix
 from models.errors import ModelFitError
 from models.neighbours import item_neighbours, load_arrays, recent_scores, save_arrays
 
+#: Histories this long or longer are solved by conjugate gradient (`_conjugate_gradient`): the
+#: exact solve builds a k x k matrix from every item of the history (O(n k^2)), and the worker
+#: re-solves a user at each of their events; 10 steps cost O(10 n k). On MovieLens with 64
+#: factors, for its 137 users with 200 or more ratings: at most 6e-5 from the exact vector
+#: (relative), and 0.7 ms against 1.8 ms for the longest history (2,391 ratings; ad hoc).
+CG_MIN_ITEMS = 200
+CG_STEPS = 10
+
+
+def _conjugate_gradient(
+    rows: npt.NDArray[np.float32],
+    confidence: npt.NDArray[np.float32],
+    gram: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """The solution of implicit's per-user system (Y^T C Y + reg I) x = Y^T C p, where
+    ``gram`` is Y^T Y + reg I and ``rows`` the factors of the user's items, without forming the
+    matrix: (Y^T C Y + reg I) v = gram v + rows^T ((c - 1) * (rows v)), as implicit's own solver
+    (it adds the confidence minus one to Y^T Y)."""
+    extra = confidence - 1.0
+
+    def times(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(gram @ v + rows.T @ (extra * (rows @ v)), dtype=np.float32)
+
+    x = np.zeros(gram.shape[0], dtype=np.float32)
+    r = np.asarray(rows.T @ confidence, dtype=np.float32)  # the residual at x = 0
+    p = r.copy()
+    norm = float(r @ r)
+    for _ in range(CG_STEPS):
+        if norm < 1e-20:
+            break
+        ap = times(p)
+        step = norm / float(p @ ap)
+        x += step * p
+        r -= step * ap
+        new_norm = float(r @ r)
+        p = r + (new_norm / norm) * p
+        norm = new_norm
+    return x
+
 
 class ALSModel(FactorModel):
     """Implicit-feedback ALS with string ids, fold-in for new users, and `.npz` artifacts."""
@@ -201,11 +240,30 @@ class ALSModel(FactorModel):
         }
 
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
-        """One least-squares solve per user against the fixed item factors (a partial fit)."""
+        """One least-squares solve per user against the fixed item factors (a partial fit):
+        implicit's exact solve, or conjugate gradient for histories of `CG_MIN_ITEMS` or more."""
         if not histories:
             return np.zeros((0, self.factors), dtype=np.float32)
         rows = self._history_rows(histories)
-        vecs = self._als.recalculate_user(np.arange(len(histories)), rows)
+        lengths = np.diff(rows.indptr)
+        long = np.flatnonzero(lengths >= CG_MIN_ITEMS)
+        if not len(long):
+            return self._exact(rows)
+        out = np.empty((len(histories), self.factors), dtype=np.float32)
+        short = np.flatnonzero(lengths < CG_MIN_ITEMS)
+        if len(short):
+            out[short] = self._exact(rows[short])
+        factors = self._als.item_factors
+        gram = self._als.YtY + self.regularization * np.eye(self.factors, dtype=np.float32)
+        for u in long:
+            start, end = rows.indptr[u], rows.indptr[u + 1]
+            # The confidences implicit's solve uses: alpha times the weight.
+            confidence = self.alpha * rows.data[start:end]
+            out[u] = _conjugate_gradient(factors[rows.indices[start:end]], confidence, gram)
+        return out
+
+    def _exact(self, rows: csr_matrix) -> npt.NDArray[np.float32]:
+        vecs = self._als.recalculate_user(np.arange(rows.shape[0]), rows)
         return np.atleast_2d(np.asarray(vecs, dtype=np.float32))
 
     def recommend_vector(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
 import pytest
 
 from models.als import ALSModel
 from recommender import keys
+from recommender.connections import redis_async
 from recommender.families import cf_registry, lifecycle_for
 from recommender.feature_store import FeatureStore
 from recommender.lifecycle import NoSuchVersionError
 from recommender.model_state import ModelState
 from recommender.serving import RecommendationService
+from recommender.settings import Settings
 from recommender.training import Trainer
 from recommender.types import Interaction
 from tests.conftest import run_cli
@@ -41,6 +48,41 @@ def _more_of_the_same() -> list[Interaction]:
                 Interaction(f"{user}-{item}-later", user, item, "purchase", 1_750_000_000_000 + n)
             )
     return later
+
+
+class _EventsArriveFirst(ThreadPoolExecutor):
+    """Runs a refit's job in a thread once ``events`` were applied: what arrives between the
+    refit's decision and its reads of the data, in the fit process."""
+
+    def __init__(self, settings: Settings, events: list[Interaction]) -> None:
+        super().__init__(max_workers=1)
+        self._settings, self._events = settings, events
+
+    async def _arrive(self) -> None:
+        client = redis_async(self._settings.redis_url or "")
+        await FeatureStore(client, self._settings).apply_interactions(self._events)
+        await client.aclose()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def arrive_then_run() -> Any:
+            asyncio.run(self._arrive())
+            return fn(*args, **kwargs)
+
+        return super().submit(arrive_then_run)
+
+
+async def test_a_refit_records_the_events_it_read_not_those_applied_when_it_started(
+    parts, settings
+):
+    """The version's clock covers every event its fit saw (the next gate holds out only what
+    came after it), and its watermark claims none that it may not have seen."""
+    store, state, registry, _ = parts
+    later = _more_of_the_same()
+    with _EventsArriveFirst(settings, later) as pool:
+        version = await Trainer(store, state, registry, settings, fit_executor=pool).refit()
+    meta = registry.metadata(version)
+    assert meta["clock"] == max(e.ts for e in later)
+    assert meta["watermark"] == len(clustered_interactions())
 
 
 async def test_a_worse_refit_is_held_back_as_the_challenger(parts, redis, settings):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.als import ALSModel
+from models.als import CG_MIN_ITEMS, ALSModel
 from models.base import top_k
 from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from models.data import InteractionMatrix
@@ -110,3 +110,23 @@ def test_popularity_is_the_same_for_everyone_and_skips_history(data: Interaction
     a, _ = model.recommend({}, 3)
     b, _ = model.recommend({str(a[0]): 1.0}, 3)
     assert str(a[0]) not in b and list(a[1:]) == list(b[:2])
+
+
+def test_long_histories_are_solved_as_closely_as_the_exact_solve():
+    """Histories of CG_MIN_ITEMS or more go through conjugate gradient: the same vectors as
+    implicit's exact solve, within float32 noise, and in the order the users were given."""
+    rng = np.random.default_rng(3)
+    items = np.asarray([f"i{n}" for n in range(600)])
+    factors = rng.normal(0, 0.3, (600, 32)).astype(np.float32)
+    model = ALSModel.from_factors(items, factors, factors=32, regularization=10.0, alpha=0.25)
+    long_one = {str(i): float(rng.integers(1, 6)) for i in rng.choice(items, CG_MIN_ITEMS + 150)}
+    short_one = {str(i): float(rng.integers(1, 6)) for i in rng.choice(items, 20)}
+    histories = [short_one, long_one, short_one]
+
+    solved = model.user_vectors(histories)
+
+    exact = model._exact(model._history_rows(histories))
+    assert np.abs(exact[0] - exact[2]).max() == 0
+    assert np.linalg.norm(solved[1] - exact[1]) <= 1e-3 * np.linalg.norm(exact[1])
+    np.testing.assert_array_equal(solved[[0, 2]], exact[[0, 2]])
+    np.testing.assert_array_equal(model.user_vectors([long_one])[0], solved[1])
