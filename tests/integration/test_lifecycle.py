@@ -71,18 +71,19 @@ class _EventsArriveFirst(ThreadPoolExecutor):
         return super().submit(arrive_then_run)
 
 
-async def test_a_refit_records_the_events_it_read_not_those_applied_when_it_started(
+async def test_a_refit_records_the_events_it_read_not_those_there_when_it_started(
     parts, settings
 ):
-    """The version's clock covers every event its fit saw (the next gate holds out only what
-    came after it), and its watermark claims none that it may not have seen."""
+    """Events applied after the refit started but before its job read the data are in the
+    fit: the version's clock covers them (the next gate must not hold them out as unseen), and
+    its watermark counts them."""
     store, state, registry, _ = parts
     later = _more_of_the_same()
     with _EventsArriveFirst(settings, later) as pool:
         version = await Trainer(store, state, registry, settings, fit_executor=pool).refit()
     meta = registry.metadata(version)
     assert meta["clock"] == max(e.ts for e in later)
-    assert meta["watermark"] == len(clustered_interactions())
+    assert meta["watermark"] == len(clustered_interactions()) + len(later)
 
 
 async def test_a_worse_refit_is_held_back_as_the_challenger(parts, redis, settings):
