@@ -185,7 +185,7 @@ def fit_cf(data: InteractionMatrix, content: ContentInputs | None, **params: Any
 
     from models.text import TextClassifier
 
-    torch.set_num_threads(1)  # the fit process is niced; one core stays with ingestion
+    torch.set_num_threads(1)  # a background process: one core stays with ingestion
     text = TextClassifier.load(Path(content.text_model))
     row = {str(item): i for i, item in enumerate(fitted.item_ids)}
     embeddings = text.embed(content.texts)

@@ -5,7 +5,6 @@ process; and `aclose`, which closes what was opened when the worker stops."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -36,9 +35,7 @@ from recommender.settings import Settings
 from recommender.training import Trainer
 from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
-
-#: Full fits run at this niceness: background training takes only the CPU ingestion leaves.
-FIT_NICENESS = 10
+from streams.processes import run_in_background
 
 
 @dataclass
@@ -70,8 +67,7 @@ class WorkerParts:
         fit_pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=os.nice,
-            initargs=(FIT_NICENESS,),
+            initializer=run_in_background,
         )
         cf_state = ModelState(redis, CF)
         registry = model_registry(settings.models_dir)

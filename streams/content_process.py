@@ -1,5 +1,6 @@
 """The content trainer's process: spawned and stopped by the worker (`streams.composition`),
-niced, one torch thread, killed with the worker whatever kills it."""
+at background priority (`streams.processes.run_in_background`), one torch thread, killed with
+the worker whatever kills it."""
 
 from __future__ import annotations
 
@@ -14,16 +15,13 @@ from recommender.crypto import UserDataCipher, master_cipher
 from recommender.feature_store import FeatureStore
 from recommender.reviews import ReviewStore
 from recommender.settings import Settings
-from streams.processes import die_with_parent
-
-#: Training takes only the CPU that ingestion and serving leave.
-NICENESS = 10
+from streams.processes import die_with_parent, run_in_background
 
 
 def run(env: dict[str, str]) -> None:  # pragma: no cover - runs in a child process
     """Entry point: settings from ``env`` (the worker's), then train until SIGTERM."""
     die_with_parent()
-    os.nice(NICENESS)
+    run_in_background()  # training takes only the CPU that ingestion and serving leave
     os.environ.update(env)
     import torch
 

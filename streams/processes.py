@@ -1,9 +1,14 @@
-"""Child processes that must not outlive their parent."""
+"""Child processes: ones that must not outlive their parent, and background ones."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
+
+#: Background work's niceness, which also counts where the SCHED_IDLE policy does not exist.
+BACKGROUND_NICENESS = 10
 
 _PR_SET_PDEATHSIG = 1
 
@@ -15,3 +20,12 @@ def die_with_parent() -> None:  # pragma: no cover - runs in a child process
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: the parent's own clean-up remains the only guarantee
+
+
+def run_in_background() -> None:  # pragma: no cover - runs in a child process
+    """Lower this process (and the threads it starts) to background priority: niceness 10, and
+    Linux's SCHED_IDLE policy, which any ordinary process preempts as it wakes (a niced process
+    keeps the core for the rest of its time slice)."""
+    os.nice(BACKGROUND_NICENESS)
+    with contextlib.suppress(AttributeError, OSError):  # not Linux
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
