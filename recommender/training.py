@@ -146,6 +146,7 @@ class Trainer:
         try:
             await self.sync()
             params = self._params()
+            # Judged even while pinned: `models unpin` then serves the best waiting version.
             job = RefitJob(self._settings, params, self._gate_plan(), await self._text_input())
             # The reads, the gate and the fit run in the fit process: in this one they held the
             # event loop, and every event behind it (see `recommender.refit_job`).
