@@ -71,9 +71,7 @@ class _EventsArriveFirst(ThreadPoolExecutor):
         return super().submit(arrive_then_run)
 
 
-async def test_a_refit_records_the_events_it_read_not_those_there_when_it_started(
-    parts, settings
-):
+async def test_a_refit_records_the_events_it_read_not_those_there_when_it_started(parts, settings):
     """Events applied after the refit started but before its job read the data are in the
     fit: the version's clock covers them (the next gate must not hold them out as unseen), and
     its watermark counts them."""
