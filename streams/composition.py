@@ -35,7 +35,7 @@ from recommender.settings import Settings
 from recommender.training import Trainer
 from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
-from streams.processes import run_in_background
+from streams.processes import background_child
 
 
 @dataclass
@@ -62,12 +62,12 @@ class WorkerParts:
         redis = redis_async(redis_url)
         store = FeatureStore(redis, settings)
         metrics = MetricsWindow(settings.metrics_window_ms)
-        # Full fits run in their own process (spawned: this one has threads), off the worker's
-        # GIL, at low priority.
+        # Refits run in their own process (spawned: this one has threads), off the worker's
+        # GIL, at background priority, and die with the worker.
         fit_pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=run_in_background,
+            initializer=background_child,
         )
         cf_state = ModelState(redis, CF)
         registry = model_registry(settings.models_dir)

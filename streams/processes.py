@@ -29,3 +29,10 @@ def run_in_background() -> None:  # pragma: no cover - runs in a child process
     os.nice(BACKGROUND_NICENESS)
     with contextlib.suppress(AttributeError, OSError):  # not Linux
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def background_child() -> None:  # pragma: no cover - runs in a child process
+    """A background child that dies with its parent: the fit process's initializer (a worker
+    killed with SIGKILL left its fit process behind, idle, for good)."""
+    die_with_parent()
+    run_in_background()

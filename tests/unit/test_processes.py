@@ -1,26 +1,34 @@
-"""Background processes: the fit process and the content trainer yield the CPU to ingestion."""
+"""Background processes: the fit process yields the CPU to ingestion and dies with the worker."""
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from streams.processes import BACKGROUND_NICENESS, run_in_background
+from streams.processes import BACKGROUND_NICENESS, background_child
+
+_PR_GET_PDEATHSIG = 2
 
 
-def _priority() -> tuple[int, int]:
-    return os.sched_getscheduler(0), os.nice(0)
+def _state() -> tuple[int, int, int]:
+    """(scheduling policy, niceness, the signal this process gets when its parent dies)."""
+    death = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_PDEATHSIG, ctypes.byref(death))
+    return os.sched_getscheduler(0), os.nice(0), death.value
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
-def test_a_background_process_runs_idle_and_niced():
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE and prctl are Linux's")
+def test_the_fit_process_runs_idle_niced_and_dies_with_its_parent():
     with ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=run_in_background,
+        initializer=background_child,
     ) as pool:
-        policy, niceness = pool.submit(_priority).result(timeout=60)
+        policy, niceness, death = pool.submit(_state).result(timeout=60)
     assert policy == os.SCHED_IDLE
     assert niceness == min(os.nice(0) + BACKGROUND_NICENESS, 19)
+    assert death == signal.SIGKILL
