@@ -5,9 +5,9 @@ when, and publishes what comes back.
 
 Why a process reads the data itself: in the worker, parsing every user's history (200,000
 events' worth), splitting it for the gate and pickling it to the fit process held the event loop
-and the GIL for seconds. In an ad-hoc run of `bench ingest`'s freshness phase (2,000 events/s),
-the median event-to-feature latency of each second was 11-20 ms before a refit started and
-30-78 ms while it ran.
+and the GIL for seconds: timed ad hoc, its steps held the loop for 10-74 ms at a time, and in
+one run of `bench ingest`'s freshness phase (2,000 events/s) the per-second median from event to
+feature was 11-28 ms before a refit started and 31-78 ms in the seconds after.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The content trainer's process: spawned and stopped by the worker (`streams.composition`),
-at background priority (`streams.processes.run_in_background`), one torch thread, killed with
-the worker whatever kills it."""
+at background priority and killed with the worker whatever kills it
+(`streams.processes.background_child`, as the fit process), one torch thread."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from recommender.crypto import UserDataCipher, master_cipher
 from recommender.feature_store import FeatureStore
 from recommender.reviews import ReviewStore
 from recommender.settings import Settings
-from streams.processes import die_with_parent, run_in_background
+from streams.processes import background_child
 
 
 def run(env: dict[str, str]) -> None:  # pragma: no cover - runs in a child process
     """Entry point: settings from ``env`` (the worker's), then train until SIGTERM."""
-    die_with_parent()
-    run_in_background()  # training takes only the CPU that ingestion and serving leave
+    background_child()  # training takes only the CPU that ingestion and serving leave
     os.environ.update(env)
     import torch
 

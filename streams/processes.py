@@ -32,7 +32,7 @@ def run_in_background() -> None:  # pragma: no cover - runs in a child process
 
 
 def background_child() -> None:  # pragma: no cover - runs in a child process
-    """A background child that dies with its parent: the fit process's initializer (a worker
-    killed with SIGKILL left its fit process behind, idle, for good)."""
+    """A background child that dies with its parent: the content trainer's process and the fit
+    process (the pool's initializer; a worker killed with SIGKILL left it behind, idle)."""
     die_with_parent()
     run_in_background()
