@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -111,7 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
         async def send(records: list[tuple[str, bytes]]) -> None:
             await publisher.publish(settings.topic_metrics, records)
 
-        return MetricsPublisher(telemetry.window, send, f"/streamrec/api/{settings.instance_id}")
+        source = f"/streamrec/api/{settings.instance_id}"
+        if settings.api_processes > 1:  # the processes share the instance id: one source each
+            source += f"/{os.getpid()}"
+        return MetricsPublisher(telemetry.window, send, source)
 
     async def _sample_gauges(store: FeatureStore, service: RecommendationService) -> None:
         """The gauges this replica sets as a window closes: coverage and the served version."""

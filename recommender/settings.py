@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     )
     api_rate_per_s: float = Field(100.0, gt=0, description="Requests per second per API key")
     api_rate_burst: int = Field(200, ge=1, description="Token-bucket size per API key")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes sharing the API port (uvicorn's workers); each is a replica",
+    )
     api_model_check_s: float = Field(
         0.5, ge=0, description="How often the API checks which model version to serve"
     )

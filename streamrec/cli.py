@@ -73,19 +73,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from streamrec.api_process import serve
 
-    from api.app import create_app
-    from streamrec.gc_tuning import tune_gc
-    from streamrec.runtime import ensure_port_free
-
-    settings = _with_port(settings, args)
-    app = create_app(settings)
-    ensure_port_free(settings.api_host, settings.api_port)
-    tune_gc()
-    uvicorn.run(
-        app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False
-    )
+    serve(_with_port(settings, args))
     return 0
 
 

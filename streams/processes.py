@@ -13,13 +13,17 @@ BACKGROUND_NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in a child process
-    """Ask Linux to SIGKILL this process when its parent dies, however the parent dies."""
+def die_with_parent(parent_pid: int | None = None) -> None:  # pragma: no cover - in a child
+    """Ask Linux to SIGKILL this process when its parent dies, however the parent dies. With
+    ``parent_pid``, also exit now if that parent died before the request was made (the
+    request covers only a parent alive when it is made)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: the parent's own clean-up remains the only guarantee
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def run_in_background() -> None:  # pragma: no cover - runs in a child process

@@ -177,7 +177,10 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     specversion: Literal["1.0"] = "1.0"
-    source: str = Field(description="`/streamrec/worker/<instance>` or `/streamrec/api/<instance>`")
+    source: str = Field(
+        description="`/streamrec/worker/<instance>`, `/streamrec/api/<instance>`, or "
+        "`/streamrec/api/<instance>/<pid>` where API processes share an instance"
+    )
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     time: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -5,6 +5,7 @@ ids; help that says what a command needs (issue: a newcomer's first hour)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 
@@ -208,3 +210,70 @@ async def test_below_the_minimum_every_door_says_why_there_is_no_model(settings,
     assert "STREAMREC_ALS_MIN_EVENTS" in ready["model_note"]
     listed = await asyncio.to_thread(streamrec, "models", "list", env=_env(settings))
     assert listed.returncode == 0 and "the first fit needs 50" in listed.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if entry.name.isdigit() and fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _answers(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def test_api_processes_share_the_port_and_die_with_their_manager(settings):
+    port = free_port()
+    env = {**os.environ, **_env(settings), "STREAMREC_API_PORT": str(port)}
+    env["STREAMREC_API_PROCESSES"] = "2"
+    url = f"http://{settings.api_host}:{port}/v1/health/live"
+    manager = subprocess.Popen(
+        [sys.executable, "-m", "streamrec", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    servers: list[int] = []
+    try:
+        _answers(url)
+        servers = [p for p in _children(manager.pid) if "spawn_main" in _cmdline(p)]
+        assert len(servers) == 2, servers
+        os.kill(servers[0], signal.SIGKILL)  # one replica dies: the other answers meanwhile
+        _answers(url, timeout_s=5)
+        servers = _children(manager.pid)  # with the one uvicorn starts in its place, if yet
+        os.kill(manager.pid, signal.SIGKILL)  # the manager dies: no replica keeps the port
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in servers):
+            assert time.monotonic() < deadline, "an API process outlived its manager"
+            time.sleep(0.1)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+    finally:
+        manager.kill()
+        manager.wait()
+        for pid in servers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

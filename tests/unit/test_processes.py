@@ -4,6 +4,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -32,3 +33,14 @@ def test_the_fit_process_runs_idle_niced_and_dies_with_its_parent():
     assert policy == os.SCHED_IDLE
     assert niceness == min(os.nice(0) + BACKGROUND_NICENESS, 19)
     assert death == signal.SIGKILL
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl is Linux's")
+def test_a_child_whose_parent_died_before_it_asked_exits_at_once():
+    code = (
+        "import os; from streams.processes import die_with_parent; die_with_parent({}); print('on')"
+    )
+    ours = subprocess.run([sys.executable, "-c", code.format(os.getpid())], capture_output=True)
+    assert ours.returncode == 0 and ours.stdout.strip() == b"on"
+    gone = subprocess.run([sys.executable, "-c", code.format(1)], capture_output=True)
+    assert gone.returncode == 1 and gone.stdout == b""  # parent 1 is not its parent: it exits
