@@ -3,13 +3,17 @@
 The system runs on the embedded parts with MovieLens loaded and a model serving it, under a
 steady background load (MovieLens-shaped events of other users). Each probe sends one event for a
 known user and polls the API until the answer's `user_event_ms` (the newest event folded into the
-user's vector) reaches it. Also measured: a full refit of the whole data set, the incremental
-update per user, and the API's recommend latency under the same load.
+user's vector) reaches it. In the same run a consumer that does nothing else (its own process
+and group) reads the same topic: its p99 is the broker's own share, the ceiling of the Kafka leg.
+Also measured: a full refit of the whole data set, the incremental update per user, and the API's
+recommend latency under the same load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import random
 import statistics
 import threading
@@ -22,11 +26,13 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
 from models.als import fit_als
 from recommender import keys
 from recommender.cf_vectors import decode_vector
+from recommender.errors import StreamrecError
 from recommender.evaluation import temporal_split
 from recommender.history import clean_history, with_weights
 from recommender.settings import Settings
@@ -34,6 +40,7 @@ from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.movielens import load_ratings
 from streamrec.runtime import Runtime
+from streams.kafka import bootstrap_servers
 from streams.producer import producer_config
 
 
@@ -68,6 +75,42 @@ def _background(
     producer.flush()
     producer.close()
     return sent
+
+
+def _bare_consumer(settings: Settings, ready: Any, stop: Any, out: Any) -> None:
+    """In a process of its own: the events topic read by a consumer that does nothing else
+    (aiokafka in a group of its own, with the worker's fetch wait); puts the ms from each
+    probe's `ts` (its send) to its arrival on ``out`` when ``stop`` is set. The broker's own
+    share of `send_to_applied` in the same run: its ceiling."""
+
+    async def consume() -> list[float]:
+        consumer = AIOKafkaConsumer(
+            settings.topic_events,
+            bootstrap_servers=bootstrap_servers(settings.infra.kafka_url),
+            group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        await consumer.start()
+        found: list[float] = []
+        try:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+            ready.set()
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                now_ms = time.time() * 1000
+                for records in batches.values():
+                    for record in records:
+                        if b'"probe-' in record.value:  # the background load's are "bg-..."
+                            found.append(now_ms - json.loads(record.value)["ts"])
+        finally:
+            await consumer.stop()
+        return found
+
+    out.put(asyncio.run(consume()))
 
 
 @dataclass
@@ -219,11 +262,23 @@ def run_freshness(
             target=lambda: sent.append(_background(rt.settings, background_rate, stop)),
             daemon=True,
         )
+        spawn = multiprocessing.get_context("spawn")
+        bare_ready, bare_stop, bare_out = spawn.Event(), spawn.Event(), spawn.Queue()
+        bare = spawn.Process(
+            target=_bare_consumer, args=(rt.settings, bare_ready, bare_stop, bare_out)
+        )
+        bare.start()
+        if not bare_ready.wait(60):
+            raise StreamrecError("the bare consumer did not join its group within 60 s")
         load.start()
         time.sleep(3)  # the load reaches its rate
         found, calls = probes(rt, users, items, token, seconds)
         stop.set()
         load.join(30)
+        time.sleep(1)  # the last probe reaches the bare consumer too
+        bare_stop.set()
+        bare_ms = np.asarray(bare_out.get(timeout=30) or [0.0])
+        bare.join(30)
     lat, api = np.asarray([p.answered_ms or 0.0 for p in found]), np.asarray(calls)
     results = {
         "background_events_per_s": background_rate,
@@ -235,6 +290,8 @@ def run_freshness(
         "api_recs_p50_ms": round(float(np.percentile(api, 50)), 2),
         "api_recs_p99_ms": round(float(np.percentile(api, 99)), 2),
         **breakdown(found),
+        "broker_only_p50_ms": round(float(np.percentile(bare_ms, 50)), 1),
+        "broker_only_p99_ms": round(float(np.percentile(bare_ms, 99)), 1),
         **costs,
     }
     return write(json_path, "freshness", results)

@@ -1,9 +1,9 @@
 """`streamrec bench serve`: recommendation latency and throughput of the API under load.
 
 MovieLens goes through the running system (Kafka, worker, Redis) until a model covers it; then
-wrk (a C load generator, one thread) asks the API, two processes sharing its port, for random
-known users' recommendations at concurrency 32, and in the same run for `/v1/health/live` on the
-same server: the ceiling of the framework, the server and the machine.
+wrk (a C load generator, one thread) asks the API (`STREAMREC_API_PROCESSES` processes, 1 unless
+set) for random known users' recommendations at concurrency 32, and in the same run for
+`/v1/health/live` on the same server: the ceiling of the framework, the server and the machine.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.runtime import Runtime
 
 CONCURRENCY = 32
-#: The API as two processes sharing its port (`STREAMREC_API_PROCESSES`): one Python process
-#: answers on one core, and the machine this benchmark was written on has two.
-API_PROCESSES = 2
 
 LUA = """
 local users = {%(users)s}
@@ -146,7 +143,7 @@ def run_serve(
             "install wrk; macOS: brew install wrk)"
         )
     bench_settings = isolated(settings, "serve").model_copy(
-        update={"api_rate_per_s": 1e9, "api_rate_burst": 10**9, "api_processes": API_PROCESSES}
+        update={"api_rate_per_s": 1e9, "api_rate_burst": 10**9}
     )
     with Runtime(bench_settings, api_port=0) as rt:
         events = seed_movielens(rt)
@@ -162,7 +159,7 @@ def run_serve(
     results: dict[str, Any] = {
         "load_generator": f"wrk -t1 -c{CONCURRENCY} (C, one thread)",
         "concurrency": CONCURRENCY,
-        "api_processes": API_PROCESSES,
+        "api_processes": settings.api_processes,
         "seconds": seconds,
         "users": len(users),
         "p50_ms": round(recs["p50_ms"], 2),
