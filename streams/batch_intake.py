@@ -103,48 +103,24 @@ async def run_batches(
     max_records: int,
     apply: Callable[[list[Any]], Awaitable[R]],
     then: Callable[[R], Awaitable[None]] | None = None,
-    merge: Callable[[list[R]], R] | None = None,
 ) -> None:
-    """The body of a batched topic's agent: ``apply`` each list as it comes, and ``then`` on
-    what was applied, in a follow-up task of its own: while one follow-up runs, the agent goes
-    on applying lists, and the next follow-up takes all of them at once (``merge`` makes one
-    result of theirs; without it ``then`` runs once per list). Each list is acked after its
-    follow-up, in the order the lists came, so a kill loses none. At most ``max_records``
-    records wait for a follow-up: beyond that the agent waits too.
-
-    Why not one list at a time: an event applied behind a list whose follow-up (the CF
-    fold-in) runs long waited for that follow-up, then for its own list's apply, then for the
-    follow-up of the list before its own.
+    """The body of a batched topic's agent: ``apply`` each list, then ``then`` with what it
+    returned, then ack the list. ``then`` of one list runs while the next list is taken and
+    applied (each stage keeps the lists' order): the worker computes while Redis works.
 
     An unexpected error is logged and the list acked, as Faust acks an event whose agent raised:
     the handlers retry Redis and dead-letter bad records themselves, so this is a bug's path,
-    not a record's."""
-    waiting: list[tuple[list[Any], R | None]] = []  # applied, their follow-up not begun
-    some_waiting, room = asyncio.Event(), asyncio.Event()
-    room.set()
+    not a record's. A list is acked only after both stages, so a kill loses none."""
+    follow_up: asyncio.Task[None] | None = None
 
-    async def follow_ups() -> None:
-        while True:
-            await some_waiting.wait()
-            lists = waiting[:]
-            waiting.clear()
-            some_waiting.clear()
-            room.set()
+    async def finish(batch: list[Any], result: R | None) -> None:
+        if then is not None and result is not None:
             try:
-                results = [result for _, result in lists if result is not None]
-                if then is not None and results:
-                    merged = [merge(results)] if merge is not None else results
-                    for result in merged:
-                        try:
-                            await then(result)
-                        except Exception:
-                            log.exception("following up records of %s failed", topic)
-                for batch, _ in lists:
-                    BatchInbox.ack(app, batch)
-            except Exception:  # a bug: its records are read again after a restart
-                log.exception("acking %d lists of %s failed", len(lists), topic)
+                await then(result)
+            except Exception:
+                log.exception("following up %d records of %s failed", len(batch), topic)
+        BatchInbox.ack(app, batch)
 
-    runner = asyncio.create_task(follow_ups())
     try:
         async for batch in inbox.batches(topic, app, max_records):
             result: R | None = None
@@ -152,10 +128,9 @@ async def run_batches(
                 result = await apply(batch)
             except Exception:
                 log.exception("applying %d records of %s failed", len(batch), topic)
-            waiting.append((batch, result))
-            some_waiting.set()
-            if sum(len(listed) for listed, _ in waiting) >= max_records:
-                room.clear()
-                await room.wait()  # before taking the next list (a rebalance may come meanwhile)
+            if follow_up is not None:
+                await follow_up
+            follow_up = asyncio.create_task(finish(batch, result))
     finally:
-        runner.cancel()
+        if follow_up is not None:
+            follow_up.cancel()

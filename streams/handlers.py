@@ -60,11 +60,6 @@ class AppliedBatch:
     events: list[Interaction]
     records: list[RawRecord]
 
-    @classmethod
-    def merged(cls, batches: list[AppliedBatch]) -> AppliedBatch:
-        """Several batches' events and records as one, in order (one fold-in for all)."""
-        return cls([e for b in batches for e in b.events], [r for b in batches for r in b.records])
-
 
 T = TypeVar("T")
 D = TypeVar("D")

@@ -129,13 +129,7 @@ def create_app(settings: Settings) -> faust.App:
             return await handler.apply_events(_raw(batch))
 
         await run_batches(
-            app,
-            inbox,
-            settings.topic_events,
-            settings.batch_size,
-            apply,
-            handler.tell_listeners,
-            AppliedBatch.merged,
+            app, inbox, settings.topic_events, settings.batch_size, apply, handler.tell_listeners
         )
 
     @app.agent(content_topic)

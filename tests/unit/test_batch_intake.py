@@ -25,21 +25,14 @@ class FakeConsumer:
     tracked: list[int] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
     two_acked: asyncio.Event = field(default_factory=asyncio.Event)
-    one_acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def track_message(self, m: Msg) -> None:
         self.tracked.append(m.offset)
 
     def ack(self, m: Msg) -> None:
         self.acked.append(m.offset)
-        self.one_acked.set()
         if len(self.acked) >= 2:
             self.two_acked.set()
-
-    async def until_acked(self, n: int) -> None:
-        while len(self.acked) < n:
-            self.one_acked.clear()
-            await self.one_acked.wait()
 
 
 @dataclass
@@ -108,88 +101,36 @@ def test_nothing_is_taken_while_flow_is_suspended() -> None:
     assert asyncio.run(go()) == [[3]]
 
 
-def test_lists_applied_during_a_follow_up_are_followed_up_together_and_acked_in_order() -> None:
+def test_each_list_is_acked_after_both_stages_and_the_stages_overlap_in_order() -> None:
     log: list[str] = []
 
     async def go() -> FakeApp:
         inbox, app = BatchInbox(["events"]), FakeApp()
-        two_more_applied = asyncio.Event()
+        second_applied = asyncio.Event()
 
-        async def apply(batch: list[Any]) -> list[int]:
+        async def apply(batch: list[Any]) -> int:
             log.append(f"apply {batch[0].offset}")
-            if batch[0].offset == 2:
-                two_more_applied.set()
-            return [batch[0].offset]
+            if batch[0].offset == 1:
+                second_applied.set()
+            return int(batch[0].offset)
 
-        async def then(offsets: list[int]) -> None:
-            if offsets == [0]:
-                # The agent applies lists 1 and 2 while the first list's follow-up runs...
-                await asyncio.wait_for(two_more_applied.wait(), 1)
-                assert app.consumer.acked == []  # ...and acks none before its follow-up ends
-            log.append(f"then {offsets}")
+        async def then(first: int) -> None:
+            if first == 0:
+                # The first list's follow-up waits for the second list's apply: they overlap.
+                await asyncio.wait_for(second_applied.wait(), 1)
+                assert app.consumer.acked == []
+            log.append(f"then {first}")
 
-        def merge(results: list[list[int]]) -> list[int]:
-            return [o for r in results for o in r]
-
-        runner = asyncio.create_task(run_batches(app, inbox, "events", 10, apply, then, merge))
+        runner = asyncio.create_task(run_batches(app, inbox, "events", 1, apply, then))
         for o in range(3):
             await inbox.put("events", msgs(o))
-            await asyncio.sleep(0)  # each its own list
-        await app.consumer.until_acked(3)
+        await asyncio.wait_for(app.consumer.two_acked.wait(), 5)
         runner.cancel()
         return app
 
-    app = asyncio.run(asyncio.wait_for(go(), 5))
-    assert log == ["apply 0", "apply 1", "apply 2", "then [0]", "then [1, 2]"]
-    assert app.consumer.acked == [0, 1, 2]
-
-
-def test_a_lone_list_is_followed_up_and_acked_with_no_list_after_it() -> None:
-    async def go() -> list[int]:
-        inbox, app = BatchInbox(["events"]), FakeApp()
-        followed: list[int] = []
-
-        async def apply(batch: list[Any]) -> int:
-            return int(batch[0].offset)
-
-        async def then(offset: int) -> None:
-            followed.append(offset)
-
-        runner = asyncio.create_task(run_batches(app, inbox, "events", 10, apply, then))
-        await inbox.put("events", msgs(7))
-        await app.consumer.until_acked(1)
-        runner.cancel()
-        return followed
-
-    assert asyncio.run(asyncio.wait_for(go(), 5)) == [7]
-
-
-def test_the_agent_waits_when_a_batch_of_records_waits_for_its_follow_up() -> None:
-    log: list[str] = []
-
-    async def go() -> None:
-        inbox, app = BatchInbox(["events"]), FakeApp()
-        release = asyncio.Event()
-
-        async def apply(batch: list[Any]) -> int:
-            log.append(f"apply {batch[0].offset}")
-            return int(batch[0].offset)
-
-        async def then(offset: int) -> None:
-            if offset == 0:
-                await release.wait()
-
-        runner = asyncio.create_task(run_batches(app, inbox, "events", 2, apply, then))
-        for o in range(4):
-            await inbox.put("events", msgs(o))
-            await asyncio.sleep(0.01)
-        assert log == ["apply 0", "apply 1", "apply 2"]  # 1 and 2 wait: two records, the most
-        release.set()
-        await app.consumer.until_acked(4)
-        runner.cancel()
-
-    asyncio.run(asyncio.wait_for(go(), 5))
-    assert log == ["apply 0", "apply 1", "apply 2", "apply 3"]
+    app = asyncio.run(go())
+    assert log[:4] == ["apply 0", "apply 1", "then 0", "apply 2"]
+    assert app.consumer.acked[:2] == [0, 1]
 
 
 def test_a_failing_list_is_logged_and_acked_and_the_agent_goes_on() -> None:
