@@ -9,7 +9,6 @@ them. On the 2-core development machine two processes gained on a settled system
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 
 import uvicorn
@@ -19,7 +18,7 @@ from api.app import create_app
 from recommender.settings import Settings
 from streamrec.gc_tuning import tune_gc
 from streamrec.runtime import ensure_port_free
-from streams.processes import die_with_parent
+from streams.processes import die_with_spawning_parent
 
 
 def serve(settings: Settings) -> None:
@@ -48,8 +47,7 @@ def serve(settings: Settings) -> None:
 def app_of_process() -> FastAPI:  # pragma: no cover - runs in uvicorn's worker processes
     """uvicorn's factory in each API process. The process dies with uvicorn's manager, however
     the manager dies: a manager killed with SIGKILL would otherwise leave them on the port."""
-    manager = multiprocessing.parent_process()
-    die_with_parent(manager.pid if manager is not None else None)
+    die_with_spawning_parent()
     app = create_app(Settings())
     tune_gc()
     return app

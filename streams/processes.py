@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 
@@ -26,6 +27,13 @@ def die_with_parent(parent_pid: int | None = None) -> None:  # pragma: no cover 
         os._exit(1)
 
 
+def die_with_spawning_parent() -> None:  # pragma: no cover - runs in a child process
+    """`die_with_parent` in a child that `multiprocessing` started, checked against the process
+    that started it: a parent killed between the spawn and this call is caught too."""
+    parent = multiprocessing.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)
+
+
 def run_in_background() -> None:  # pragma: no cover - runs in a child process
     """Lower this process (and the threads it starts) to background priority: niceness 10, and
     Linux's SCHED_IDLE policy, which any ordinary process preempts as it wakes (a niced process
@@ -38,5 +46,5 @@ def run_in_background() -> None:  # pragma: no cover - runs in a child process
 def background_child() -> None:  # pragma: no cover - runs in a child process
     """A background child that dies with its parent: the content trainer's process and the fit
     process (the pool's initializer; a worker killed with SIGKILL left it behind, idle)."""
-    die_with_parent()
+    die_with_spawning_parent()
     run_in_background()
