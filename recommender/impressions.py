@@ -2,8 +2,8 @@
 the user did next can be credited to the list, the model version and the A/B bucket behind it.
 
 The one owner of `imp:{id}`, `u:{p}:shown` and `u:{p}:imps`. The API buffers impressions and
-writes them in one script call per flush (about every 0.1 s), off the request path: a request pays
-no extra round trip, and a replica that dies loses at most one flush of impressions.
+writes them every 0.1 s or so, off the request path, in script calls of a bounded size: a request
+pays no extra round trip, and a replica that dies loses at most one flush of impressions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from recommender import keys
 
 #: Lists kept per user for attribution and erasure (the newest).
 MAX_IMPRESSIONS_PER_USER = 200
+#: A flush writes in calls of at most this many lists, or items shown: Valkey runs one script
+#: call at a time, so the requests in flight wait out each call, never the whole flush.
+LISTS_PER_CALL = 100
+ITEMS_PER_CALL = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +46,14 @@ class ImpressionStore:
         self._pending.append(impression)
 
     async def flush(self) -> int:
-        """Write the queued impressions (one script call); return how many."""
+        """Write the queued impressions, `LISTS_PER_CALL` at a time; return how many."""
         pending, self._pending = self._pending, []
-        if not pending:
-            return 0
-        args: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER, keys.SHOWN_MAX_ITEMS]
+        head: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER, keys.SHOWN_MAX_ITEMS]
+        args, lists, items = list(head), 0, 0
         for imp in pending:
+            if lists and (lists == LISTS_PER_CALL or items + len(imp.items) > ITEMS_PER_CALL):
+                await self._record(args=args)
+                args, lists, items = list(head), 0, 0
             args += [
                 imp.recommendation_id,
                 imp.pseudonym,
@@ -56,7 +62,10 @@ class ImpressionStore:
                 imp.bucket,
                 imp.ts_ms,
             ]
-        await self._record(args=args)
+            lists += 1
+            items += len(imp.items)
+        if lists:
+            await self._record(args=args)
         return len(pending)
 
     async def shown_in(self, pairs: Sequence[tuple[str, str]]) -> list[str | None]:

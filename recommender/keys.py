@@ -367,33 +367,51 @@ APPLY_EVENTS_LUA = (
 #: Served lists: ARGV = attribution window s, lists kept per user, SHOWN_MAX_ITEMS, then six per
 #: list: recommendation id, pseudonym, items (space-separated), model version, bucket, time ms.
 #: One script per flush, not seven commands per list: a client library's cost is per command.
+#: A user's lists in one call share one write of each of their keys (their sorted set, trim,
+#: shown-items hash, TTLs): at 5,000 lists a second a flush holds ~500 users with ~1.6 lists
+#: each, and one call writing every list apart held Valkey for 20-29 ms (ad hoc, 800 lists),
+#: which every request in flight waited out. `ImpressionStore.flush` bounds a call's size too.
 RECORD_IMPRESSIONS_LUA = """
 local ttl, per_user, shown_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local touched = {}
+local users, order = {}, {}
 for i = 4, #ARGV, 6 do
   local rid, p, items = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = '__IMP__' .. rid
   redis.call('HSET', key, 'u', p, 'items', items, 'v', ARGV[i + 3], 'b', ARGV[i + 4],
              't', ARGV[i + 5])
   redis.call('EXPIRE', key, ttl)
-  local imps = '__USER__' .. p .. ':imps'
-  redis.call('ZADD', imps, ARGV[i + 5], rid)
-  redis.call('ZREMRANGEBYRANK', imps, 0, -per_user - 1)
-  redis.call('EXPIRE', imps, ttl)
-  if items ~= '' then
-    local shown = '__USER__' .. p .. ':shown'
-    for item in string.gmatch(items, '%S+') do
-      redis.call('HSET', shown, item, rid)
-    end
-    redis.call('EXPIRE', shown, ttl)
-    touched[shown] = true
+  local u = users[p]
+  if u == nil then
+    u = {lists = {}, shown = {}}
+    users[p] = u
+    order[#order + 1] = p
+  end
+  u.lists[#u.lists + 1] = ARGV[i + 5]
+  u.lists[#u.lists + 1] = rid
+  -- In list order, so that a later list showing the same item is the one credited.
+  for item in string.gmatch(items, '%S+') do
+    u.shown[#u.shown + 1] = item
+    u.shown[#u.shown + 1] = rid
   end
 end
--- A user shown more than shown_max items in the window starts afresh (a list is ten items;
--- the bound is against a client that asks in a loop).
-for shown in pairs(touched) do
-  if redis.call('HLEN', shown) > shown_max then
-    redis.call('DEL', shown)
+for _, p in ipairs(order) do
+  local u = users[p]
+  local imps = '__USER__' .. p .. ':imps'
+  redis.call('ZADD', imps, unpack(u.lists))
+  redis.call('ZREMRANGEBYRANK', imps, 0, -per_user - 1)
+  redis.call('EXPIRE', imps, ttl)
+  if #u.shown > 0 then
+    local shown = '__USER__' .. p .. ':shown'
+    for s = 1, #u.shown, 400 do  -- unpack's stack is bounded: 200 fields a call
+      redis.call('HSET', shown, unpack(u.shown, s, math.min(s + 399, #u.shown)))
+    end
+    -- A user shown more than shown_max items in the window starts afresh (a list is ten
+    -- items; the bound is against a client that asks in a loop).
+    if redis.call('HLEN', shown) > shown_max then
+      redis.call('DEL', shown)
+    else
+      redis.call('EXPIRE', shown, ttl)
+    end
   end
 end
 return (#ARGV - 3) / 6
