@@ -83,7 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "store": store,
                 "service": service,
                 "privacy": UserDataService(
-                    redis, store, cipher, reviews, CFVectors(redis, cf_state), [impressions]
+                    redis,
+                    store,
+                    cipher,
+                    reviews,
+                    CFVectors(redis, cf_state),
+                    [impressions, service],
                 ),
                 "impressions": impressions,
                 "feed": feed,

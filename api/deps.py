@@ -21,7 +21,7 @@ from api.telemetry import ApiMetrics
 from recommender.feature_store import FeatureStore
 from recommender.impressions import Impression, ImpressionStore
 from recommender.privacy import UserDataService
-from recommender.serving import RecommendationService
+from recommender.serving import Recommendations, RecommendationService
 from recommender.settings import Settings
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
@@ -99,32 +99,42 @@ class Recommending:
         explain: bool = False,
     ) -> dict[str, Any]:
         """The recommendations route's answer: the list, counted and kept as an impression for
-        attribution (`api.fast_path` answers the common request with it too)."""
+        attribution."""
         recs = await self.service.recommend(user_id, k, exclude, category, explain)
+        return document(recs, self.served(recs))
+
+    def served(self, recs: Recommendations) -> str:
+        """Count ``recs`` as served and keep it as an impression; returns its new
+        `recommendation_id` (`api.fast_path` answers the common request with these too)."""
         recommendation_id = secrets.token_hex(16)  # 32 hex digits, like a uuid4's hex
-        items = [i.item_id for i in recs.items]
+        items = tuple(i.item_id for i in recs.items)
         self.telemetry.served(recs.model_version, recs.bucket, items)
         self.impressions.record(
             Impression(
                 recommendation_id,
-                self.store.pseudonym(user_id),
-                tuple(items),
+                self.store.pseudonym(recs.user_id),
+                items,
                 recs.model_version or "none",
                 recs.bucket,
                 int(time.time() * 1000),
             )
         )
-        # A plain document: the route validates it against `RecommendationsOut` (its response
-        # model); the fast path writes it as is (ad hoc, for ten items: 14 us, against 30 us
-        # through the model). tests/integration/test_api.py holds the two answers equal.
-        return {
-            "user_id": recs.user_id,
-            "recommendation_id": recommendation_id,
-            "model_version": recs.model_version,
-            "user_event_ms": recs.user_event_ms,
-            "bucket": recs.bucket,
-            "items": [RecommendedItem.fields_of(i) for i in recs.items],
-        }
+        return recommendation_id
+
+
+def document(recs: Recommendations, recommendation_id: str) -> dict[str, Any]:
+    """The route's answer as a plain document: the route validates it against
+    `RecommendationsOut` (its response model); the fast path writes it as is (ad hoc, for ten
+    items: 14 us, against 30 us through the model). tests/integration/test_api.py holds the two
+    answers equal. `api.fast_path.encoded` relies on this key order."""
+    return {
+        "user_id": recs.user_id,
+        "recommendation_id": recommendation_id,
+        "model_version": recs.model_version,
+        "user_event_ms": recs.user_event_ms,
+        "bucket": recs.bucket,
+        "items": [RecommendedItem.fields_of(i) for i in recs.items],
+    }
 
 
 async def _recommending(request: Request) -> Recommending:

@@ -13,6 +13,9 @@ request goes on to FastAPI untouched: another route or method, another query par
 or `k` the route would refuse, a missing, bad, under-scoped or limited key. So every error
 answer (401, 403, 422, 429) and the OpenAPI document still come from the declared route, and a
 request is never half-answered here: what this path refuses it has not charged to the key.
+
+While serving keeps a user's answer (`RecommendationService.answers`: the same object while it
+stands), its JSON is kept too, around the one field that changes per request (`encoded`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import API_KEY_HEADER
-from api.deps import Recommending
+from api.deps import Recommending, document
+from recommender.serving import ANSWERS_KEPT, Recommendations, RecommendationService
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 #: The declared route this path stands in for (`api/routes/users.py`).
@@ -66,12 +70,37 @@ def _token(scope: Scope) -> str | None:
     return None
 
 
+def encoded(recs: Recommendations) -> tuple[bytes, bytes]:
+    """The JSON of ``recs``'s document (`api.deps.document`) before and after its
+    `recommendation_id`, a plain 32-hex-digit string that needs no escaping: the two and an id
+    between them are what the route's JSON writer gives for the whole document."""
+    whole = _JSON.dump_json(document(recs, ""))
+    cut = whole.index(b'"recommendation_id":""') + len(b'"recommendation_id":"')
+    return whole[:cut], whole[cut:]
+
+
 class RecommendationsFastPath:
     """ASGI middleware; ``route`` is the declared route, named in the request metrics."""
 
     def __init__(self, app: ASGIApp, route: Any) -> None:
         self.app = app
         self.route = route
+        # (user, k) -> the answer the service returned and its JSON; dropped with the
+        # service's memo of answers (its generation), which bounds what this one holds.
+        self._encoded: dict[tuple[str, int], tuple[Recommendations, bytes, bytes]] = {}
+        self._generation = -1
+
+    def _body(
+        self, service: RecommendationService, k: int, recs: Recommendations, rid: str
+    ) -> bytes:
+        key = (recs.user_id, k)
+        if self._generation != service.answers.generation or len(self._encoded) > ANSWERS_KEPT:
+            self._encoded.clear()
+            self._generation = service.answers.generation
+        held = self._encoded.get(key)
+        if held is None or held[0] is not recs:
+            held = self._encoded[key] = (recs, *encoded(recs))
+        return held[1] + rid.encode() + held[2]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = plain_request(scope)
@@ -88,7 +117,8 @@ class RecommendationsFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
-        body = _JSON.dump_json(await parts.answer(user_id, k))
+        recs = await parts.service.recommend(user_id, k)
+        body = self._body(parts.service, k, recs, parts.served(recs))
         headers = [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,8 @@
 
 An `EventListener`. A click, cart or purchase counts for the list it quotes
 (`recommendation_id`), or, without one, for the newest list in the attribution window that
-showed the item to the user. An outcome is credited to the list's model version and A/B bucket;
+showed the item to the user. Only the user's own lists are looked at: an id quoted by someone
+else matches nothing. An outcome is credited to the list's model version and A/B bucket;
 the list counts as a *hit* once, on its first outcome on one of its first `hit_k` items. Online
 CTR, conversion and hit rate come from these counts and the API's count of lists served, and
 nowhere else.
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from recommender.impressions import ImpressionStore
+from recommender.impressions import Impression, ImpressionStore
 from recommender.metrics import MetricsWindow
 from recommender.types import Interaction
 
@@ -31,10 +32,8 @@ MAX_WAITING = 10_000
 class Credit:
     """One outcome credited to a list."""
 
-    recommendation_id: str
+    served: Impression
     kind: str  # click | conversion
-    model_version: str
-    bucket: str
     position: int
 
 
@@ -64,38 +63,26 @@ class Attributor:
         outcomes = [e for _, e in retry] + [e for e in events if e.type in OUTCOMES]
         if not outcomes:
             return []
-        unquoted = [e for e in outcomes if not e.recommendation_id]
-        found = await self._impressions.shown_in(
-            [(self._pseudonym(e.user_id), e.item_id) for e in unquoted]
+        lists = await self._impressions.served_lists(
+            [(self._pseudonym(e.user_id), e.recommendation_id, e.item_id) for e in outcomes]
         )
-        by_item = {id(e): rid for e, rid in zip(unquoted, found, strict=True)}
-        rid_of = {id(e): e.recommendation_id or by_item.get(id(e)) for e in outcomes}
-        lists = await self._impressions.impressions([r for r in rid_of.values() if r])
         credits = []
-        for e in outcomes:
-            rid = rid_of[id(e)]
-            if rid is None:
+        for e, imp in zip(outcomes, lists, strict=True):
+            if imp is None and not e.recommendation_id:
                 continue  # not quoted, and the item was not shown in the window: organic
-            imp = lists.get(rid)
-            if imp is None and e.recommendation_id:
+            if imp is None:
                 due = deadline.get(id(e), now + GRACE_S)
                 if now < due:
                     self._waiting.append((due, e))  # its list may not be written yet
                     continue
-            reason = None
-            if imp is None:
-                reason = "unknown"  # never served, or served before the window
-            elif imp.pseudonym != self._pseudonym(e.user_id):
-                reason = "other_user"
-            elif e.item_id not in imp.items:
-                reason = "not_in_list"
-            if reason is not None or imp is None:
-                self._metrics.add("streamrec_attribution_unmatched", reason=reason or "unknown")
+                # Never served to this user (a list is looked for among theirs only), or
+                # served before the window.
+                self._metrics.add("streamrec_attribution_unmatched", reason="unknown")
+                continue
+            if e.item_id not in imp.items:
+                self._metrics.add("streamrec_attribution_unmatched", reason="not_in_list")
                 continue  # counted, credited to nothing
-            credits.append(
-                Credit(rid, OUTCOMES[e.type], imp.model_version, imp.bucket,
-                       imp.items.index(e.item_id))
-            )  # fmt: skip
+            credits.append(Credit(imp, OUTCOMES[e.type], imp.items.index(e.item_id)))
         if len(self._waiting) > MAX_WAITING:
             dropped = len(self._waiting) - MAX_WAITING
             self._metrics.add("streamrec_attribution_unmatched", dropped, reason="unknown")
@@ -119,12 +106,17 @@ class Attributor:
             return
         m = self._metrics
         for c in credits:
-            m.add("streamrec_recs_outcomes", kind=c.kind, model_version=c.model_version,
-                  bucket=c.bucket)  # fmt: skip
+            m.add("streamrec_recs_outcomes", kind=c.kind, model_version=c.served.model_version,
+                  bucket=c.served.bucket)  # fmt: skip
         hits = [c for c in credits if c.position < self._hit_k]
-        first = await self._impressions.mark_hit([c.recommendation_id for c in hits])
+        first = await self._impressions.mark_hit([c.served for c in hits])
         counted: set[str] = set()
         for c, new in zip(hits, first, strict=True):
-            if new and c.recommendation_id not in counted:
-                counted.add(c.recommendation_id)
-                m.add("streamrec_recs_hits", model_version=c.model_version, bucket=c.bucket)
+            rid = c.served.recommendation_id
+            if new and rid not in counted:
+                counted.add(rid)
+                m.add(
+                    "streamrec_recs_hits",
+                    model_version=c.served.model_version,
+                    bucket=c.served.bucket,
+                )

@@ -19,6 +19,9 @@ from recommender.model_state import ModelState
 
 #: A hash field as Redis answers it.
 Raw = str | bytes | None
+#: What `CFVectors.vector_and_candidates` answers for the vector when it still has the `as_of`
+#: the caller named (and None for the candidates): the caller's answer from them still stands.
+UNCHANGED = "="
 
 #: User vectors encoded and written per round trip (see `CFVectors.write_user_vectors`).
 WRITE_CHUNK = 2000
@@ -85,7 +88,9 @@ class CFVectors:
         self._redis = redis
         self._state = state
         self._script = redis.register_script(keys.VECTORS_AND_CANDIDATES_LUA)
-        self._reads: ReadCoalescer[tuple[str, str], tuple[Raw, Raw]] = ReadCoalescer(self._read)
+        self._reads: ReadCoalescer[tuple[str, str, str], tuple[Raw, Raw]] = ReadCoalescer(
+            self._read
+        )
 
     async def has_vectors(self, version: str) -> bool:
         return bool(await self._redis.exists(keys.user_vectors(version)))
@@ -118,19 +123,28 @@ class CFVectors:
         `decode_vector`): serving reads it in the same round trip as the user's features."""
         pipe.hget(keys.user_vectors(version), pseudonym)
 
-    async def vector_and_candidates(self, version: str, pseudonym: str) -> tuple[Raw, Raw]:
+    async def vector_and_candidates(
+        self, version: str, pseudonym: str, held_as_of: int | None = None
+    ) -> tuple[Raw, Raw]:
         """One user's vector and cached candidates as stored (`decode_vector`,
-        `decode_candidates`): one script call shared with the other requests in flight."""
-        return await self._reads.get((version, pseudonym))
+        `decode_candidates`): one script call shared with the other requests in flight. With
+        ``held_as_of``, the `as_of` of what the caller computed from them before: if the vector
+        still has it, `UNCHANGED` and None, and neither travels."""
+        return await self._reads.get(
+            (version, pseudonym, "" if held_as_of is None else str(held_as_of))
+        )
 
-    async def _read(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[Raw, Raw]]:
-        found: dict[tuple[str, str], tuple[Raw, Raw]] = {}
-        for version in dict.fromkeys(v for v, _ in wanted):  # one, but for a promotion's moment
-            users = list(dict.fromkeys(p for v, p in wanted if v == version))
+    async def _read(self, wanted: Sequence[tuple[str, str, str]]) -> list[tuple[Raw, Raw]]:
+        found: dict[tuple[str, str, str], tuple[Raw, Raw]] = {}
+        for version in dict.fromkeys(v for v, _, _ in wanted):  # one, but for a promotion's moment
+            asked = list(dict.fromkeys((p, held) for v, p, held in wanted if v == version))
             vectors, candidates = await self._script(
-                keys=[keys.user_vectors(version), keys.user_recs(version)], args=users
+                keys=[keys.user_vectors(version), keys.user_recs(version)],
+                args=[x for pair in asked for x in pair],
             )
-            found.update({(version, p): (vectors[i], candidates[i]) for i, p in enumerate(users)})
+            found.update(
+                {(version, *pair): (vectors[i], candidates[i]) for i, pair in enumerate(asked)}
+            )
         return [found[w] for w in wanted]
 
     async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:

@@ -1,27 +1,29 @@
 """Impressions: every recommendation list served, kept for the attribution window so that what
 the user did next can be credited to the list, the model version and the A/B bucket behind it.
 
-The one owner of `imp:{id}`, `u:{p}:shown` and `u:{p}:imps`. The API buffers impressions and
-writes them every 0.1 s or so, off the request path, in script calls of a bounded size: a request
-pays no extra round trip, and a replica that dies loses at most one flush of impressions.
+The one owner of `u:{p}:lists` and `u:{p}:hits`. Lists are written far more often than they are
+read (every request writes one; only clicks, carts and purchases read), so a list is one element
+of its user's own list, and a read searches that user's lists inside Valkey. The API buffers
+impressions and writes them every 0.1 s or so, off the request path, in script calls of a
+bounded size: a request pays no extra round trip, and a replica that dies loses at most one flush
+of impressions.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from recommender import keys
 
 #: Lists kept per user for attribution and erasure (the newest).
 MAX_IMPRESSIONS_PER_USER = 200
-#: A flush writes in calls of at most this many lists, or items shown: Valkey runs one script
-#: call at a time, so the requests in flight wait out each call, never the whole flush.
-LISTS_PER_CALL = 100
-ITEMS_PER_CALL = 2_000
+#: A flush writes in script calls of at most this many lists: Valkey runs one call at a time, so
+#: the requests in flight wait out a call, never the whole flush.
+LISTS_PER_CALL = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,16 @@ class Impression:
     bucket: str
     ts_ms: int
 
+    def encode(self) -> str:
+        """As `keys.user_lists` keeps it."""
+        items = " ".join(self.items)
+        return f"{self.recommendation_id}|{self.ts_ms}|{self.model_version}|{self.bucket}| {items} "
+
+    @classmethod
+    def decode(cls, pseudonym: str, entry: str) -> Impression:
+        rid, ts, version, bucket, items = entry.split("|", 4)
+        return cls(rid, pseudonym, tuple(items.split()), version, bucket, int(ts))
+
 
 class ImpressionStore:
     def __init__(self, redis: aioredis.Redis, window_s: int) -> None:
@@ -40,6 +52,7 @@ class ImpressionStore:
         self.window_s = window_s
         self._pending: list[Impression] = []
         self._record = redis.register_script(keys.RECORD_IMPRESSIONS_LUA)
+        self._find = redis.register_script(keys.FIND_LISTS_LUA)
 
     def record(self, impression: Impression) -> None:
         """Queue a served list for the next `flush`."""
@@ -48,75 +61,48 @@ class ImpressionStore:
     async def flush(self) -> int:
         """Write the queued impressions, `LISTS_PER_CALL` at a time; return how many."""
         pending, self._pending = self._pending, []
-        head: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER, keys.SHOWN_MAX_ITEMS]
-        args, lists, items = list(head), 0, 0
-        for imp in pending:
-            if lists and (lists == LISTS_PER_CALL or items + len(imp.items) > ITEMS_PER_CALL):
-                await self._record(args=args)
-                args, lists, items = list(head), 0, 0
-            args += [
-                imp.recommendation_id,
-                imp.pseudonym,
-                " ".join(imp.items),
-                imp.model_version,
-                imp.bucket,
-                imp.ts_ms,
-            ]
-            lists += 1
-            items += len(imp.items)
-        if lists:
+        for start in range(0, len(pending), LISTS_PER_CALL):
+            by_user: dict[str, list[str]] = {}
+            for imp in pending[start : start + LISTS_PER_CALL]:
+                by_user.setdefault(imp.pseudonym, []).append(imp.encode())
+            args: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER]
+            for pseudonym, entries in by_user.items():
+                args += [pseudonym, len(entries), *entries]
             await self._record(args=args)
         return len(pending)
 
-    async def shown_in(self, pairs: Sequence[tuple[str, str]]) -> list[str | None]:
-        """For each (pseudonym, item): the newest list in the window that showed the item."""
-        if not pairs:
+    async def served_lists(
+        self, outcomes: Sequence[tuple[str, str | None, str]], now_ms: int | None = None
+    ) -> list[Impression | None]:
+        """For each (pseudonym, quoted recommendation id or None, item): the user's list with
+        that id, or else the newest that showed the item; None if there is none in the
+        attribution window. Only the user's own lists are searched."""
+        if not outcomes:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for p, item in pairs:
-            pipe.hget(keys.user_shown(p), item)
-        return [str(r) if r is not None else None for r in await pipe.execute()]
-
-    async def impressions(self, ids: Sequence[str]) -> dict[str, Impression]:
-        """The impressions still in the window among ``ids``."""
-        ids = list(dict.fromkeys(ids))
-        if not ids:
-            return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hgetall(keys.impression(rid))
-        out = {}
-        for rid, row in zip(ids, await pipe.execute(), strict=True):
-            if row:
-                out[rid] = Impression(
-                    rid,
-                    str(row["u"]),
-                    tuple(str(row["items"]).split()),
-                    str(row["v"]),
-                    str(row["b"]),
-                    int(row["t"]),
-                )
+        args = [x for p, rid, item in outcomes for x in (p, rid or "", item)]
+        found = await self._find(args=args)
+        oldest = (int(time.time() * 1000) if now_ms is None else now_ms) - self.window_s * 1000
+        out: list[Impression | None] = []
+        for (p, _, _), entry in zip(outcomes, found, strict=True):
+            imp = Impression.decode(p, str(entry)) if entry else None
+            out.append(imp if imp is not None and imp.ts_ms >= oldest else None)
         return out
 
-    async def mark_hit(self, ids: Sequence[str]) -> list[bool]:
+    async def mark_hit(self, lists: Sequence[Impression], now_ms: int | None = None) -> list[bool]:
         """Mark lists as hit; for each, whether this was its first hit."""
-        if not ids:
+        if not lists:
             return []
+        oldest = (int(time.time() * 1000) if now_ms is None else now_ms) - self.window_s * 1000
         pipe = self._redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hsetnx(keys.impression(rid), "hit", 1)
-            pipe.expire(keys.impression(rid), self.window_s, nx=True)  # if it expired meanwhile
-        return [bool(r) for r in (await pipe.execute())[::2]]
+        for imp in lists:
+            hits = keys.user_hits(imp.pseudonym)
+            pipe.zadd(hits, {imp.recommendation_id: imp.ts_ms}, nx=True)
+            pipe.zremrangebyscore(hits, "-inf", f"({oldest}")  # lists out of the window
+            pipe.expire(hits, self.window_s)
+        return [bool(r) for r in (await pipe.execute())[::3]]
 
     async def forget(self, pseudonym: str) -> int:
-        """Every list served to the user, and what they were shown; the lists still waiting
-        for a flush too (written after the erasure, they would bring the user back)."""
+        """Every list served to the user, and which were hit; the lists still waiting for a
+        flush too (written after the erasure, they would bring the user back)."""
         self._pending = [imp for imp in self._pending if imp.pseudonym != pseudonym]
-        try:
-            listed = await self._redis.zrange(keys.user_impressions(pseudonym), 0, -1)
-        except ResponseError:  # not a sorted set: not ours to read, but still ours to delete
-            listed = []
-        ids = [str(r) for r in listed]
-        doomed = [keys.impression(r) for r in ids]
-        doomed += [keys.user_impressions(pseudonym), keys.user_shown(pseudonym)]
-        return int(await self._redis.delete(*doomed))
+        return int(await self._redis.delete(keys.user_lists(pseudonym), keys.user_hits(pseudonym)))

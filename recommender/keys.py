@@ -132,27 +132,18 @@ def item_image(item_id: str) -> str:
     return f"{ITEM_PREFIX}{item_id}:image"
 
 
-IMPRESSION_PREFIX = "imp:"
-#: Items of one user's served lists kept for attribution by item; beyond it the oldest go.
-SHOWN_MAX_ITEMS = 500
+def user_lists(pseudonym: str) -> str:
+    """The lists served to the user, newest first (at most
+    `recommender.impressions.MAX_IMPRESSIONS_PER_USER`), one entry each:
+    `{recommendation id}|{time ms}|{model version}|{bucket}| {item} {item} ... ` (ids hold no `|`
+    or spaces, so an item is found as ` {item} `). TTL: the attribution window, from the newest."""
+    return f"{USER_PREFIX}{pseudonym}:lists"
 
 
-def impression(recommendation_id: str) -> str:
-    """A served list: user pseudonym, items in order, model version, A/B bucket, time, and
-    whether an outcome hit it. TTL: the attribution window."""
-    return f"{IMPRESSION_PREFIX}{recommendation_id}"
-
-
-def user_shown(pseudonym: str) -> str:
-    """Items the user was shown -> the recommendation id of the newest list that showed each
-    (at most SHOWN_MAX_ITEMS). TTL: the attribution window."""
-    return f"{USER_PREFIX}{pseudonym}:shown"
-
-
-def user_impressions(pseudonym: str) -> str:
-    """The user's served lists (recommendation ids, scored by time), so that attribution by
-    item finds the list and erasure finds every `imp:` key. TTL: the attribution window."""
-    return f"{USER_PREFIX}{pseudonym}:imps"
+def user_hits(pseudonym: str) -> str:
+    """Recommendation ids of the user's lists that an outcome has hit (a list is a hit once),
+    scored by the list's time; those out of the attribution window go. TTL: the window."""
+    return f"{USER_PREFIX}{pseudonym}:hits"
 
 
 CATEGORY_PREFIX = "cat:"
@@ -364,58 +355,53 @@ APPLY_EVENTS_LUA = (
 )
 
 
-#: Served lists: ARGV = attribution window s, lists kept per user, SHOWN_MAX_ITEMS, then six per
-#: list: recommendation id, pseudonym, items (space-separated), model version, bucket, time ms.
-#: One script per flush, not seven commands per list: a client library's cost is per command.
-#: A user's lists in one call share one write of each of their keys (their sorted set, trim,
-#: shown-items hash, TTLs): at 5,000 lists a second a flush holds ~500 users with ~1.6 lists
-#: each, and one call writing every list apart held Valkey for 20-29 ms (ad hoc, 800 lists),
-#: which every request in flight waited out. `ImpressionStore.flush` bounds a call's size too.
+#: Served lists: ARGV = attribution window s, lists kept per user, then per user: pseudonym, n,
+#: and n entries (`user_lists`' format), oldest first. Three commands per user and none per list:
+#: a list is one element of the user's own list. (Before: a hash per list, a sorted set and a
+#: hash of shown items per user, seven commands per list; ad hoc, 17-23 us of Valkey per list
+#: against ~2, and calls of 100 lists that every request in flight waited out.)
 RECORD_IMPRESSIONS_LUA = """
-local ttl, per_user, shown_max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local users, order = {}, {}
-for i = 4, #ARGV, 6 do
-  local rid, p, items = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = '__IMP__' .. rid
-  redis.call('HSET', key, 'u', p, 'items', items, 'v', ARGV[i + 3], 'b', ARGV[i + 4],
-             't', ARGV[i + 5])
+local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
+local i = 3
+while i <= #ARGV do
+  local key, n = '__USER__' .. ARGV[i] .. ':lists', tonumber(ARGV[i + 1])
+  redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
+  redis.call('LTRIM', key, 0, per_user - 1)
   redis.call('EXPIRE', key, ttl)
-  local u = users[p]
-  if u == nil then
-    u = {lists = {}, shown = {}}
-    users[p] = u
-    order[#order + 1] = p
-  end
-  u.lists[#u.lists + 1] = ARGV[i + 5]
-  u.lists[#u.lists + 1] = rid
-  -- In list order, so that a later list showing the same item is the one credited.
-  for item in string.gmatch(items, '%S+') do
-    u.shown[#u.shown + 1] = item
-    u.shown[#u.shown + 1] = rid
-  end
+  i = i + 2 + n
 end
-for _, p in ipairs(order) do
-  local u = users[p]
-  local imps = '__USER__' .. p .. ':imps'
-  redis.call('ZADD', imps, unpack(u.lists))
-  redis.call('ZREMRANGEBYRANK', imps, 0, -per_user - 1)
-  redis.call('EXPIRE', imps, ttl)
-  if #u.shown > 0 then
-    local shown = '__USER__' .. p .. ':shown'
-    for s = 1, #u.shown, 400 do  -- unpack's stack is bounded: 200 fields a call
-      redis.call('HSET', shown, unpack(u.shown, s, math.min(s + 399, #u.shown)))
+return 1
+""".replace("__USER__", USER_PREFIX)
+
+#: The served list each outcome answers: ARGV = triples of pseudonym, the recommendation id the
+#: outcome quotes ('' for none) and its item. For each, the newest of the user's lists with that
+#: id, or else (unquoted) the newest that showed the item; false if none. The search runs here,
+#: so that a user's 200 lists do not travel for one outcome.
+FIND_LISTS_LUA = """
+local lists, found = {}, {}
+for i = 1, #ARGV, 3 do
+  local p, rid, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local mine = lists[p]
+  if mine == nil then
+    mine = redis.call('LRANGE', '__USER__' .. p .. ':lists', 0, -1)
+    lists[p] = mine
+  end
+  local hit = false
+  if rid ~= '' then
+    local head = rid .. '|'
+    for _, entry in ipairs(mine) do
+      if string.sub(entry, 1, #head) == head then hit = entry; break end
     end
-    -- A user shown more than shown_max items in the window starts afresh (a list is ten
-    -- items; the bound is against a client that asks in a loop).
-    if redis.call('HLEN', shown) > shown_max then
-      redis.call('DEL', shown)
-    else
-      redis.call('EXPIRE', shown, ttl)
+  else
+    local needle = ' ' .. item .. ' '
+    for _, entry in ipairs(mine) do
+      if string.find(entry, needle, 1, true) then hit = entry; break end
     end
   end
+  found[#found + 1] = hit
 end
-return (#ARGV - 3) / 6
-""".replace("__IMP__", IMPRESSION_PREFIX).replace("__USER__", USER_PREFIX)
+return found
+""".replace("__USER__", USER_PREFIX)
 
 
 #: Compare-and-set: KEYS[1] = ARGV[2] only if it still equals ARGV[1] (1 if set, else 0).
@@ -428,11 +414,29 @@ return 0
 """
 
 
-#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)`; ARGV = the
-#: pseudonyms. Returns {vectors, candidates}, each in ARGV's order (nil where absent). One call
-#: for the reads of every request in flight (`recommender.coalesce`).
+#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)`; ARGV = pairs
+#: of a pseudonym and the `as_of` of the answer the caller already holds for it ('' for none).
+#: Returns {vectors, candidates}, in ARGV's order (nil where absent); where the vector's `as_of`
+#: is the one the caller named, the vector is `=` and the candidates nil: the caller's answer
+#: still stands, and the ~2.5 KB of vector and candidates need not travel and be parsed again
+#: (a conditional read, as HTTP's If-None-Match). One call for the reads of every request in
+#: flight (`recommender.coalesce`).
 VECTORS_AND_CANDIDATES_LUA = """
-return {redis.call('HMGET', KEYS[1], unpack(ARGV)), redis.call('HMGET', KEYS[2], unpack(ARGV))}
+local users, held = {}, {}
+for i = 1, #ARGV, 2 do
+  users[#users + 1] = ARGV[i]
+  held[#held + 1] = ARGV[i + 1]
+end
+local vectors = redis.call('HMGET', KEYS[1], unpack(users))
+local candidates = redis.call('HMGET', KEYS[2], unpack(users))
+for i, vector in ipairs(vectors) do
+  local as_of = held[i]
+  if vector and as_of ~= '' and string.sub(vector, 1, #as_of + 1) == as_of .. ':' then
+    vectors[i] = '='
+    candidates[i] = false
+  end
+end
+return {vectors, candidates}
 """
 
 

@@ -105,7 +105,7 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
     ),
     MetricSpec(
         "streamrec_attribution_unmatched", "sum", "{event}", ("reason",),
-        "Outcomes quoting a list that cannot take them (`unknown`, `other_user`, `not_in_list`)",
+        "Outcomes quoting a list that cannot take them (`unknown`, `not_in_list`)",
     ),
     MetricSpec(
         "streamrec_monitor_decisions", "sum", "{decision}", ("family", "action"),

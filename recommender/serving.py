@@ -20,6 +20,7 @@ from models.base import FactorModel
 from models.registry import FamilyRegistry
 from recommender.ab_split import CHALLENGER, CONTROL, ChallengerModel, in_challenger_share
 from recommender.cf_vectors import (
+    UNCHANGED,
     CachedCandidates,
     CFVectors,
     UserVector,
@@ -27,6 +28,7 @@ from recommender.cf_vectors import (
     decode_vector,
 )
 from recommender.feature_store import FeatureStore, ItemCard
+from recommender.memo import ExpiringMemo
 from recommender.model_state import ModelState
 from recommender.served import ServedALS
 from recommender.types import ScoredItem
@@ -42,6 +44,8 @@ EXPLAIN_RECENT = 20
 TITLE_CACHE_SIZE = 100_000
 #: Categories the affinity step looks at, the user's strongest first.
 AFFINITY_TOP = 3
+#: Users whose last answer a process keeps (`RecommendationService.answers`).
+ANSWERS_KEPT = 100_000
 
 
 def reason_popular_in(window: str) -> str:
@@ -68,6 +72,16 @@ class Recommendations:
     model_version: str | None
     user_event_ms: int | None = None  # newest event folded into the user's vector
     bucket: str = CONTROL
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """An answer from a user's cached candidates, and what it stands on: the served model
+    object (its new items fill the last places) and the vector's `as_of`."""
+
+    model: ALSModel
+    as_of: int
+    recs: Recommendations
 
 
 class RecommendationService:
@@ -108,6 +122,11 @@ class RecommendationService:
         self._challenger = ChallengerModel(state, registry, max(pointer_check_s, 1.0))
         self._title_ttl_s = title_ttl_s
         self._titles: dict[str, tuple[float, ItemCard]] = {}
+        # The common request's last answer per user and k, while the user's vector and the
+        # served model stay what it was computed from; no older than a title may be.
+        self.answers: ExpiringMemo[tuple[str, str, int], _Answered] = ExpiringMemo(
+            title_ttl_s, ANSWERS_KEPT
+        )
 
     async def _cards_of(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
         """Titles and what else an answer shows of an item, from a short-lived in-process cache
@@ -153,7 +172,10 @@ class RecommendationService:
         The common request (the served version, no category, no explanation, k within the
         cached candidates) is answered from the user's cached candidates in one round trip,
         while they are as fresh as the user's vector; the first request after the worker folded
-        the user in computes them (`_candidates_of`)."""
+        the user in computes them (`_candidates_of`). Without ``exclude``, the answer is kept
+        (`answers`) and returned as the same object while the user's vector keeps its `as_of`
+        and the served model is the same: that round trip then carries no vector and no
+        candidates, and nothing is decoded or scored again."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
         pseudonym = self._store.pseudonym(user_id)
@@ -176,7 +198,15 @@ class RecommendationService:
         vec: UserVector | None = None
         if cacheable:
             assert model is not None and version is not None
-            raw_vector, raw_cached = await self._vectors.vector_and_candidates(version, pseudonym)
+            memo_key = (version, pseudonym, k)
+            held = self.answers.get(memo_key) if not excluded_here else None
+            if held is not None and held.model is not model:
+                held = None
+            raw_vector, raw_cached = await self._vectors.vector_and_candidates(
+                version, pseudonym, held.as_of if held is not None else None
+            )
+            if raw_vector == UNCHANGED and held is not None:
+                return held.recs
             vec = decode_vector(raw_vector)
             # Enough to fill k even when every excluded item is among the first.
             cached = decode_candidates(raw_cached, k + len(excluded_here))
@@ -185,6 +215,8 @@ class RecommendationService:
                     user_id, version, bucket, model, vec, k, cached, excluded_here
                 )
                 if found is not None:
+                    if not excluded_here:
+                        self.answers.put(memo_key, _Answered(model, vec.as_of, found))
                     return found
         # One round trip for the user's features and, unless just read, their vector (each
         # store queues its own). A vector read first is at most as new as the features: the
@@ -210,6 +242,8 @@ class RecommendationService:
                 user_id, version, bucket, model, vec, k, cached, excluded_here
             )
             if found is not None:
+                if not excluded_here:
+                    self.answers.put((version, pseudonym, k), _Answered(model, vec.as_of, found))
                 return found
         excluded = seen | excluded_here
         allowed = await self._store.items_in(category) if category is not None else None
@@ -239,6 +273,13 @@ class RecommendationService:
             vec.as_of if vec else None,
             bucket,
         )
+
+    async def forget(self, pseudonym: str) -> int:
+        """An erased user's kept answers go, with every other user's (they are recomputed:
+        erasure is rare, and the memo of the encoded answers beside it follows a clear).
+        Returns 0: process memory, not keys of the store that an erasure reports."""
+        self.answers.clear()
+        return 0
 
     async def _candidates_of(
         self,

@@ -43,14 +43,21 @@ def parts(redis, settings):
     return store, impressions, metrics, Attributor(impressions, store.pseudonym, metrics, 2)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 async def test_outcomes_are_credited_to_the_list_quoted_or_the_one_that_showed_the_item(
     parts, redis
 ):
     store, impressions, metrics, attributor = parts
     alice, bob = store.pseudonym("alice"), store.pseudonym("bob")
-    impressions.record(Impression("r1", alice, ("a", "b", "c"), "v1", CONTROL, 1))
-    impressions.record(Impression("r2", bob, ("x", "y"), "v2", CHALLENGER, 2))
-    assert await impressions.flush() == 2
+    now = _now_ms()
+    impressions.record(Impression("r0", alice, ("b", "d"), "v0", CONTROL, now - 2))
+    impressions.record(Impression("r1", alice, ("a", "b", "c"), "v1", CONTROL, now - 1))
+    impressions.record(Impression("r2", bob, ("x", "y"), "v2", CHALLENGER, now))
+    impressions.record(Impression("old", bob, ("o",), "v2", CHALLENGER, now - WINDOW_S * 1000 - 1))
+    assert await impressions.flush() == 4
 
     await attributor.on_applied(
         [
@@ -58,18 +65,22 @@ async def test_outcomes_are_credited_to_the_list_quoted_or_the_one_that_showed_t
             _event(2, "alice", "c", "click", "r1"),  # outside the first 2: no hit of its own
             _event(3, "bob", "y", "purchase"),  # not quoted: r2 showed y to bob
             _event(4, "bob", "x", "view"),  # a view is no outcome
-            _event(5, "bob", "a", "click", "r1"),  # r1 was alice's list
+            _event(5, "bob", "a", "click", "r1"),  # r1 was alice's list: not bob's to quote
             _event(6, "alice", "z", "click", "r1"),  # z was not in r1
             _event(7, "alice", "a", "click", "never-served"),
             _event(8, "carol", "q", "click"),  # organic: counted nowhere
+            _event(9, "bob", "o", "click"),  # shown before the window: organic
+            _event(10, "alice", "d", "click"),  # r0 showed d: not the newest list, the one
         ]
     )
-    # The list quoted by event 7 may not be written yet: it waits, then counts as unknown.
-    assert [e.event_id for e in attributor.waiting] == ["e7"]
+    # The lists quoted by events 5 and 7 may not be written yet: they wait, then count as
+    # unknown.
+    assert [e.event_id for e in attributor.waiting] == ["e5", "e7"]
     await attributor.credits([], now=time.monotonic() + GRACE_S + 1)
     sums = _sums(metrics)
     outcomes = "streamrec_recs_outcomes"
     assert sums[(outcomes, (("bucket", CONTROL), ("kind", "click"), ("model_version", "v1")))] == 2
+    assert sums[(outcomes, (("bucket", CONTROL), ("kind", "click"), ("model_version", "v0")))] == 1
     assert (
         sums[(outcomes, (("bucket", CHALLENGER), ("kind", "conversion"), ("model_version", "v2")))]
         == 1
@@ -77,29 +88,35 @@ async def test_outcomes_are_credited_to_the_list_quoted_or_the_one_that_showed_t
     hits = "streamrec_recs_hits"
     assert sums[(hits, (("bucket", CONTROL), ("model_version", "v1")))] == 1
     assert sums[(hits, (("bucket", CHALLENGER), ("model_version", "v2")))] == 1
+    assert sums[(hits, (("bucket", CONTROL), ("model_version", "v0")))] == 1
     unmatched = "streamrec_attribution_unmatched"
-    for reason in ("other_user", "not_in_list", "unknown"):
-        assert sums[(unmatched, (("reason", reason),))] == 1, reason
+    assert sums[(unmatched, (("reason", "not_in_list"),))] == 1
+    assert sums[(unmatched, (("reason", "unknown"),))] == 2
 
     # A list is a hit once, however many outcomes follow.
-    await attributor.on_applied([_event(9, "alice", "a", "click", "r1")])
+    await attributor.on_applied([_event(11, "alice", "a", "click", "r1")])
     assert not any(name == hits for name, _ in _sums(metrics))
 
     # Everything is bounded by the attribution window.
-    for key in (keys.impression("r1"), keys.user_shown(alice), keys.user_impressions(alice)):
+    for key in (keys.user_lists(alice), keys.user_hits(alice), keys.user_lists(bob)):
         assert 0 < await redis.ttl(key) <= WINDOW_S, key
 
 
 async def test_erasure_takes_every_list_served_to_the_user(parts, redis):
     store, impressions, _, _ = parts
     alice = store.pseudonym("alice")
+    bob = store.pseudonym("bob")
     for n in range(3):
-        impressions.record(Impression(f"r{n}", alice, ("a", f"i{n}"), "v1", CONTROL, n))
-    impressions.record(Impression("other", store.pseudonym("bob"), ("a",), "v1", CONTROL, 9))
+        impressions.record(Impression(f"r{n}", alice, ("a", f"i{n}"), "v1", CONTROL, _now_ms()))
+    impressions.record(Impression("other", bob, ("a",), "v1", CONTROL, _now_ms()))
     await impressions.flush()
-    assert await impressions.forget(alice) == 5
-    assert not await redis.exists(keys.impression("r0"), keys.user_shown(alice))
-    assert await redis.exists(keys.impression("other"))
+    (r1,) = await impressions.served_lists([(alice, "r1", "a")])
+    assert r1 is not None and await impressions.mark_hit([r1]) == [True]
+    impressions.record(Impression("unflushed", alice, ("a",), "v1", CONTROL, _now_ms()))
+    assert await impressions.forget(alice) == 2  # the lists and the hits
+    assert not await redis.exists(keys.user_lists(alice), keys.user_hits(alice))
+    assert await impressions.flush() == 0  # the list not yet written went too
+    assert await redis.llen(keys.user_lists(bob)) == 1
 
 
 def test_the_challenger_share_is_stable_and_about_its_size():
@@ -140,7 +157,7 @@ async def test_users_in_the_share_are_served_the_challenger_and_told_so(redis, s
 async def test_an_outcome_that_outruns_its_list_is_credited_once_the_list_is_written(parts):
     store, impressions, metrics, attributor = parts
     alice = store.pseudonym("alice")
-    impressions.record(Impression("r9", alice, ("a", "b"), "v1", CONTROL, 1))
+    impressions.record(Impression("r9", alice, ("a", "b"), "v1", CONTROL, _now_ms()))
     await attributor.on_applied([_event(1, "alice", "a", "click", "r9")])  # not flushed yet
     assert _sums(metrics) == {}
     await impressions.flush()
@@ -154,17 +171,28 @@ async def test_an_outcome_that_outruns_its_list_is_credited_once_the_list_is_wri
 async def test_what_is_kept_of_served_lists_is_bounded_per_user(parts, redis):
     _, impressions, _, _ = parts
     carol = "c" * 32
+    now = _now_ms()
     for n in range(MAX_IMPRESSIONS_PER_USER + 5):
         items = tuple(f"i{n}-{j}" for j in range(10))
-        impressions.record(Impression(f"r{n}", carol, items, "v1", CONTROL, 1_000 + n))
-        if n == 40:  # 410 items shown: all kept
-            await impressions.flush()
-            assert await redis.hlen(keys.user_shown(carol)) == 410
+        impressions.record(Impression(f"r{n}", carol, items, "v1", CONTROL, now + n))
+        if n == 40:
+            assert await impressions.flush() == 41
     assert await impressions.flush() == MAX_IMPRESSIONS_PER_USER + 5 - 41
-    # The newest lists are kept; past SHOWN_MAX_ITEMS the shown items start afresh.
-    assert await redis.zcard(keys.user_impressions(carol)) == MAX_IMPRESSIONS_PER_USER
-    assert await redis.zscore(keys.user_impressions(carol), "r0") is None
-    assert await redis.hlen(keys.user_shown(carol)) == 0 < keys.SHOWN_MAX_ITEMS
-    assert 0 < await redis.ttl(keys.impression("r204")) <= WINDOW_S
-    row = await redis.hgetall(keys.impression("r204"))
-    assert row["items"].split() == [f"i204-{j}" for j in range(10)] and row["t"] == "1204"
+    # The newest lists are kept.
+    assert await redis.llen(keys.user_lists(carol)) == MAX_IMPRESSIONS_PER_USER
+    assert 0 < await redis.ttl(keys.user_lists(carol)) <= WINDOW_S
+    newest, oldest = await impressions.served_lists(
+        [(carol, "r204", "i204-0"), (carol, "r5", "i5-0")]
+    )
+    assert newest == Impression("r204", carol, tuple(f"i204-{j}" for j in range(10)), "v1",
+                                CONTROL, now + 204)  # fmt: skip
+    assert oldest is not None and oldest.recommendation_id == "r5"
+    assert await impressions.served_lists([(carol, "r4", "i4-0"), (carol, None, "i3-1")]) == [
+        None,
+        None,
+    ]
+    # Unquoted: the newest list that showed the item.
+    impressions.record(Impression("again", carol, ("i100-3",), "v2", CONTROL, now + 500))
+    await impressions.flush()
+    (shown,) = await impressions.served_lists([(carol, None, "i100-3")])
+    assert shown is not None and shown.recommendation_id == "again"

@@ -126,7 +126,7 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         assert (await api.get(f"/v1/users/{USER}/export", headers=admin)).status_code == 404
         assert (await api.get(f"/v1/users/{USER}/profile", headers=admin)).status_code == 404
         await asyncio.sleep(0.3)  # the API's impression buffer flushed: the erasure took it too
-        assert not await redis.exists(keys.user_impressions(p), keys.user_shown(p))
+        assert not await redis.exists(keys.user_lists(p), keys.user_hits(p))
         again = (await api.delete(f"/v1/users/{USER}", headers=admin)).json()
         assert again == {
             "user_id": USER,

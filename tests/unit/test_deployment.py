@@ -74,9 +74,8 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.REVIEW_EXAMPLES,
         keys.train_cursor("{stream}"),
         keys.TRAIN_LEASE,
-        keys.impression("{id}"),
-        keys.user_shown("{p}"),
-        keys.user_impressions("{p}"),
+        keys.user_lists("{p}"),
+        keys.user_hits("{p}"),
         *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
     ]
     readme = (ROOT / "README.md").read_text()
