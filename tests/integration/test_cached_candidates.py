@@ -27,11 +27,12 @@ async def system(redis, settings):
     await store.apply_interactions(clustered_interactions())
     version = await trainer.refit()
 
-    def service(candidates: int) -> RecommendationService:
+    def service(candidates: int, keep_s: float = 0.0) -> RecommendationService:
         return RecommendationService(
             store,
             state,
             registry,
+            title_ttl_s=keep_s,
             knn_weight=settings.serve_knn_weight,
             recent_items=settings.serve_recent_items,
             recent_decay=settings.serve_recent_decay,
@@ -39,7 +40,7 @@ async def system(redis, settings):
             candidates=candidates,
         )
 
-    return store, trainer, version, service(CANDIDATES), service(0)
+    return store, trainer, version, service(CANDIDATES), service(0), service(CANDIDATES, 60)
 
 
 def _answer(recs: Recommendations) -> tuple[list[tuple[str, float, str]], int | None]:
@@ -47,7 +48,7 @@ def _answer(recs: Recommendations) -> tuple[list[tuple[str, float, str]], int | 
 
 
 async def test_cached_answers_are_the_computed_ones(system, redis):
-    store, _, version, cached, computed = system
+    store, _, version, cached, computed, _ = system
     users = [f"a{u}" for u in range(10)] + [f"b{u}" for u in range(10)]
     for user in users:
         expected = _answer(await computed.recommend(user, 5))
@@ -65,7 +66,7 @@ async def test_cached_answers_are_the_computed_ones(system, redis):
 async def test_a_request_is_answered_from_the_cache_while_it_is_as_fresh_as_the_vector(
     system, redis
 ):
-    store, _, version, cached, _ = system
+    store, _, version, cached, _, _ = system
     user = "a1"
     p = store.pseudonym(user)
     await cached.recommend(user, 3)
@@ -84,7 +85,7 @@ async def test_a_request_is_answered_from_the_cache_while_it_is_as_fresh_as_the_
 
 
 async def test_a_new_event_makes_the_cache_stale(system, redis):
-    store, trainer, version, cached, computed = system
+    store, trainer, version, cached, computed, _ = system
     user = "b2"
     before = await cached.recommend(user, 5)
     assert {i.item_id for i in before.items} <= set(ROMANCE)
@@ -101,3 +102,30 @@ async def test_a_new_event_makes_the_cache_stale(system, redis):
     assert not {i.item_id for i in after.items} & set(SCI_FI[:8])
     entry = decode_candidates(await redis.hget(keys.user_recs(version), store.pseudonym(user)))
     assert entry is not None and entry.as_of == after.user_event_ms
+
+
+async def test_a_kept_answer_stands_until_the_vector_or_the_model_moves(system, redis):
+    store, trainer, version, _, computed, keeping = system
+    user = "b3"
+    first = await keeping.recommend(user, 5)
+    assert await keeping.recommend(user, 5) is first  # nothing read but the vector's as_of
+    assert _answer(first) == _answer(await computed.recommend(user, 5))
+    # Asked with something to leave out, or for another k, it is computed as before.
+    top = first.items[0].item_id
+    assert top not in {i.item_id for i in (await keeping.recommend(user, 5, exclude=[top])).items}
+    assert len((await keeping.recommend(user, 3)).items) == 3
+
+    events = [Interaction(f"{user}-turn", user, SCI_FI[0], "purchase", 1_800_000_000_000)]
+    await trainer.updater.on_applied((await store.apply_interactions(events)).applied)
+    folded = await keeping.recommend(user, 5)
+    assert folded is not first and folded.user_event_ms == 1_800_000_000_000
+    assert _answer(folded) == _answer(await computed.recommend(user, 5))
+    assert await keeping.recommend(user, 5) is folded
+
+    newer = await trainer.refit()
+    assert newer != version
+    moved = await keeping.recommend(user, 5)
+    assert moved is not folded and moved.model_version == newer
+
+    await keeping.forget(store.pseudonym(user))  # erasure: nothing kept of the user
+    assert await keeping.recommend(user, 5) is not moved
