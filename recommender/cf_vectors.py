@@ -15,7 +15,7 @@ from redis.asyncio.client import Pipeline
 
 from recommender import keys
 from recommender.coalesce import ReadCoalescer
-from recommender.model_state import ModelState
+from recommender.model_state import ModelState, ServedModel
 
 #: A hash field as Redis answers it.
 Raw = str | bytes | None
@@ -88,8 +88,8 @@ class CFVectors:
         self._redis = redis
         self._state = state
         self._script = redis.register_script(keys.VECTORS_AND_CANDIDATES_LUA)
-        self._reads: ReadCoalescer[tuple[str, str, str], tuple[Raw, Raw]] = ReadCoalescer(
-            self._read
+        self._reads: ReadCoalescer[tuple[str, str, str], tuple[Raw, Raw, ServedModel | None]] = (
+            ReadCoalescer(self._read)
         )
 
     async def has_vectors(self, version: str) -> bool:
@@ -125,25 +125,31 @@ class CFVectors:
 
     async def vector_and_candidates(
         self, version: str, pseudonym: str, held_as_of: int | None = None
-    ) -> tuple[Raw, Raw]:
+    ) -> tuple[Raw, Raw, ServedModel | None]:
         """One user's vector and cached candidates as stored (`decode_vector`,
-        `decode_candidates`): one script call shared with the other requests in flight. With
-        ``held_as_of``, the `as_of` of what the caller computed from them before: if the vector
-        still has it, `UNCHANGED` and None, and neither travels."""
-        return await self._reads.get(
-            (version, pseudonym, "" if held_as_of is None else str(held_as_of))
-        )
+        `decode_candidates`), and the family's pointer as it was read with them: one script
+        call shared with the other requests in flight. With ``held_as_of``, the `as_of` of what
+        the caller computed from them before: if the vector still has it, `UNCHANGED` and None,
+        and neither travels."""
+        held = "" if held_as_of is None else str(held_as_of)
+        return await self._reads.get((version, pseudonym, held))
 
-    async def _read(self, wanted: Sequence[tuple[str, str, str]]) -> list[tuple[Raw, Raw]]:
-        found: dict[tuple[str, str, str], tuple[Raw, Raw]] = {}
+    async def _read(
+        self, wanted: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[Raw, Raw, ServedModel | None]]:
+        found: dict[tuple[str, str, str], tuple[Raw, Raw, ServedModel | None]] = {}
         for version in dict.fromkeys(v for v, _, _ in wanted):  # one, but for a promotion's moment
             asked = list(dict.fromkeys((p, held) for v, p, held in wanted if v == version))
-            vectors, candidates = await self._script(
-                keys=[keys.user_vectors(version), keys.user_recs(version)],
+            vectors, candidates, pointer = await self._script(
+                keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
                 args=[x for pair in asked for x in pair],
             )
+            served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
             found.update(
-                {(version, *pair): (vectors[i], candidates[i]) for i, pair in enumerate(asked)}
+                {
+                    (version, *pair): (vectors[i], candidates[i], served)
+                    for i, pair in enumerate(asked)
+                }
             )
         return [found[w] for w in wanted]
 

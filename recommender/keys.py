@@ -414,13 +414,15 @@ return 0
 """
 
 
-#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)`; ARGV = pairs
-#: of a pseudonym and the `as_of` of the answer the caller already holds for it ('' for none).
-#: Returns {vectors, candidates}, in ARGV's order (nil where absent); where the vector's `as_of`
-#: is the one the caller named, the vector is `=` and the candidates nil: the caller's answer
-#: still stands, and the ~2.5 KB of vector and candidates need not travel and be parsed again
-#: (a conditional read, as HTTP's If-None-Match). One call for the reads of every request in
-#: flight (`recommender.coalesce`).
+#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)` and the family's
+#: pointer (`model_current`); ARGV = pairs of a pseudonym and the `as_of` of the answer the caller
+#: already holds for it ('' for none). Returns {vectors, candidates, pointer}: the first two in
+#: ARGV's order (nil where absent), where the vector's `as_of` is the one the caller named, the
+#: vector is `=` and the candidates nil (the caller's answer still stands, and the ~2.5 KB of
+#: vector and candidates need not travel and be parsed again: a conditional read, as HTTP's
+#: If-None-Match); the pointer as HGETALL gives it, so that a reader whose served model moved
+#: since it last looked knows at once (the worker folds users into the version served now). One
+#: call for the reads of every request in flight (`recommender.coalesce`).
 VECTORS_AND_CANDIDATES_LUA = """
 local users, held = {}, {}
 for i = 1, #ARGV, 2 do
@@ -436,7 +438,7 @@ for i, vector in ipairs(vectors) do
     candidates[i] = false
   end
 end
-return {vectors, candidates}
+return {vectors, candidates, redis.call('HGETALL', KEYS[3])}
 """
 
 

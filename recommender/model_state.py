@@ -81,7 +81,7 @@ class ModelState:
     def __init__(self, redis: aioredis.Redis, family: str = keys.CF) -> None:
         self._redis = redis
         self.family = family
-        self._current = keys.model_current(family)
+        self._current = self.pointer = keys.model_current(family)
         self._history = keys.model_history(family)
         self._log = keys.model_log(family)
 

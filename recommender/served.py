@@ -52,6 +52,14 @@ class ServedModelCache(Generic[M]):
         self._checked = (now, served)
         return served
 
+    def moved(self, served: ServedModel | None) -> bool:
+        """Whether ``served``, the pointer as read just now along with other data, is not the
+        one this cache last read; if so, `current` goes on from it without reading it again."""
+        if self._checked is not None and self._checked[1] == served:
+            return False
+        self._checked = (time.monotonic(), served)
+        return True
+
     async def current(self) -> tuple[ServedModel | None, M | None]:
         served = await self._pointer()
         if served is not None and (

@@ -165,6 +165,8 @@ class RecommendationService:
         exclude: Iterable[str] = (),
         category: str | None = None,
         explain: bool = False,
+        *,
+        _again: bool = False,
     ) -> Recommendations:
         """Top-k unseen items for ``user_id`` (in ``category`` if given); an unknown user, or
         one the model cannot fill k for, gets popular items.
@@ -175,7 +177,9 @@ class RecommendationService:
         the user in computes them (`_candidates_of`). Without ``exclude``, the answer is kept
         (`answers`) and returned as the same object while the user's vector keeps its `as_of`
         and the served model is the same: that round trip then carries no vector and no
-        candidates, and nothing is decoded or scored again."""
+        candidates, and nothing is decoded or scored again. The same round trip reads the
+        served-model pointer: if a promotion moved it since the last look (the worker now folds
+        the user into the new version), the request starts again from it, once."""
         served, model = await self._served.current()
         version = served.version if served and model is not None else None
         pseudonym = self._store.pseudonym(user_id)
@@ -202,9 +206,11 @@ class RecommendationService:
             held = self.answers.get(memo_key) if not excluded_here else None
             if held is not None and held.model is not model:
                 held = None
-            raw_vector, raw_cached = await self._vectors.vector_and_candidates(
+            raw_vector, raw_cached, pointer = await self._vectors.vector_and_candidates(
                 version, pseudonym, held.as_of if held is not None else None
             )
+            if self._served.moved(pointer) and not _again:
+                return await self.recommend(user_id, k, exclude, category, explain, _again=True)
             if raw_vector == UNCHANGED and held is not None:
                 return held.recs
             vec = decode_vector(raw_vector)

@@ -32,6 +32,8 @@ async def system(redis, settings):
             store,
             state,
             registry,
+            # Longer than any test: a promotion is seen with the read of the user's vector.
+            pointer_check_s=3600,
             title_ttl_s=keep_s,
             knn_weight=settings.serve_knn_weight,
             recent_items=settings.serve_recent_items,
