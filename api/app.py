@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from api.fast_path import ROUTE_PATH, RecommendationsFastPath
 from api.metrics_feed import MetricsFeed
@@ -158,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
                 out.window.close(now_ms())  # Prometheus reads the running totals
 
     docs = settings.api_docs
-    app = FastAPI(
+    app = StreamrecAPI(
         title="streamrec",
         version="0.1.0",
         lifespan=lifespan,
@@ -171,11 +172,22 @@ def create_app(settings: Settings) -> FastAPI:
     routers = (users, items, events, health, metrics, dashboard)
     for module in routers:
         app.include_router(module.router)
-    # Inside the hardening layer (added later, so it wraps this one): headers and metrics alike.
-    (recs_route,) = [r for r in users.router.routes if getattr(r, "path", "") == ROUTE_PATH]
-    app.add_middleware(RecommendationsFastPath, route=recs_route)
     app.add_middleware(HardeningMiddleware, telemetry=telemetry)
+    (recs_route,) = [r for r in users.router.routes if getattr(r, "path", "") == ROUTE_PATH]
+    app.fast_path = RecommendationsFastPath(recs_route, telemetry)
     return app
+
+
+class StreamrecAPI(FastAPI):
+    """FastAPI, with the common recommendations request answered before its middleware and
+    routing (`api.fast_path`); every other request goes through them as usual."""
+
+    fast_path: RecommendationsFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and await self.fast_path.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _document_max_k(app: FastAPI, max_k: int) -> None:

@@ -1,14 +1,17 @@
-"""The common recommendations request, answered below FastAPI's routing and dependencies.
+"""The common recommendations request, answered in front of FastAPI's routing and middleware.
 
 `GET /v1/users/{user_id}/recommendations`, with no query or only `k`, is what clients call most.
-Through FastAPI it passes a dozen ASGI layers (routers, body limits, exception handlers, an exit
-stack), dependency solving and validation before the service is asked: ad hoc, in a py-spy
-profile of `bench serve`, 37% of the API's samples were under FastAPI's request handler and 15%
-under dependency solving alone, against 17% under the service call.
+Through FastAPI it passes a dozen ASGI layers (error handling, four body-limit layers, our
+hardening, routers, an exit stack), dependency solving and validation before the service is
+asked: ad hoc, in a py-spy profile of `bench serve`, 37% of the API's samples were under
+FastAPI's request handler and 15% under dependency solving alone, against 17% under the service
+call. Answered as a middleware inside that stack, the layers around it and their wrappers of
+`send` still took about a tenth of the API's samples.
 
-This middleware answers that request itself when it is well formed and its key is valid, holds
-the `read` scope and is within its rate: the same checks (`ApiKeyStore.verify`,
-`RateLimiter.acquire`), the same answer (`Recommending.answer`), the same JSON. Every other
+`RecommendationsFastPath.answer` answers that request itself, before FastAPI sees it, when it is
+well formed and its key is valid, holds the `read` scope and is within its rate: the same checks
+(`ApiKeyStore.verify`, `RateLimiter.acquire`), the same answer (`Recommending.answer`), the same
+JSON, the same headers (`api.middleware.SECURITY_HEADERS`) and request metrics. Every other
 request goes on to FastAPI untouched: another route or method, another query parameter, an id
 or `k` the route would refuse, a missing, bad, under-scoped or limited key. So every error
 answer (401, 403, 422, 429) and the OpenAPI document still come from the declared route, and a
@@ -21,13 +24,16 @@ stands), its JSON is kept too, around the one field that changes per request (`e
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from pydantic import TypeAdapter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from api.auth import API_KEY_HEADER
 from api.deps import Recommending, document
+from api.middleware import SECURITY_HEADERS
+from api.telemetry import ApiMetrics
 from recommender.serving import ANSWERS_KEPT, Recommendations, RecommendationService
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
@@ -38,7 +44,7 @@ DEFAULT_K = 10  # the route's default
 _ID = re.compile(ID_PATTERN)
 _HEADER = API_KEY_HEADER.lower().encode("latin-1")
 _JSON = TypeAdapter(Any)  # pydantic's JSON writer, as FastAPI's for the route
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_HEADERS = [(b"content-type", b"application/json"), *SECURITY_HEADERS]
 
 
 def plain_request(scope: Scope) -> tuple[str, int] | None:
@@ -80,11 +86,12 @@ def encoded(recs: Recommendations) -> tuple[bytes, bytes]:
 
 
 class RecommendationsFastPath:
-    """ASGI middleware; ``route`` is the declared route, named in the request metrics."""
+    """Answers the common recommendations request (`answer`); ``route`` is the declared route
+    it stands in for, named in the request metrics."""
 
-    def __init__(self, app: ASGIApp, route: Any) -> None:
-        self.app = app
-        self.route = route
+    def __init__(self, route: Any, telemetry: ApiMetrics) -> None:
+        self.path = route.path
+        self._telemetry = telemetry
         # (user, k) -> the answer the service returned and its JSON; dropped with the
         # service's memo of answers (its generation), which bounds what this one holds.
         self._encoded: dict[tuple[str, int], tuple[Recommendations, bytes, bytes]] = {}
@@ -102,23 +109,30 @@ class RecommendationsFastPath:
             held = self._encoded[key] = (recs, *encoded(recs))
         return held[1] + rid.encode() + held[2]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Answer ``scope`` if it is the common request and its key may make it; False when
+        nothing was sent (FastAPI answers)."""
         found = plain_request(scope)
         state: dict[str, Any] | None = scope.get("state")
         token = _token(scope) if found is not None else None
         if found is None or token is None or state is None:
-            await self.app(scope, receive, send)
-            return
+            return False
+        started = time.perf_counter()
         user_id, k = found
         parts = Recommending.of(state)
         key = await state["api_keys"].verify(token) if k <= parts.settings.max_k else None
         # A key over its rate took no token: the route's own check answers it with 429.
         if key is None or not key.allows("read") or await state["limiter"].acquire(key.key_id):
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route
-        recs = await parts.service.recommend(user_id, k)
-        body = self._body(parts.service, k, recs, parts.served(recs))
-        headers = [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            return False
+        status = 500
+        try:
+            recs = await parts.service.recommend(user_id, k)
+            body = self._body(parts.service, k, recs, parts.served(recs))
+            headers = [(b"content-length", str(len(body)).encode()), *_HEADERS]
+            status = 200
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            self._telemetry.request(self.path, "GET", status, ms)
+        return True

@@ -160,6 +160,30 @@ class CFVectors:
             encoded = {p: encode_candidates(c) for p, c in found.items()}
             await self._redis.hset(keys.user_recs(version), mapping=encoded)  # type: ignore[arg-type]
 
+    async def write_pending_candidates(
+        self, token: str, found: Mapping[str, CachedCandidates]
+    ) -> str:
+        """Candidates computed for a version not yet named (`keys.pending_recs`); returns the
+        key, for `adopt_candidates` or `discard_candidates`."""
+        key = keys.pending_recs(token)
+        items = list(found.items())
+        for start in range(0, len(items), WRITE_CHUNK):
+            chunk = {p: encode_candidates(c) for p, c in items[start : start + WRITE_CHUNK]}
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
+            pipe.expire(key, keys.PENDING_RECS_TTL_S)
+            await pipe.execute()
+        return key
+
+    async def adopt_candidates(self, pending: str, version: str) -> None:
+        """``version``'s cached candidates are the pending ones (before it serves; promoting
+        it keeps them as long as its vectors)."""
+        if await self._redis.exists(pending):
+            await self._redis.rename(pending, keys.user_recs(version))
+
+    async def discard_candidates(self, pending: str) -> None:
+        await self._redis.delete(pending)
+
     async def write_item_vectors(
         self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
     ) -> None:

@@ -260,6 +260,17 @@ class FeatureStore:
             )
         return histories, last_seen
 
+    async def recent_items_of(self, pseudonyms: Sequence[str], n: int) -> list[list[str]]:
+        """Each user's ``n`` latest items, newest first (as `parse_serving_state` reads them),
+        HISTORY_CHUNK users per round trip."""
+        found: list[list[str]] = []
+        for start in range(0, len(pseudonyms), HISTORY_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for p in pseudonyms[start : start + HISTORY_CHUNK]:
+                pipe.lrange(keys.user_recent(p), 0, max(n, 1) - 1)
+            found += [self.parse_serving_state(([], rows), n)[1] for rows in await pipe.execute()]
+        return found
+
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:
         rows = await self._redis.lrange(keys.user_recent(self.pseudonym(user_id)), 0, n - 1)
         return [RecentInteraction.parse(row) for row in rows]

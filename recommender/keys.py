@@ -207,6 +207,17 @@ def user_recs(version: str) -> str:
     return f"{MODEL_PREFIX}{CF}:{version}{USER_RECS_SUFFIX}"
 
 
+#: How long candidates a refit computed wait for their version to be served.
+PENDING_RECS_TTL_S = 3600
+
+
+def pending_recs(token: str) -> str:
+    """Candidates a refit computed before its version has a name (`user_recs`' format): the
+    worker renames the key to `user_recs(version)` before the version serves, or deletes it
+    when the version is held back. TTL: PENDING_RECS_TTL_S."""
+    return f"{MODEL_PREFIX}{CF}:pending-{token}{USER_RECS_SUFFIX}"
+
+
 def item_vectors(version: str) -> str:
     """Factors of items newer than CF version ``version``'s fit, folded in by the worker."""
     return f"{MODEL_PREFIX}{CF}:{version}:items"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,22 @@ from models.als import ALSModel, FittedALS, fit_als
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.features import item_text
+from recommender.cf_vectors import CFVectors, UserVector
 from recommender.connections import redis_async
 from recommender.evaluation import Split, evaluate, forward_split
 from recommender.feature_store import FeatureStore
 from recommender.lifecycle import Gate, GateResult
+from recommender.model_state import ModelState
+from recommender.serving import best_candidates
 from recommender.settings import Settings
 
 #: Users the quality gate looks at (a sample, beyond that).
 GATE_MAX_USERS = 5000
+#: Users whose candidates a refit computes before its version serves, the most recently active
+#: first; serving computes the others' on their first request. Without them, every user's first
+#: request after a promotion scored the whole catalogue at once: in `bench serve`, the seconds
+#: after a refit read a p99 of 18-20 ms against 6-7 before (ad hoc, 671 users).
+PRECOMPUTED_USERS = 20_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class RefitData:
     nnz: int
     gate: Gate
     fit_seconds: float
+    pending_recs: str | None  # the candidates computed for its users (`keys.pending_recs`)
 
 
 @dataclass(frozen=True)
@@ -106,13 +116,41 @@ async def _refit(job: RefitJob) -> RefitData:
         content = None
         if job.text_model is not None:
             content = await _content_inputs(store, data, *job.text_model)
+        ahead: list[str] = []
+        if job.settings.serve_candidates > 0:
+            ahead = sorted(users, key=lambda p: -as_of.get(p, 0))[:PRECOMPUTED_USERS]
+        recent = await store.recent_items_of(ahead, job.settings.serve_recent_items)
     finally:
         await redis.aclose()
     started = time.perf_counter()
     fitted = fit_cf(data, content, **job.params)
     fit_s = time.perf_counter() - started
+    pending = None
+    if ahead:
+        rows = {p: i for i, p in enumerate(users)}
+        model = fitted.model(**job.params)
+        s = job.settings
+        found = {
+            p: best_candidates(
+                model,
+                UserVector(fitted.user_vectors[rows[p]], as_of.get(p, 0)),
+                histories[rows[p]].keys(),
+                mine,
+                s.serve_candidates,
+                s.serve_knn_weight,
+                s.serve_recent_decay,
+                model.knows,
+            )
+            for p, mine in zip(ahead, recent, strict=True)
+        }
+        redis = redis_async(redis_url)
+        try:
+            vectors = CFVectors(redis, ModelState(redis))
+            pending = await vectors.write_pending_candidates(uuid.uuid4().hex, found)
+        finally:
+            await redis.aclose()
     return RefitData(
-        watermark, clock, users, as_of, fitted, len(data.item_ids), data.nnz, gate, fit_s
+        watermark, clock, users, as_of, fitted, len(data.item_ids), data.nnz, gate, fit_s, pending
     )
 
 

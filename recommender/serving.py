@@ -9,7 +9,7 @@ favourite categories; then popular items.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -82,6 +82,31 @@ class _Answered:
     model: ALSModel
     as_of: int
     recs: Recommendations
+
+
+def best_candidates(
+    model: ALSModel,
+    vec: UserVector,
+    seen: AbstractSet[str],
+    recent: Sequence[str],
+    n: int,
+    knn_weight: float,
+    recent_decay: float,
+    fitted_knows: Callable[[str], bool],
+) -> CachedCandidates:
+    """A user's best ``n`` items by the whole chain's first step (the factors and the
+    neighbours of their recent items, their history left out), as of their vector. Items newer
+    than the fit that they touched are kept with them: the new-item places, filled at request
+    time, must skip them. Serving computes them on a cache miss; a refit, for its users, before
+    its version serves (`recommender.refit_job`)."""
+    ids, scores = model.recommend_vector(
+        vec.vector, n, seen, None, recent, knn_weight, recent_decay
+    )
+    return CachedCandidates(
+        vec.as_of,
+        [(str(i), float(s)) for i, s in zip(ids, scores, strict=True)],
+        frozenset(i for i in seen if not fitted_knows(i)),
+    )
 
 
 class RecommendationService:
@@ -296,17 +321,17 @@ class RecommendationService:
         seen: set[str],
         recent: list[str],
     ) -> CachedCandidates:
-        """The user's best `candidates` items by the whole chain's first step (the factors and
-        the neighbours of their recent items, their history left out), cached until the worker
-        folds them in again. Items newer than the fit that they touched are kept with it: the
-        new-item places, filled at request time, must skip them."""
-        ids, scores = model.recommend_vector(
-            vec.vector, self._candidates, seen, None, recent, self._knn_weight, self._recent_decay
-        )
-        cached = CachedCandidates(
-            vec.as_of,
-            [(str(i), float(s)) for i, s in zip(ids, scores, strict=True)],
-            frozenset(i for i in seen if not self._served.fitted_knows(i)),
+        """The user's best `candidates` items (`best_candidates`), cached until the worker
+        folds them in again."""
+        cached = best_candidates(
+            model,
+            vec,
+            seen,
+            recent,
+            self._candidates,
+            self._knn_weight,
+            self._recent_decay,
+            self._served.fitted_knows,
         )
         await self._vectors.write_candidates(version, {pseudonym: cached})
         return cached

@@ -158,6 +158,8 @@ class Trainer:
             async def serve(version: str) -> None:
                 vectors = dict(zip(users, fitted.user_vectors, strict=True))
                 await self.vectors.write_user_vectors(version, vectors, as_of)
+                if done.pending_recs is not None:
+                    await self.vectors.adopt_candidates(done.pending_recs, version)
 
             version, promoted = await self.lifecycle.publish(
                 model,
@@ -187,6 +189,8 @@ class Trainer:
                 )
             else:
                 log.warning("model %s held back", version)
+                if done.pending_recs is not None:
+                    await self.vectors.discard_candidates(done.pending_recs)
             self._fitted_at_events, self._fitted_at = applied, time.monotonic()
         finally:
             self._fitting = False

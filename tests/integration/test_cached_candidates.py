@@ -65,6 +65,20 @@ async def test_cached_answers_are_the_computed_ones(system, redis):
         assert many == _answer(await computed.recommend(user, CANDIDATES + 5))
 
 
+async def test_a_version_serves_with_its_users_candidates_already_computed(system, redis):
+    """A refit computes them before the pointer moves: no request after a promotion has to."""
+    store, _, version, _, computed, _ = system
+    stored = await redis.hgetall(keys.user_recs(version))
+    users = [f"a{u}" for u in range(10)] + [f"b{u}" for u in range(10)]
+    assert {store.pseudonym(u) for u in users} <= set(stored)
+    assert not [k async for k in redis.scan_iter(match=keys.pending_recs("*"))]
+    for user in users:
+        entry = decode_candidates(stored[store.pseudonym(user)], 5)
+        assert entry is not None
+        expected = _answer(await computed.recommend(user, 5))
+        assert [(i, round(s, 5)) for i, s in entry.items] == [(i, s) for i, s, _ in expected[0]]
+
+
 async def test_a_request_is_answered_from_the_cache_while_it_is_as_fresh_as_the_vector(
     system, redis
 ):

@@ -102,6 +102,8 @@ async def test_a_worse_refit_is_held_back_as_the_challenger(parts, redis, settin
     assert (await state.challenger())["version"] == v2
     assert (await store.stats())["models_held_back"] == 1
     assert not await redis.exists(keys.user_vectors(v2))  # held versions cost no memory
+    assert not await redis.exists(keys.user_recs(v2))
+    assert not [k async for k in redis.scan_iter(match=keys.pending_recs("*"))]
 
     # A refit as good as the served one passes.
     v3 = await good.refit()

@@ -52,6 +52,8 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.item_users("{id}"),
         keys.seen("{event_id}"),
         keys.user_vectors("{v}"),
+        keys.user_recs("{v}"),
+        keys.pending_recs("{token}"),
         keys.item_vectors("{v}"),
         keys.data_key("{p}"),
         keys.MASTER_KEY_CANARY,
