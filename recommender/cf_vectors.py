@@ -43,6 +43,18 @@ def decode_vector(raw: Raw) -> UserVector | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ServingRead:
+    """One user's part of a serving read (`CFVectors.serving_read`)."""
+
+    vector: Raw  # as stored (`decode_vector`), or `UNCHANGED`
+    candidates: Raw  # as stored (`decode_candidates`)
+    pointer: ServedModel | None  # the family's pointer, read in the same call
+    # (their items, their latest recent entries as stored) when the candidates were missing or
+    # older than the vector; else None.
+    state: tuple[set[str], list[str]] | None
+
+
+@dataclass(frozen=True, slots=True)
 class CachedCandidates:
     """A user's best items by the served version (their history left out), best first, and
     the items newer than its fit that they touched, as of their vector's `as_of`."""
@@ -88,8 +100,8 @@ class CFVectors:
         self._redis = redis
         self._state = state
         self._script = redis.register_script(keys.VECTORS_AND_CANDIDATES_LUA)
-        self._reads: ReadCoalescer[tuple[str, str, str], tuple[Raw, Raw, ServedModel | None]] = (
-            ReadCoalescer(self._read)
+        self._reads: ReadCoalescer[tuple[str, str, str, int], ServingRead] = ReadCoalescer(
+            self._read
         )
 
     async def has_vectors(self, version: str) -> bool:
@@ -123,34 +135,32 @@ class CFVectors:
         `decode_vector`): serving reads it in the same round trip as the user's features."""
         pipe.hget(keys.user_vectors(version), pseudonym)
 
-    async def vector_and_candidates(
-        self, version: str, pseudonym: str, held_as_of: int | None = None
-    ) -> tuple[Raw, Raw, ServedModel | None]:
-        """One user's vector and cached candidates as stored (`decode_vector`,
-        `decode_candidates`), and the family's pointer as it was read with them: one script
-        call shared with the other requests in flight. With ``held_as_of``, the `as_of` of what
-        the caller computed from them before: if the vector still has it, `UNCHANGED` and None,
-        and neither travels."""
+    async def serving_read(
+        self, version: str, pseudonym: str, recent: int, held_as_of: int | None = None
+    ) -> ServingRead:
+        """What serving needs of one user (`ServingRead`): one script call shared with the
+        other requests in flight. ``recent``: how many latest items the state holds. With
+        ``held_as_of``, the `as_of` of what the caller computed before: if the vector still has
+        it, the vector is `UNCHANGED` and nothing else travels."""
         held = "" if held_as_of is None else str(held_as_of)
-        return await self._reads.get((version, pseudonym, held))
+        return await self._reads.get((version, pseudonym, held, recent))
 
-    async def _read(
-        self, wanted: Sequence[tuple[str, str, str]]
-    ) -> list[tuple[Raw, Raw, ServedModel | None]]:
-        found: dict[tuple[str, str, str], tuple[Raw, Raw, ServedModel | None]] = {}
-        for version in dict.fromkeys(v for v, _, _ in wanted):  # one, but for a promotion's moment
-            asked = list(dict.fromkeys((p, held) for v, p, held in wanted if v == version))
-            vectors, candidates, pointer = await self._script(
+    async def _read(self, wanted: Sequence[tuple[str, str, str, int]]) -> list[ServingRead]:
+        found: dict[tuple[str, str, str, int], ServingRead] = {}
+        for version, recent in dict.fromkeys((v, n) for v, _, _, n in wanted):
+            asked = list(
+                dict.fromkeys((p, held) for v, p, held, n in wanted if (v, n) == (version, recent))
+            )
+            vectors, candidates, pointer, states = await self._script(
                 keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
-                args=[x for pair in asked for x in pair],
+                args=[recent, *(x for pair in asked for x in pair)],
             )
             served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
-            found.update(
-                {
-                    (version, *pair): (vectors[i], candidates[i], served)
-                    for i, pair in enumerate(asked)
-                }
-            )
+            for i, (p, held) in enumerate(asked):
+                state = (set(states[i][0]), list(states[i][1])) if states[i] else None
+                found[(version, p, held, recent)] = ServingRead(
+                    vectors[i], candidates[i], served, state
+                )
         return [found[w] for w in wanted]
 
     async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:

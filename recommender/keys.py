@@ -425,32 +425,47 @@ return 0
 """
 
 
-#: Users' vectors and cached candidates: KEYS = `user_vectors(v)`, `user_recs(v)` and the family's
-#: pointer (`model_current`); ARGV = pairs of a pseudonym and the `as_of` of the answer the caller
-#: already holds for it ('' for none). Returns {vectors, candidates, pointer}: the first two in
-#: ARGV's order (nil where absent), where the vector's `as_of` is the one the caller named, the
-#: vector is `=` and the candidates nil (the caller's answer still stands, and the ~2.5 KB of
-#: vector and candidates need not travel and be parsed again: a conditional read, as HTTP's
-#: If-None-Match); the pointer as HGETALL gives it, so that a reader whose served model moved
-#: since it last looked knows at once (the worker folds users into the version served now). One
-#: call for the reads of every request in flight (`recommender.coalesce`).
+#: What serving reads of the users of the requests in flight: KEYS = `user_vectors(v)`,
+#: `user_recs(v)` and the family's pointer (`model_current`); ARGV = the number of recent items
+#: serving blends, then pairs of a pseudonym and the `as_of` of the answer the caller already
+#: holds for it ('' for none). Returns {vectors, candidates, pointer, states}, the lists in ARGV's
+#: order (nil where absent):
+#: - where the vector's `as_of` is the one the caller named, the vector is `=` and the rest nil:
+#:   the caller's answer still stands, and the ~2.5 KB of vector and candidates need not travel
+#:   and be parsed again (a conditional read, as HTTP's If-None-Match);
+#: - where the candidates are missing or older than the vector (the worker folded the user in
+#:   since), the user's state comes along, {their items, their latest recent entries}: what
+#:   computing the candidates afresh needs, without a second round trip;
+#: - the pointer as HGETALL gives it, so that a reader whose served model moved since it last
+#:   looked knows at once (the worker folds users into the version served now).
+#: One call for the reads of every request in flight (`recommender.coalesce`).
 VECTORS_AND_CANDIDATES_LUA = """
+local recent = tonumber(ARGV[1])
 local users, held = {}, {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
   held[#held + 1] = ARGV[i + 1]
 end
 local vectors = redis.call('HMGET', KEYS[1], unpack(users))
 local candidates = redis.call('HMGET', KEYS[2], unpack(users))
+local states = {}
 for i, vector in ipairs(vectors) do
-  local as_of = held[i]
-  if vector and as_of ~= '' and string.sub(vector, 1, #as_of + 1) == as_of .. ':' then
-    vectors[i] = '='
-    candidates[i] = false
+  local state = false
+  if vector then
+    local as_of = string.match(vector, '^(%d+):') or ''
+    if as_of ~= '' and as_of == held[i] then
+      vectors[i] = '='
+      candidates[i] = false
+    elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
+      local base = '__USER__' .. users[i]
+      state = {redis.call('HKEYS', base .. ':items'),
+               redis.call('LRANGE', base .. ':recent', 0, recent - 1)}
+    end
   end
+  states[i] = state
 end
-return {vectors, candidates, redis.call('HGETALL', KEYS[3])}
-"""
+return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
+""".replace("__USER__", USER_PREFIX)
 
 
 #: Token bucket: KEYS[1] = the key's bucket hash; ARGV = now_ms, rate per second, burst, wanted.

@@ -8,6 +8,8 @@ favourite categories; then popular items.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -32,6 +34,8 @@ from recommender.memo import ExpiringMemo
 from recommender.model_state import ModelState
 from recommender.served import ServedALS
 from recommender.types import ScoredItem
+
+log = logging.getLogger(__name__)
 
 REASON_CF = "people with similar taste liked it"
 REASON_NEW = "new, and close to your taste"
@@ -152,6 +156,7 @@ class RecommendationService:
         self.answers: ExpiringMemo[tuple[str, str, int], _Answered] = ExpiringMemo(
             title_ttl_s, ANSWERS_KEPT
         )
+        self._writes: set[asyncio.Future[None]] = set()  # candidates on their way, referenced
 
     async def _cards_of(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
         """Titles and what else an answer shows of an item, from a short-lived in-process cache
@@ -231,16 +236,20 @@ class RecommendationService:
             held = self.answers.get(memo_key) if not excluded_here else None
             if held is not None and held.model is not model:
                 held = None
-            raw_vector, raw_cached, pointer = await self._vectors.vector_and_candidates(
-                version, pseudonym, held.as_of if held is not None else None
+            read = await self._vectors.serving_read(
+                version, pseudonym, self._recent_items, held.as_of if held is not None else None
             )
-            if self._served.moved(pointer) and not _again:
+            if self._served.moved(read.pointer) and not _again:
                 return await self.recommend(user_id, k, exclude, category, explain, _again=True)
-            if raw_vector == UNCHANGED and held is not None:
+            if read.vector == UNCHANGED and held is not None:
                 return held.recs
-            vec = decode_vector(raw_vector)
+            vec = decode_vector(read.vector)
             # Enough to fill k even when every excluded item is among the first.
-            cached = decode_candidates(raw_cached, k + len(excluded_here))
+            cached = decode_candidates(read.candidates, k + len(excluded_here))
+            if vec is not None and (cached is None or cached.as_of != vec.as_of) and read.state:
+                # The worker folded the user in since: their state came with the read.
+                seen, recent = self._store.parse_serving_state(read.state, self._recent_items)
+                cached = self._candidates_of(model, version, pseudonym, vec, seen, recent)
             if vec is not None and cached is not None and cached.as_of == vec.as_of:
                 found = await self._from_candidates(
                     user_id, version, bucket, model, vec, k, cached, excluded_here
@@ -266,16 +275,6 @@ class RecommendationService:
             # The worker folds users into the served version only: the challenger's vector is
             # solved here, from the same history (one least-squares solve).
             vec = await self._challenger_vector(model, pseudonym)
-        if cacheable and vec is not None:
-            assert model is not None and version is not None
-            cached = await self._candidates_of(model, version, pseudonym, vec, seen, recent)
-            found = await self._from_candidates(
-                user_id, version, bucket, model, vec, k, cached, excluded_here
-            )
-            if found is not None:
-                if not excluded_here:
-                    self.answers.put((version, pseudonym, k), _Answered(model, vec.as_of, found))
-                return found
         excluded = seen | excluded_here
         allowed = await self._store.items_in(category) if category is not None else None
         items: list[tuple[str, float, str]] = []
@@ -312,7 +311,7 @@ class RecommendationService:
         self.answers.clear()
         return 0
 
-    async def _candidates_of(
+    def _candidates_of(
         self,
         model: ALSModel,
         version: str,
@@ -322,7 +321,8 @@ class RecommendationService:
         recent: list[str],
     ) -> CachedCandidates:
         """The user's best `candidates` items (`best_candidates`), cached until the worker
-        folds them in again."""
+        folds them in again. The answer does not wait for the cache's write: a request that
+        comes before it lands computes them again, and writes the same."""
         cached = best_candidates(
             model,
             vec,
@@ -333,8 +333,15 @@ class RecommendationService:
             self._recent_decay,
             self._served.fitted_knows,
         )
-        await self._vectors.write_candidates(version, {pseudonym: cached})
+        write = asyncio.ensure_future(self._vectors.write_candidates(version, {pseudonym: cached}))
+        self._writes.add(write)
+        write.add_done_callback(self._written)
         return cached
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("could not cache a user's candidates: %s", write.exception())
 
     async def _from_candidates(
         self,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import threading
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from kafka import KafkaProducer
 
 from recommender.history import clean_history
 from recommender.settings import Settings
-from streamrec.bench.freshness import _background, probes
+from streamrec.bench.freshness import BackgroundLoad, probes
 from streamrec.bench.ingest import _streamrec_worker
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.content_data import fine_food_reviews
@@ -57,15 +56,8 @@ def _seed(rt: Runtime, held: set[str], timeout_s: float = 900) -> list[str]:
 def _with_load(rt: Runtime, work: Any, held: frozenset[str] = frozenset()) -> Any:
     """``work()`` under the background load; the load never touches the ``held`` items (they
     are brand-new: an interaction would fold them in from their users, not their content)."""
-    stop = threading.Event()
-    load = threading.Thread(target=_background, args=(rt.settings, BACKGROUND_RATE, stop, held))
-    load.start()
-    time.sleep(3)  # the load reaches its rate
-    try:
+    with BackgroundLoad(rt.settings, BACKGROUND_RATE, held):
         return work()
-    finally:
-        stop.set()
-        load.join(30)
 
 
 def _new_items(rt: Runtime, new: list[ContentV1], users: list[str], token: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import random
 import statistics
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from streams.producer import producer_config
 
 
 def _background(
-    settings: Settings, rate: int, stop: threading.Event, skip_items: frozenset[str] = frozenset()
+    settings: Settings, rate: int, stop: Any, skip_items: frozenset[str] = frozenset()
 ) -> int:
     """MovieLens ratings as new users' events at ``rate``/s until ``stop``; returns how many.
     ``skip_items``: movies the load must not touch (brand-new items a benchmark times)."""
@@ -77,6 +76,36 @@ def _background(
     producer.flush()
     producer.close()
     return sent
+
+
+def _load_process(
+    settings: Settings, rate: int, stop: Any, skip_items: frozenset[str], out: Any
+) -> None:
+    out.put(_background(settings, rate, stop, skip_items))
+
+
+class BackgroundLoad:
+    """`_background` in a process of its own while the block runs; `sent` after it. Not a
+    thread of the process that times probes: its sends (kafka-python, Python code) would hold
+    that process's GIL when a probe's poll wakes, and the probe would time the wait."""
+
+    def __init__(self, settings: Settings, rate: int, skip_items: frozenset[str] = frozenset()):
+        spawn = multiprocessing.get_context("spawn")
+        self._stop, self._out = spawn.Event(), spawn.Queue()
+        self._process = spawn.Process(
+            target=_load_process, args=(settings, rate, self._stop, skip_items, self._out)
+        )
+        self.sent = 0
+
+    def __enter__(self) -> BackgroundLoad:
+        self._process.start()
+        time.sleep(3)  # the load reaches its rate
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.sent = int(self._out.get(timeout=60))
+        self._process.join(30)
 
 
 def _bare_consumer(settings: Settings, ready: Any, stop: Any, out: Any) -> None:
@@ -266,12 +295,6 @@ def run_freshness(
         users = sorted(events["user_id"].unique())
         items = sorted(events["item_id"].unique())
         token = rt.create_api_key({"read"}, "bench")
-        stop = threading.Event()
-        sent: list[int] = []
-        load = threading.Thread(
-            target=lambda: sent.append(_background(rt.settings, background_rate, stop)),
-            daemon=True,
-        )
         spawn = multiprocessing.get_context("spawn")
         bare_ready, bare_stop, bare_out = spawn.Event(), spawn.Event(), spawn.Queue()
         bare = spawn.Process(
@@ -280,11 +303,8 @@ def run_freshness(
         bare.start()
         if not bare_ready.wait(60):
             raise StreamrecError("the bare consumer did not join its group within 60 s")
-        load.start()
-        time.sleep(3)  # the load reaches its rate
-        found, calls = probes(rt, users, items, token, seconds)
-        stop.set()
-        load.join(30)
+        with BackgroundLoad(rt.settings, background_rate) as load:
+            found, calls = probes(rt, users, items, token, seconds)
         time.sleep(1)  # the last probe reaches the bare consumer too
         bare_stop.set()
         bare_ms = np.asarray(bare_out.get(timeout=30) or [0.0])
@@ -292,7 +312,7 @@ def run_freshness(
     lat, api = np.asarray([p.answered_ms or 0.0 for p in found]), np.asarray(calls)
     results = {
         "background_events_per_s": background_rate,
-        "background_events_sent": sent[0] if sent else 0,
+        "background_events_sent": load.sent,
         "probes": len(found),
         "event_to_recs_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "event_to_recs_p99_ms": round(float(np.percentile(lat, 99)), 1),
