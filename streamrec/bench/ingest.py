@@ -248,5 +248,6 @@ def run_ingest(
         "redis_bytes_per_item": round(per_item, 1),
         "redis_bytes_per_dedupe_marker": round(per_seen, 1),
         "worker_vs_trivial_faust": round(worker_rate / trivial_rate, 2),
+        "worker_vs_aiokafka_ceiling": round(worker_rate / aiokafka_rate, 3),
     }
     return write(json_path, "ingest", results)
