@@ -42,7 +42,7 @@ GATE_MAX_USERS = 5000
 #: first; serving computes the others' on their first request. Without them, every user's first
 #: request after a promotion scored the whole catalogue at once: in `bench serve`, the seconds
 #: after a refit read a p99 of 18-20 ms against 6-7 before (ad hoc, 671 users).
-PRECOMPUTED_USERS = 20_000
+PRECOMPUTED_USERS = 10_000
 
 
 @dataclass(frozen=True)

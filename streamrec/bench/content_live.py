@@ -113,8 +113,8 @@ def _system(settings: Settings, content: bool, new: list[ContentV1]) -> dict[str
             held = frozenset(it.item_id for it in new)
             out |= _with_load(rt, lambda: _new_items(rt, new, users, token), held)
         items = sorted({m.item_id for m in movies(load_ratings())} - {i.item_id for i in new})
-        latencies, _ = _with_load(rt, lambda: probes(rt, users, items, token, PROBE_SECONDS))
-        p50, p99 = _percentiles(latencies)
+        found, _ = _with_load(rt, lambda: probes(rt, users, items, token, PROBE_SECONDS))
+        p50, p99 = _percentiles([p.answered_ms or 0.0 for p in found])
         tag = "on" if content else "off"
         return out | {
             f"event_to_recs_p50_ms_content_{tag}": p50,
