@@ -97,7 +97,7 @@ PROFILE_PARTS = {
     "Redis round trips (redis-py)": ("redis/asyncio/",),
     "dependencies and validation (FastAPI)": ("fastapi/dependencies/", "fastapi/_compat"),
     "auth and rate limit": ("api/auth.py", "recommender/access.py"),
-    "answered below FastAPI (api/fast_path.py)": ("api/fast_path.py",),
+    "answered in front of FastAPI (api/fast_path.py)": ("api/fast_path.py",),
     # py-spy names a frame `function (path:line)`.
     "response (pydantic, JSON)": ("serialize_response (fastapi/routing.py", "pydantic/main.py"),
     "impressions and metrics": ("recommender/impressions.py", "api/telemetry.py"),
