@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from recommender import keys
 
@@ -103,6 +104,14 @@ class ImpressionStore:
 
     async def forget(self, pseudonym: str) -> int:
         """Every list served to the user, and which were hit; the lists still waiting for a
-        flush too (written after the erasure, they would bring the user back)."""
+        flush too (written after the erasure, they would bring the user back); and what a
+        version before 2026-12-05 kept of them, until that expires."""
         self._pending = [imp for imp in self._pending if imp.pseudonym != pseudonym]
-        return int(await self._redis.delete(keys.user_lists(pseudonym), keys.user_hits(pseudonym)))
+        try:
+            old = await self._redis.zrange(keys.legacy_user_impressions(pseudonym), 0, -1)
+        except ResponseError:  # not a sorted set: not ours to read, but still ours to delete
+            old = []
+        doomed = [keys.user_lists(pseudonym), keys.user_hits(pseudonym)]
+        doomed += [keys.legacy_user_impressions(pseudonym), keys.legacy_user_shown(pseudonym)]
+        doomed += [keys.LEGACY_IMPRESSION_PREFIX + str(rid) for rid in old]
+        return int(await self._redis.delete(*doomed))

@@ -140,6 +140,22 @@ def user_lists(pseudonym: str) -> str:
     return f"{USER_PREFIX}{pseudonym}:lists"
 
 
+#: Impressions as versions before 2026-12-05 kept them (a hash per list, `imp:{id}`, listed in
+#: `legacy_user_impressions`): no longer written or read, only erased, until they expire within
+#: the attribution window after an upgrade.
+LEGACY_IMPRESSION_PREFIX = "imp:"
+
+
+def legacy_user_impressions(pseudonym: str) -> str:
+    """(Before 2026-12-05) the user's served lists: a sorted set of recommendation ids."""
+    return f"{USER_PREFIX}{pseudonym}:imps"
+
+
+def legacy_user_shown(pseudonym: str) -> str:
+    """(Before 2026-12-05) item -> the newest list that showed it to the user."""
+    return f"{USER_PREFIX}{pseudonym}:shown"
+
+
 def user_hits(pseudonym: str) -> str:
     """Recommendation ids of the user's lists that an outcome has hit (a list is a hit once),
     scored by the list's time; those out of the attribution window go. TTL: the window."""

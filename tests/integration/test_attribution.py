@@ -118,6 +118,14 @@ async def test_erasure_takes_every_list_served_to_the_user(parts, redis):
     assert await impressions.flush() == 0  # the list not yet written went too
     assert await redis.llen(keys.user_lists(bob)) == 1
 
+    # What a version before 2026-12-05 kept goes too, until it expires after an upgrade.
+    old = f"{keys.LEGACY_IMPRESSION_PREFIX}r-old"
+    await redis.hset(old, mapping={"u": alice, "items": "a"})
+    await redis.zadd(keys.legacy_user_impressions(alice), {"r-old": 1})
+    await redis.hset(keys.legacy_user_shown(alice), "a", "r-old")
+    assert await impressions.forget(alice) == 3
+    assert not await redis.exists(old, keys.legacy_user_impressions(alice))
+
 
 def test_the_challenger_share_is_stable_and_about_its_size():
     users = [secrets.token_hex(32) for _ in range(4000)]

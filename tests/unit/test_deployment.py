@@ -78,6 +78,8 @@ def test_every_redis_key_family_is_in_the_readme_table():
         keys.TRAIN_LEASE,
         keys.user_lists("{p}"),
         keys.user_hits("{p}"),
+        keys.legacy_user_impressions("{p}"),
+        keys.legacy_user_shown("{p}"),
         *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
     ]
     readme = (ROOT / "README.md").read_text()
