@@ -19,8 +19,8 @@ from recommender.model_state import ModelState, ServedModel
 
 #: A hash field as Redis answers it.
 Raw = str | bytes | None
-#: What `CFVectors.vector_and_candidates` answers for the vector when it still has the `as_of`
-#: the caller named (and None for the candidates): the caller's answer from them still stands.
+#: A `ServingRead`'s vector when it still has the `as_of` the caller named (the candidates are
+#: then None): the caller's answer from them still stands.
 UNCHANGED = "="
 
 #: User vectors encoded and written per round trip (see `CFVectors.write_user_vectors`).

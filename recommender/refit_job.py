@@ -27,7 +27,7 @@ from models.als import ALSModel, FittedALS, fit_als
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.features import item_text
-from recommender.cf_vectors import CFVectors, UserVector
+from recommender.cf_vectors import CachedCandidates, CFVectors, UserVector
 from recommender.connections import redis_async
 from recommender.evaluation import Split, evaluate, forward_split
 from recommender.feature_store import FeatureStore
@@ -127,22 +127,7 @@ async def _refit(job: RefitJob) -> RefitData:
     fit_s = time.perf_counter() - started
     pending = None
     if ahead:
-        rows = {p: i for i, p in enumerate(users)}
-        model = fitted.model(**job.params)
-        s = job.settings
-        found = {
-            p: best_candidates(
-                model,
-                UserVector(fitted.user_vectors[rows[p]], as_of.get(p, 0)),
-                histories[rows[p]].keys(),
-                mine,
-                s.serve_candidates,
-                s.serve_knn_weight,
-                s.serve_recent_decay,
-                model.knows,
-            )
-            for p, mine in zip(ahead, recent, strict=True)
-        }
+        found = _candidates_ahead(job, fitted, users, histories, as_of, ahead, recent)
         redis = redis_async(redis_url)
         try:
             vectors = CFVectors(redis, ModelState(redis))
@@ -152,6 +137,35 @@ async def _refit(job: RefitJob) -> RefitData:
     return RefitData(
         watermark, clock, users, as_of, fitted, len(data.item_ids), data.nnz, gate, fit_s, pending
     )
+
+
+def _candidates_ahead(
+    job: RefitJob,
+    fitted: FittedALS,
+    users: list[str],
+    histories: list[dict[str, float]],
+    as_of: dict[str, int],
+    ahead: list[str],
+    recent: list[list[str]],
+) -> dict[str, CachedCandidates]:
+    """The candidates serving would compute for each of ``ahead`` from the new fit, as of the
+    vectors it will serve them (`PRECOMPUTED_USERS`)."""
+    rows = {p: i for i, p in enumerate(users)}
+    model = fitted.model(**job.params)
+    s = job.settings
+    return {
+        p: best_candidates(
+            model,
+            UserVector(fitted.user_vectors[rows[p]], as_of.get(p, 0)),
+            histories[rows[p]].keys(),
+            mine,
+            s.serve_candidates,
+            s.serve_knn_weight,
+            s.serve_recent_decay,
+            model.knows,
+        )
+        for p, mine in zip(ahead, recent, strict=True)
+    }
 
 
 async def _judge(
