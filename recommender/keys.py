@@ -475,7 +475,7 @@ for i, vector in ipairs(vectors) do
     elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
       local base = '__USER__' .. users[i]
       state = {redis.call('HKEYS', base .. ':items'),
-               redis.call('LRANGE', base .. ':recent', 0, recent - 1)}
+               redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
     end
   end
   states[i] = state
