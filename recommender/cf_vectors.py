@@ -102,7 +102,7 @@ class CFVectors:
     def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
         self._redis = redis
         self._state = state
-        self._script = redis.register_script(keys.VECTORS_AND_CANDIDATES_LUA)
+        self._script = redis.register_script(keys.SERVING_READ_LUA)
         self._reads: ReadCoalescer[tuple[str, str, str, int], ServingRead] = ReadCoalescer(
             self._read
         )

@@ -77,6 +77,12 @@ def _top(scores: Mapping[str, float], k: int, exclude: Iterable[str]) -> list[tu
     return [(item, score) for item, score in ranked if item not in excluded][:k]
 
 
+def _latest_items(recent_rows: Sequence[Any], n: int) -> list[str]:
+    """The ``n`` latest distinct items of a user's `recent` list (`type|item|ts...`, newest
+    first)."""
+    return list(dict.fromkeys(str(r).split("|", 2)[1] for r in recent_rows))[:n]
+
+
 class FeatureStore:
     """Reads and writes every feature streamrec keeps in Redis.
 
@@ -228,8 +234,7 @@ class FeatureStore:
     def parse_serving_state(rows: Sequence[Any], recent: int) -> tuple[set[str], list[str]]:
         """The replies of `queue_serving_state`: (items touched, the ``recent`` latest items,
         newest first)."""
-        latest = list(dict.fromkeys(str(r).split("|", 2)[1] for r in rows[1]))[:recent]
-        return {str(i) for i in rows[0]}, latest
+        return {str(i) for i in rows[0]}, _latest_items(rows[1], recent)
 
     async def serving_state(self, user_id: str, recent: int) -> tuple[set[str], list[str]]:
         """`queue_serving_state` for one user, on its own."""
@@ -268,7 +273,7 @@ class FeatureStore:
             pipe = self._redis.pipeline(transaction=False)
             for p in pseudonyms[start : start + HISTORY_CHUNK]:
                 pipe.lrange(keys.user_recent(p), 0, max(n, 1) - 1)
-            found += [self.parse_serving_state(([], rows), n)[1] for rows in await pipe.execute()]
+            found += [_latest_items(rows, n) for rows in await pipe.execute()]
         return found
 
     async def recent(self, user_id: str, n: int = 10) -> list[RecentInteraction]:

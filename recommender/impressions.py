@@ -55,6 +55,10 @@ class ImpressionStore:
         self._record = redis.register_script(keys.RECORD_IMPRESSIONS_LUA)
         self._find = redis.register_script(keys.FIND_LISTS_LUA)
 
+    def _window_start_ms(self) -> int:
+        """Lists older than this are out of the attribution window."""
+        return int(time.time() * 1000) - self.window_s * 1000
+
     def record(self, impression: Impression) -> None:
         """Queue a served list for the next `flush`."""
         self._pending.append(impression)
@@ -73,7 +77,7 @@ class ImpressionStore:
         return len(pending)
 
     async def served_lists(
-        self, outcomes: Sequence[tuple[str, str | None, str]], now_ms: int | None = None
+        self, outcomes: Sequence[tuple[str, str | None, str]]
     ) -> list[Impression | None]:
         """For each (pseudonym, quoted recommendation id or None, item): the user's list with
         that id, or else the newest that showed the item; None if there is none in the
@@ -82,18 +86,18 @@ class ImpressionStore:
             return []
         args = [x for p, rid, item in outcomes for x in (p, rid or "", item)]
         found = await self._find(args=args)
-        oldest = (int(time.time() * 1000) if now_ms is None else now_ms) - self.window_s * 1000
+        oldest = self._window_start_ms()
         out: list[Impression | None] = []
         for (p, _, _), entry in zip(outcomes, found, strict=True):
             imp = Impression.decode(p, str(entry)) if entry else None
             out.append(imp if imp is not None and imp.ts_ms >= oldest else None)
         return out
 
-    async def mark_hit(self, lists: Sequence[Impression], now_ms: int | None = None) -> list[bool]:
+    async def mark_hit(self, lists: Sequence[Impression]) -> list[bool]:
         """Mark lists as hit; for each, whether this was its first hit."""
         if not lists:
             return []
-        oldest = (int(time.time() * 1000) if now_ms is None else now_ms) - self.window_s * 1000
+        oldest = self._window_start_ms()
         pipe = self._redis.pipeline(transaction=False)
         for imp in lists:
             hits = keys.user_hits(imp.pseudonym)

@@ -81,12 +81,12 @@ class ModelState:
     def __init__(self, redis: aioredis.Redis, family: str = keys.CF) -> None:
         self._redis = redis
         self.family = family
-        self._current = self.pointer = keys.model_current(family)
+        self.pointer = keys.model_current(family)
         self._history = keys.model_history(family)
         self._log = keys.model_log(family)
 
     async def current(self) -> ServedModel | None:
-        return ServedModel.from_hash(await self._redis.hgetall(self._current))
+        return ServedModel.from_hash(await self._redis.hgetall(self.pointer))
 
     def queue_log(self, pipe: Pipeline, decision: Decision) -> None:
         pipe.lpush(self._log, decision.encode())
@@ -109,9 +109,9 @@ class ModelState:
         on it, so rolling back again goes further back."""
         previous = await self.current()
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._current)  # no field of the previous version survives
+        pipe.delete(self.pointer)  # no field of the previous version survives
         pipe.hset(
-            self._current,
+            self.pointer,
             mapping={"version": version, "watermark": watermark, "pinned": int(pinned)},
         )
         if rollback:
@@ -132,7 +132,7 @@ class ModelState:
     async def set_pinned(self, pinned: bool, by: str = "operator") -> None:
         served = await self.current()
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._current, "pinned", int(pinned))
+        pipe.hset(self.pointer, "pinned", int(pinned))
         if served is not None:
             action = "pinned" if pinned else "unpinned"
             self.queue_log(pipe, Decision(_now_ms(), served.version, action, by))
@@ -140,7 +140,7 @@ class ModelState:
 
     def queue_update(self, pipe: Pipeline, version: str, n: int) -> None:
         """Count ``n`` updates folded into ``version`` since its fit (readers reload them)."""
-        pipe.hincrby(self._current, keys.items_written_field(version), n)
+        pipe.hincrby(self.pointer, keys.items_written_field(version), n)
 
     async def history(self) -> list[str]:
         """Served versions, newest first (the served one at the head)."""
