@@ -20,20 +20,21 @@ from api.middleware import HardeningMiddleware
 from api.publisher import Publisher
 from api.routes import dashboard, events, health, items, metrics, users
 from api.telemetry import ApiMetrics
-from recommender.access import ApiKeyStore, RateLimiter
-from recommender.cf_vectors import CFVectors
-from recommender.connections import redis_async
-from recommender.crypto import UserDataCipher, check_master_keys, master_cipher
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.impressions import ImpressionStore
-from recommender.keys import CF
-from recommender.metrics import MetricsWindow
-from recommender.model_state import ModelState
-from recommender.privacy import UserDataService
-from recommender.reviews import ReviewStore
-from recommender.serving import RecommendationService
+from recommender.cf.vectors import CFVectors
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.monitoring.impressions import ImpressionStore
+from recommender.monitoring.metrics import MetricsWindow
+from recommender.privacy.access import ApiKeyStore, RateLimiter
+from recommender.privacy.crypto import UserDataCipher, check_master_keys, master_cipher
+from recommender.privacy.profiles import UserDataService
+from recommender.privacy.reviews import ReviewStore
+from recommender.serving.config import ServingConfig
+from recommender.serving.service import RecommendationService
 from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.keys import CF
 from streams.metrics import MetricsPublisher, now_ms
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                 store,
                 cf_state,
                 cf_registry(settings.models_dir),
-                pointer_check_s=settings.api_model_check_s,
-                title_ttl_s=settings.api_title_cache_s,
-                knn_weight=settings.serve_knn_weight,
-                recent_items=settings.serve_recent_items,
-                recent_decay=settings.serve_recent_decay,
-                new_item_slots=settings.serve_new_item_slots,
-                new_item_within=settings.serve_new_item_within,
-                challenger_share=settings.ab_challenger_share,
-                candidates=settings.serve_candidates,
+                ServingConfig.of(settings),
             )
             metrics_out = _metrics_publisher(publisher)
             background_task = asyncio.create_task(

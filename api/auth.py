@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from recommender.access import ApiKey, ApiKeyStore, RateLimiter
+from recommender.privacy.access import ApiKey, ApiKeyStore, RateLimiter
 
 API_KEY_HEADER = "X-API-Key"
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="streamrec API key")

@@ -18,11 +18,11 @@ from api.metrics_feed import MetricsFeed
 from api.publisher import Publisher
 from api.schemas import RecommendedItem
 from api.telemetry import ApiMetrics
-from recommender.feature_store import FeatureStore
-from recommender.impressions import Impression, ImpressionStore
-from recommender.privacy import UserDataService
-from recommender.serving import Recommendations, RecommendationService
+from recommender.monitoring.impressions import Impression, ImpressionStore
+from recommender.privacy.profiles import UserDataService
+from recommender.serving.service import Recommendations, RecommendationService
 from recommender.settings import Settings
+from recommender.store.features import FeatureStore
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 T = TypeVar("T")

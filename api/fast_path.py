@@ -34,7 +34,7 @@ from api.auth import API_KEY_HEADER
 from api.deps import Recommending, document
 from api.middleware import SECURITY_HEADERS
 from api.telemetry import ApiMetrics
-from recommender.serving import ANSWERS_KEPT, Recommendations, RecommendationService
+from recommender.serving.service import ANSWERS_KEPT, Recommendations, RecommendationService
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 #: The declared route this path stands in for (`api/routes/users.py`).

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from recommender.metrics import MetricsWindow
+from recommender.monitoring.metrics import MetricsWindow
 from streams.metrics import WindowCollector
 
 

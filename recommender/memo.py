@@ -1,6 +1,6 @@
 """A process's short memory of answers it computed: forgotten wholesale, never entry by entry.
 
-Serving keeps each user's last answer while it stands (`recommender.serving`); the API keeps
+Serving keeps each user's last answer while it stands (`recommender.serving.service`); the API keeps
 that answer's JSON beside it (`api.fast_path`). An entry may hold what a user was recommended,
 so nothing in it outlives `lifetime_s`: the whole memo is dropped when its lifetime is up (an
 erasure on another replica reaches this one's memory within it), when it is full, and on

@@ -11,14 +11,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from recommender.access import ApiKeyStore
-from recommender.connections import check_redis, redis_async
-from recommender.crypto import UserDataCipher, master_cipher
+from recommender.cf.lifecycle import lifecycle_for
 from recommender.errors import ConfigurationError
-from recommender.families import MODEL_FAMILIES, lifecycle_for
-from recommender.feature_store import FeatureStore
-from recommender.lifecycle import ModelLifecycle
+from recommender.lifecycle.families import MODEL_FAMILIES
+from recommender.lifecycle.publishing import ModelLifecycle
+from recommender.privacy.access import ApiKeyStore
+from recommender.privacy.crypto import UserDataCipher, master_cipher
 from recommender.settings import Settings
+from recommender.store.connections import check_redis, redis_async
+from recommender.store.features import FeatureStore
 
 
 def _redis(settings: Settings) -> aioredis.Redis:

@@ -20,9 +20,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from pydantic import ValidationError
 
-from recommender.connections import redacted
 from recommender.errors import StreamrecError
 from recommender.settings import Settings
+from recommender.store.connections import redacted
 
 EPILOG_ENV = (
     "Connection: STREAMREC_KAFKA_URL and STREAMREC_REDIS_URL (both unset: `up` and `demo` start "

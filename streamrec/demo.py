@@ -7,14 +7,14 @@ import time
 
 import httpx
 
-from recommender.connections import redis_async
-from recommender.feature_store import FeatureStore
-from recommender.history import clean_history
 from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
 from streamrec.banner import print_banner
 from streamrec.movielens import load_ratings, movies
 from streamrec.progress import WorkerTimeoutError, wait_until_served
 from streamrec.publish import publish_events, publish_items
+from streamrec.ratings_csv import clean_history
 from streamrec.runtime import Runtime
 from streams.producer import EventProducer
 

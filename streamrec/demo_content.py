@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from recommender import keys
-from recommender.connections import redis_sync
-from recommender.families import SENTIMENT, TEXT
+from recommender.lifecycle.families import SENTIMENT, TEXT
+from recommender.store import keys
+from recommender.store.connections import redis_sync
 from streamrec.content_data import fine_food_reviews
 from streamrec.placement import matching_users, wait_cold_start
 from streamrec.runtime import Runtime

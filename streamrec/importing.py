@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from recommender.errors import ConfigurationError, InvalidRecordError, StreamrecError
-from recommender.history import ImportReport, Reject, clean_history
 from recommender.settings import Settings
 from streamrec.progress import Progress
+from streamrec.ratings_csv import ImportReport, Reject, clean_history
 from streams.records import ContentV1, validate
 
 #: The largest cell we read; longer text is then refused by the row checks, not by `csv`.
@@ -132,7 +132,7 @@ def _undecodable(cell: str) -> bool:
 def read_history(
     path: Path, rating_scale: float, delimiter: str = ","
 ) -> tuple[pd.DataFrame, ImportReport]:
-    """A history file validated row by row (see `recommender.history.clean_history`)."""
+    """A history file validated row by row (see `streamrec.ratings_csv.clean_history`)."""
     table = read_table(path, delimiter)
     try:
         events, report = clean_history(table.frame(), rating_scale, table.lines)
@@ -268,7 +268,7 @@ def _describe(source: Source) -> None:
 def run_import(settings: Settings, args: argparse.Namespace) -> int:
     """`streamrec import`: read and check everything, then publish; 0, or 1 if rows were left
     out (the rest published)."""
-    from recommender.connections import check_redis, redis_sync
+    from recommender.store.connections import check_redis, redis_sync
     from streamrec.progress import read_progress, wait_until_served
     from streamrec.publish import publish_events, publish_items
     from streams.kafka import check_kafka

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from recommender.errors import InvalidRecordError
-from recommender.metrics import quantile
+from recommender.monitoring.metrics import quantile
 from recommender.settings import Settings
 from streams.records import DecisionV1, MetricV1, decode_metrics_record
 

@@ -11,11 +11,11 @@ import numpy as np
 
 from models.features import item_text
 from models.text import TextClassifier
-from recommender import keys
-from recommender.cf_vectors import decode_vector
-from recommender.connections import redis_sync
-from recommender.families import TEXT, cf_registry, model_registry
+from recommender.cf.vectors import decode_vector
+from recommender.lifecycle.families import TEXT, cf_registry, model_registry
 from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.connections import redis_sync
 from streams.records import ContentV1
 
 

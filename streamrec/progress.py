@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import redis
 from tqdm import tqdm
 
-from recommender import keys
 from recommender.errors import StreamrecError
-from recommender.feature_store import parse_stats
-from recommender.model_state import ServedModel
+from recommender.lifecycle.state import ServedModel
+from recommender.store import keys
+from recommender.store.features import parse_stats
 
 
 class WorkerTimeoutError(StreamrecError):

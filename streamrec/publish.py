@@ -13,7 +13,7 @@ from streams.records import ContentV1, EventV1, encode
 
 
 def publish_events(producer: EventProducer, events: pd.DataFrame, progress: bool = True) -> int:
-    """Send cleaned history rows (see `recommender.history.clean_history`) in their order."""
+    """Send cleaned history rows (see `streamrec.ratings_csv.clean_history`) in their order."""
     if "text" not in events:
         events = events.assign(text=None)
     rows: Iterable[tuple[str, str, str, str, float, int, str | None]] = events[

@@ -21,10 +21,10 @@ import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from recommender.access import ApiKeyStore
-from recommender.connections import redis_async, redis_sync
 from recommender.errors import ConfigurationError, StreamrecError
+from recommender.privacy.access import ApiKeyStore
 from recommender.settings import Settings
+from recommender.store.connections import redis_async, redis_sync
 from streamrec.embedded import EmbeddedInfrastructure, free_port
 from streamrec.progress import Progress, applied_at_least, read_progress
 from streamrec.progress import wait_for as poll_until

@@ -12,27 +12,27 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from recommender.attribution import Attributor
-from recommender.cold_start import ColdStartPlacer
-from recommender.connections import redis_async
-from recommender.content_features import (
+from recommender.cf.refits import Trainer
+from recommender.content.cold_start import ColdStartPlacer
+from recommender.content.features import (
     CategoryPredictor,
     ContentExamples,
     SentimentScorer,
     ServedContentModels,
     repredict,
 )
-from recommender.crypto import UserDataCipher, master_cipher
-from recommender.families import IMAGE, TEXT, cf_registry, model_registry
-from recommender.feature_store import FeatureStore
-from recommender.impressions import ImpressionStore
-from recommender.keys import CF
+from recommender.lifecycle.families import IMAGE, TEXT, cf_registry, model_registry
+from recommender.lifecycle.state import ModelState
 from recommender.listeners import ContentListener
-from recommender.metrics import MetricsWindow
-from recommender.model_state import ModelState
-from recommender.reviews import ReviewStore
+from recommender.monitoring.attribution import Attributor
+from recommender.monitoring.impressions import ImpressionStore
+from recommender.monitoring.metrics import MetricsWindow
+from recommender.privacy.crypto import UserDataCipher, master_cipher
+from recommender.privacy.reviews import ReviewStore
 from recommender.settings import Settings
-from recommender.training import Trainer
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.keys import CF
 from streams import content_process
 from streams.handlers import DeadLetterSink, RecordHandler
 from streams.processes import background_child

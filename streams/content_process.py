@@ -9,12 +9,12 @@ import logging
 import os
 import signal
 
-from recommender.connections import redis_async
-from recommender.content_trainer import ContentTrainer
-from recommender.crypto import UserDataCipher, master_cipher
-from recommender.feature_store import FeatureStore
-from recommender.reviews import ReviewStore
+from recommender.content.trainer import ContentTrainer
+from recommender.privacy.crypto import UserDataCipher, master_cipher
+from recommender.privacy.reviews import ReviewStore
 from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
 from streams.processes import background_child
 
 

@@ -20,7 +20,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recommender.errors import InvalidRecordError
-from recommender.feature_store import FeatureStore
 from recommender.listeners import (
     ContentEnricher,
     ContentListener,
@@ -28,7 +27,8 @@ from recommender.listeners import (
     EventListener,
     EventRecorder,
 )
-from recommender.metrics import MetricsWindow
+from recommender.monitoring.metrics import MetricsWindow
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
 from streams.records import dead_letter, decode_content, decode_event
 

@@ -10,8 +10,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from recommender.connections import UnreachableError, redacted
 from recommender.settings import Settings
+from recommender.store.connections import UnreachableError, redacted
 from streams.records import topic_names
 
 #: How long a bootstrap broker may take to accept a connection before it counts as unreachable.

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from recommender.metrics import CATALOGUE, MetricPoint, MetricsWindow
+from recommender.monitoring.metrics import CATALOGUE, MetricPoint, MetricsWindow
 from streams.records import encode, metric_record
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The worker's side of the monitor: it reads the metrics topic like any consumer, feeds
-`recommender.monitor.Monitor`, and on the leader carries out what it decides.
+`recommender.monitoring.monitor.Monitor`, and on the leader carries out what it decides.
 
 Every worker reads (aiokafka, no consumer group, from the newest records), so a worker that
 becomes the leader already knows the recent windows; only the leader acts. A decision is applied
@@ -17,14 +17,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from recommender.cf.refits import Trainer
 from recommender.errors import InvalidRecordError
-from recommender.keys import CF
-from recommender.lifecycle import ModelLifecycle
-from recommender.metrics import MetricsWindow
-from recommender.model_state import Decision, ModelState
-from recommender.monitor import FED_BY, Action, Monitor, MonitorConfig, preload_detector
+from recommender.lifecycle.publishing import ModelLifecycle
+from recommender.lifecycle.state import Decision, ModelState
+from recommender.monitoring.metrics import MetricsWindow
+from recommender.monitoring.monitor import FED_BY, Action, Monitor, MonitorConfig, preload_detector
 from recommender.settings import Settings
-from recommender.training import Trainer
+from recommender.store.keys import CF
 from streams.kafka import bootstrap_servers
 from streams.records import DecisionDataV1, DecisionV1, MetricV1, decode_metrics_record, encode
 

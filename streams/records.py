@@ -26,7 +26,7 @@ from pydantic import (
 
 from models.pixels import ImageDecodeError, decode_image
 from recommender.errors import InvalidRecordError
-from recommender.metrics import MetricPoint
+from recommender.monitoring.metrics import MetricPoint
 from recommender.settings import Settings
 from recommender.types import ID_PATTERN, MAX_ID_CHARS, EventType, Interaction, ItemMeta
 

@@ -20,11 +20,11 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from recommender.families import lifecycle_for
-from recommender.keys import CF
-from recommender.model_state import ModelState
-from recommender.monitor import preload_detector
+from recommender.cf.lifecycle import lifecycle_for
+from recommender.lifecycle.state import ModelState
+from recommender.monitoring.monitor import preload_detector
 from recommender.settings import Settings
+from recommender.store.keys import CF
 from streams.batch_intake import INBOX_ATTR, BatchInbox, run_batches
 from streams.composition import WorkerParts
 from streams.faust_transport import NoTablesManager, set_fetch_max_wait

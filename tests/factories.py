@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from models.data import InteractionMatrix
+from recommender.serving.config import ServingConfig
 from recommender.types import Interaction
 
 SCI_FI = [f"scifi-{i}" for i in range(20)]
@@ -42,3 +43,14 @@ def clustered_matrix() -> InteractionMatrix:
         histories.setdefault(e.user_id, {})[e.item_id] = 1.0
     users = sorted(histories)
     return InteractionMatrix.from_histories(users, [histories[u] for u in users])
+
+
+#: Serving as the plain chain: no caches, no neighbours of recent items, no new-item places.
+PLAIN_SERVING = ServingConfig(
+    pointer_check_s=0,
+    title_ttl_s=0,
+    knn_weight=0,
+    recent_items=0,
+    new_item_slots=0,
+    candidates=0,
+)

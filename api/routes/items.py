@@ -35,14 +35,14 @@ async def popular(
     k: K = 10,
 ) -> ItemsOut:
     """The most interacted-with items in the window ending at the stream's clock."""
-    rows = await service.popular(None if window == "all" else window, capped_k(k, settings))
+    rows = await service.lists.popular(None if window == "all" else window, capped_k(k, settings))
     return ItemsOut(items=[RecommendedItem.of(i) for i in rows])
 
 
 @router.get("/trending", response_model=ItemsOut)
 async def trending(service: ServiceDep, settings: SettingsDep, _: ReadKey, k: K = 10) -> ItemsOut:
     """Items whose last hour most exceeds their average hour of the last 24 h."""
-    rows = await service.trending(capped_k(k, settings))
+    rows = await service.lists.trending(capped_k(k, settings))
     return ItemsOut(items=[RecommendedItem.of(i) for i in rows])
 
 
@@ -52,7 +52,7 @@ async def similar(
 ) -> ItemsOut:
     """Items liked by the same people (the served model's item space); for an item too new for
     the model, the popular items of its categories. 404 for an item streamrec never saw."""
-    found = await service.similar(item_id, capped_k(k, settings))
+    found = await service.lists.similar(item_id, capped_k(k, settings))
     if found is None:
         raise HTTPException(404, "unknown item")
     rows, version = found

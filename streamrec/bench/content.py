@@ -26,12 +26,12 @@ from models.data import InteractionMatrix
 from models.image import ImageClassifier
 from models.sentiment import SentimentClassifier
 from models.text import TextClassifier
-from recommender.content_learning import Example, Learner, LearnerConfig, score
-from recommender.history import clean_history, with_weights
+from recommender.content.learning import Example, Learner, LearnerConfig, score
 from recommender.settings import Settings
 from streamrec.bench.report import write
 from streamrec.content_data import fashion_mnist, fine_food_reviews, movielens_movies
 from streamrec.movielens import load_ratings
+from streamrec.ratings_csv import clean_history, with_weights
 
 #: Offline epochs per model (the validation-free settings found while building them).
 EPOCHS = {"text": 6, "sentiment": 4, "image": 5}

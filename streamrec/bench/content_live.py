@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 from kafka import KafkaProducer
 
-from recommender.history import clean_history
 from recommender.settings import Settings
 from streamrec.bench.freshness import BackgroundLoad, probes
 from streamrec.bench.ingest import _streamrec_worker
@@ -23,6 +22,7 @@ from streamrec.content_data import fine_food_reviews
 from streamrec.movielens import load_ratings, movies
 from streamrec.placement import matching_users, wait_cold_start
 from streamrec.publish import publish_events, publish_items
+from streamrec.ratings_csv import clean_history
 from streamrec.runtime import Runtime
 from streams.producer import EventProducer, producer_config
 from streams.records import ContentV1

@@ -18,11 +18,11 @@ import pandas as pd
 import redis
 from kafka import KafkaProducer
 
-from recommender import keys
-from recommender.connections import redis_async
-from recommender.feature_store import FeatureStore
 from recommender.settings import Settings
-from recommender.verification import FeatureSnapshot, compare, expected_features
+from recommender.store import keys
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.verification import FeatureSnapshot, compare, expected_features
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Runtime, applied_at_least

@@ -30,16 +30,16 @@ from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
 from models.als import fit_als
-from recommender import keys
-from recommender.cf_vectors import decode_vector
+from recommender.cf.vectors import decode_vector
 from recommender.errors import StreamrecError
-from recommender.evaluation import temporal_split
-from recommender.history import clean_history, with_weights
-from recommender.keys import CF
+from recommender.evaluation.ranking import temporal_split
 from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.keys import CF
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.movielens import load_ratings
+from streamrec.ratings_csv import clean_history, with_weights
 from streamrec.runtime import Runtime
 from streams.kafka import bootstrap_servers
 from streams.producer import producer_config

@@ -26,9 +26,9 @@ import redis
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
-from recommender import keys
-from recommender.connections import redis_sync
 from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.connections import redis_sync
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Progress, Runtime

@@ -41,13 +41,14 @@ from river.drift import ADWIN
 
 from models.als import fit_als
 from models.data import InteractionMatrix
-from recommender.connections import redis_async
-from recommender.families import cf_registry, lifecycle_for
-from recommender.feature_store import FeatureStore
-from recommender.keys import CF
-from recommender.model_state import ModelState
-from recommender.monitor import MonitorConfig
+from recommender.cf.lifecycle import lifecycle_for
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.monitoring.monitor import MonitorConfig
 from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.keys import CF
 from streamrec.bench.metrics import run_metrics_costs
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated

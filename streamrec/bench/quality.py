@@ -14,12 +14,12 @@ from typing import Any
 from models.als import ALSModel
 from models.base import RecommenderModel
 from models.baselines import EASEModel, ItemKNNModel, PopularityModel
-from recommender.evaluation import Split, evaluate, temporal_split, training_events
-from recommender.history import clean_history, with_weights
-from recommender.prequential import prequential
+from recommender.evaluation.prequential import prequential
+from recommender.evaluation.ranking import Split, evaluate, temporal_split, training_events
 from recommender.settings import Settings
 from streamrec.bench.report import write
 from streamrec.movielens import load_ratings
+from streamrec.ratings_csv import clean_history, with_weights
 
 #: Searched on the validation split. Ranges from a first, wider exploration (README).
 ALS_GRID = {"factors": (32, 64), "regularization": (1.0, 10.0), "alpha": (0.25, 1.0)}

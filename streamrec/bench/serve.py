@@ -93,14 +93,14 @@ def _profiled(rt: Runtime, out: Path | None, seconds: float) -> Iterator[None]:
 #: of these counts in both; the rest is the framework, the server and the event loop).
 PROFILE_PARTS = {
     "scoring (numpy, the model)": ("models/als.py", "models/base.py", "models/neighbours.py"),
-    "serving chain (recommender/serving.py)": ("recommender/serving.py",),
+    "serving chain (recommender/serving/service.py)": ("recommender/serving/service.py",),
     "Redis round trips (redis-py)": ("redis/asyncio/",),
     "dependencies and validation (FastAPI)": ("fastapi/dependencies/", "fastapi/_compat"),
-    "auth and rate limit": ("api/auth.py", "recommender/access.py"),
+    "auth and rate limit": ("api/auth.py", "recommender/privacy/access.py"),
     "answered in front of FastAPI (api/fast_path.py)": ("api/fast_path.py",),
     # py-spy names a frame `function (path:line)`.
     "response (pydantic, JSON)": ("serialize_response (fastapi/routing.py", "pydantic/main.py"),
-    "impressions and metrics": ("recommender/impressions.py", "api/telemetry.py"),
+    "impressions and metrics": ("recommender/monitoring/impressions.py", "api/telemetry.py"),
 }
 
 

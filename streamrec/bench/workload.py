@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from recommender.history import clean_history
 from recommender.settings import Settings
 from streamrec.movielens import load_ratings, movies
 from streamrec.publish import publish_events, publish_items
+from streamrec.ratings_csv import clean_history
 from streamrec.runtime import Runtime
 from streams.producer import EventProducer
 

@@ -14,15 +14,15 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from api.app import create_app
-from recommender import keys
-from recommender.access import SCOPES, ApiKeyStore, RateLimiter
-from recommender.crypto import UserDataCipher, master_cipher
+from recommender.cf.refits import Trainer
 from recommender.errors import ConfigurationError
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
-from recommender.serving import REASON_CF
-from recommender.training import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.privacy.access import SCOPES, ApiKeyStore, RateLimiter
+from recommender.privacy.crypto import UserDataCipher, master_cipher
+from recommender.serving import reasons
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import ItemMeta
 from tests.conftest import read_topics, serve_api
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions, fan_of_scifi
@@ -237,7 +237,7 @@ async def test_recommendations_filter_exclude_explain(settings, redis, tokens):
         assert len(plain["recommendation_id"]) == 32 and plain["model_version"]
         assert plain["user_event_ms"] == 1_800_000_000_005  # her newest event, folded in
         ids = [i["item_id"] for i in plain["items"]]
-        assert set(ids) <= set(SCI_FI[6:]) and {i["reason"] for i in plain["items"]} == {REASON_CF}
+        assert set(ids) <= set(SCI_FI[6:]) and {i["reason"] for i in plain["items"]} == {reasons.CF}
 
         excluded = (await get(k=5, exclude=ids[:2])).json()
         assert not {i["item_id"] for i in excluded["items"]} & set(ids[:2])

@@ -17,7 +17,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from api.app import create_app
-from recommender.access import SCOPES, ApiKeyStore
+from recommender.privacy.access import SCOPES, ApiKeyStore
 from tests.conftest import Infra, make_settings
 
 pytestmark = pytest.mark.integration

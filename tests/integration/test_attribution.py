@@ -2,21 +2,22 @@
 
 import secrets
 import time
+from dataclasses import replace
 
 import pytest
 
-from recommender import keys
-from recommender.ab_split import CHALLENGER, CONTROL, in_challenger_share
-from recommender.attribution import GRACE_S, Attributor
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.impressions import MAX_IMPRESSIONS_PER_USER, Impression, ImpressionStore
-from recommender.metrics import MetricsWindow
-from recommender.model_state import ModelState
-from recommender.serving import RecommendationService
-from recommender.training import Trainer
+from recommender.cf.refits import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.monitoring.attribution import GRACE_S, Attributor
+from recommender.monitoring.impressions import MAX_IMPRESSIONS_PER_USER, Impression, ImpressionStore
+from recommender.monitoring.metrics import MetricsWindow
+from recommender.serving.ab_split import CHALLENGER, CONTROL, in_challenger_share
+from recommender.serving.service import RecommendationService
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction
-from tests.factories import clustered_interactions
+from tests.factories import PLAIN_SERVING, clustered_interactions
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +146,9 @@ async def test_users_in_the_share_are_served_the_challenger_and_told_so(redis, s
     await state.promote(served, 600, by="test")
     await state.record_challenger(challenger, {"reason": "test"})
 
-    service = RecommendationService(store, state, registry, challenger_share=0.5)
+    service = RecommendationService(
+        store, state, registry, replace(PLAIN_SERVING, challenger_share=0.5)
+    )
     seen: dict[str, int] = {}
     for n in range(40):
         user = f"a{n % 20}" if n < 20 else f"b{n % 20}"
@@ -158,7 +161,9 @@ async def test_users_in_the_share_are_served_the_challenger_and_told_so(redis, s
 
     # Once it is served, nobody is in a challenger bucket.
     await state.promote(challenger, 600, by="test")
-    service = RecommendationService(store, state, registry, challenger_share=0.5)
+    service = RecommendationService(
+        store, state, registry, replace(PLAIN_SERVING, challenger_share=0.5)
+    )
     assert {(await service.recommend(f"a{n}", 5)).bucket for n in range(20)} == {CONTROL}
 
 

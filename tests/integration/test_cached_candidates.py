@@ -1,15 +1,18 @@
 """Serving from cached candidates against a real Valkey: the same answers as scoring the
 catalogue, and never staler than the user's vector."""
 
+from dataclasses import replace
+
 import pytest
 
-from recommender import keys
-from recommender.cf_vectors import CachedCandidates, decode_candidates, encode_candidates
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
-from recommender.serving import Recommendations, RecommendationService
-from recommender.training import Trainer
+from recommender.cf.refits import Trainer
+from recommender.cf.vectors import CachedCandidates, decode_candidates, encode_candidates
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.serving.config import ServingConfig
+from recommender.serving.service import Recommendations, RecommendationService
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions
 
@@ -32,14 +35,14 @@ async def system(redis, settings):
             store,
             state,
             registry,
-            # Longer than any test: a promotion is seen with the read of the user's vector.
-            pointer_check_s=3600,
-            title_ttl_s=keep_s,
-            knn_weight=settings.serve_knn_weight,
-            recent_items=settings.serve_recent_items,
-            recent_decay=settings.serve_recent_decay,
-            new_item_slots=1,
-            candidates=candidates,
+            replace(
+                ServingConfig.of(settings),
+                # Longer than any test: a promotion is seen with the read of the user's vector.
+                pointer_check_s=3600,
+                title_ttl_s=keep_s,
+                new_item_slots=1,
+                candidates=candidates,
+            ),
         )
 
     return store, trainer, version, service(CANDIDATES), service(0), service(CANDIDATES, 60)

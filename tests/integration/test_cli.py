@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from recommender.crypto import UserDataCipher, master_cipher
+from recommender.privacy.crypto import UserDataCipher, master_cipher
 from streamrec.embedded import free_port
 from streams.kafka import create_topics
 from streams.records import EventV1
@@ -198,7 +198,7 @@ def test_demo_serve_prints_the_export_line_and_leaves_nothing_behind(tmp_path):
 
 async def test_below_the_minimum_every_door_says_why_there_is_no_model(settings, redis):
     """Below STREAMREC_ALS_MIN_EVENTS there was silently no model."""
-    from recommender.feature_store import FeatureStore
+    from recommender.store.features import FeatureStore
     from tests.conftest import serve_api
     from tests.factories import clustered_interactions
 

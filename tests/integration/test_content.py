@@ -9,18 +9,19 @@ import json
 import numpy as np
 import pytest
 
-from recommender import keys
-from recommender.content_features import (
+from recommender.cf.lifecycle import lifecycle_for
+from recommender.content.features import (
     CategoryPredictor,
     ContentExamples,
     SentimentScorer,
     ServedContentModels,
 )
-from recommender.content_trainer import ContentTrainer
-from recommender.crypto import UserDataCipher, master_cipher
-from recommender.families import SENTIMENT, TEXT, lifecycle_for, model_registry
-from recommender.feature_store import FeatureStore
-from recommender.reviews import ReviewStore
+from recommender.content.trainer import ContentTrainer
+from recommender.lifecycle.families import SENTIMENT, TEXT, model_registry
+from recommender.privacy.crypto import UserDataCipher, master_cipher
+from recommender.privacy.reviews import ReviewStore
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
 from streamrec.content_data import fine_food_reviews, movielens_movies
 from streams.handlers import RawRecord, RecordHandler
@@ -159,9 +160,9 @@ async def test_reviews_teach_sentiment_which_then_weighs_reviews_and_forgets_the
     assert weights[sad.item_id] == 0.0  # seen, but no preference
 
     # Erasure reaches the trainer's buffers: user3's reviews leave every later training set.
-    from recommender.cf_vectors import CFVectors
-    from recommender.model_state import ModelState
-    from recommender.privacy import UserDataService
+    from recommender.cf.vectors import CFVectors
+    from recommender.lifecycle.state import ModelState
+    from recommender.privacy.profiles import UserDataService
 
     cipher = UserDataCipher(redis, master_cipher(s.require_master_keys()))
     privacy = UserDataService(redis, store, cipher, reviews, CFVectors(redis, ModelState(redis)))

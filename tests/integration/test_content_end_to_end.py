@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from recommender import keys
-from recommender.connections import redis_sync
+from recommender.store import keys
+from recommender.store.connections import redis_sync
 from streamrec.content_data import fine_food_reviews, movielens_movies
 from streamrec.movielens import load_ratings
 from streamrec.runtime import Runtime
@@ -169,7 +169,7 @@ def test_content_models_through_the_real_system(infra, tmp_path, redis):
                         ts=1_700_000_000_000,
                     )
                 )
-        from recommender.keys import pseudonymize
+        from recommender.store.keys import pseudonymize
 
         p = pseudonymize((s.pseudonym_key.get_secret_value()).encode(), "zoe")  # type: ignore[union-attr]
         weights = _wait(
@@ -188,7 +188,7 @@ def test_content_models_through_the_real_system(infra, tmp_path, redis):
 
 
 def _has_map(models_dir, version: str, text_version: str | None) -> bool:
-    from recommender.families import cf_registry
+    from recommender.lifecycle.families import cf_registry
 
     try:
         model = cf_registry(models_dir).load(version)

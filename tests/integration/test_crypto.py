@@ -3,8 +3,8 @@
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from recommender.crypto import DataKeyMissingError, UserDataCipher, master_cipher
 from recommender.errors import ConfigurationError
+from recommender.privacy.crypto import DataKeyMissingError, UserDataCipher, master_cipher
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from recommender.attribution import GRACE_S
+from recommender.monitoring.attribution import GRACE_S
 from recommender.settings import Settings
 from recommender.types import Interaction
 from streamrec.embedded import free_port

@@ -5,9 +5,9 @@ import math
 import pytest
 import redis.asyncio as aioredis
 
-from recommender import keys
-from recommender.feature_store import FeatureStore
 from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,7 @@ async def test_category_affinity_follows_taste_and_decays(redis, settings):
 async def test_a_batch_over_one_script_call_keeps_each_event_s_outcome(redis, tmp_path, infra):
     """A batch longer than APPLY_CHUNK runs as several script calls in one round trip; every
     event's outcome (applied, duplicate, refused) comes back for that event."""
-    from recommender.feature_store import APPLY_CHUNK
+    from recommender.store.features import APPLY_CHUNK
     from tests.conftest import make_settings
 
     # A rating this large makes Valkey refuse the increment (inf): a refused event.

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from recommender import keys
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
-from recommender.training import Trainer
+from recommender.cf.refits import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from streams.handlers import RawRecord, RecordHandler
 from streams.records import DeadLetterV1
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from recommender.access import ApiKeyStore
-from recommender.crypto import UserDataCipher, master_cipher
+from recommender.privacy.access import ApiKeyStore
+from recommender.privacy.crypto import UserDataCipher, master_cipher
 from tests.conftest import run_cli as asyncio_main
 
 pytestmark = pytest.mark.integration

@@ -10,18 +10,19 @@ from typing import Any
 import pytest
 
 from models.als import ALSModel
-from recommender import keys
-from recommender.connections import redis_async
-from recommender.families import cf_registry, lifecycle_for
-from recommender.feature_store import FeatureStore
-from recommender.lifecycle import NoSuchVersionError
-from recommender.model_state import ModelState
-from recommender.serving import RecommendationService
+from recommender.cf.lifecycle import lifecycle_for
+from recommender.cf.refits import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.publishing import NoSuchVersionError
+from recommender.lifecycle.state import ModelState
+from recommender.serving.service import RecommendationService
 from recommender.settings import Settings
-from recommender.training import Trainer
+from recommender.store import keys
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction
 from tests.conftest import run_cli
-from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+from tests.factories import PLAIN_SERVING, ROMANCE, SCI_FI, clustered_interactions
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ async def test_pin_promote_rollback_unpin(parts, redis, settings):
     served = await state.current()
     assert served.version == v1 and served.pinned
     assert await redis.hlen(keys.user_vectors(v1)) == 60  # every user folded in again
-    recs = await RecommendationService(store, state, registry).recommend("a0", 5)
+    recs = await RecommendationService(store, state, registry, PLAIN_SERVING).recommend("a0", 5)
     assert recs.model_version == v1 and recs.items[0].reason != "popular right now"
 
     v3 = await trainer.refit()  # pinned: kept, not served
@@ -223,7 +224,7 @@ async def test_unpin_serves_the_best_version_the_pin_held_back_at_once(parts, re
 async def test_promoting_one_family_leaves_the_other_serving(parts, redis, settings):
     from models.baselines import PopularityModel
     from models.registry import ModelRegistry as Registry
-    from recommender.served import ServedModelCache
+    from recommender.lifecycle.served import ServedModelCache
     from tests.factories import clustered_matrix
 
     store, state, registry, _ = parts

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from recommender.connections import redis_async
-from recommender.keys import CF
-from recommender.model_state import ModelState
+from recommender.lifecycle.state import ModelState
 from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.keys import CF
 from streamrec.bench.monitor import (
     promote_shuffled,
     served_version,

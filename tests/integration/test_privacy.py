@@ -13,14 +13,14 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet, InvalidToken
 
-from recommender import keys
-from recommender.access import ApiKeyStore
-from recommender.crypto import master_cipher
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
-from recommender.serving import REASON_CF, REASON_POPULAR
-from recommender.training import Trainer
+from recommender.cf.refits import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.privacy.access import ApiKeyStore
+from recommender.privacy.crypto import master_cipher
+from recommender.serving import reasons
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
 from tests.conftest import TEST_SECRET, serve_api
 from tests.factories import SCI_FI, clustered_interactions
@@ -101,7 +101,7 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         assert export["profile"] == PROFILE and set(export["interactions"]) == set(SCI_FI[:6])
         assert len(export["recent"]) == 6 and export["has_data_key"]
         before = (await api.get(f"/v1/users/{USER}/recommendations", headers=admin)).json()
-        assert {i["reason"] for i in before["items"]} == {REASON_CF}
+        assert {i["reason"] for i in before["items"]} == {reasons.CF}
 
         # What an attacker with a backup would hold: the wrapped data key and the ciphertext.
         master = master_cipher(settings.require_master_keys())
@@ -137,12 +137,12 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         # Served again afterwards, the user is a stranger.
         after = (await api.get(f"/v1/users/{USER}/recommendations", headers=admin)).json()
         cold = (await api.get("/v1/users/never-seen/recommendations", headers=admin)).json()
-        assert {i["reason"] for i in after["items"]} == {REASON_POPULAR}
+        assert {i["reason"] for i in after["items"]} == {reasons.POPULAR}
         assert [i["item_id"] for i in after["items"]] == [i["item_id"] for i in cold["items"]]
 
 
 def _per_user_key_builders() -> list[Callable[[str], str]]:
-    """Every key builder in `recommender.keys` that takes a pseudonym: derived, not listed, so
+    """Every key builder in `recommender.store.keys` that takes a pseudonym: derived, not listed, so
     a new per-user key family is covered by the test below the day it is added."""
     return [
         f
@@ -178,8 +178,8 @@ async def test_erasure_forgets_every_per_user_key_family(settings, redis, admin)
 
 
 async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, admin):
-    from recommender.crypto import UserDataCipher
-    from recommender.reviews import ReviewStore
+    from recommender.privacy.crypto import UserDataCipher
+    from recommender.privacy.reviews import ReviewStore
 
     store = FeatureStore(redis, settings)
     cipher = UserDataCipher(redis, master_cipher(settings.require_master_keys()))

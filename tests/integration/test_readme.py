@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from recommender import keys
+from recommender.store import keys
 from streamrec.embedded import free_port
 
 pytestmark = pytest.mark.integration

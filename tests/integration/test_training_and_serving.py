@@ -2,19 +2,15 @@
 
 import pytest
 
-from recommender import keys
-from recommender.families import cf_registry
-from recommender.feature_store import FeatureStore
-from recommender.model_state import ModelState
-from recommender.serving import (
-    REASON_CF,
-    REASON_POPULAR,
-    RecommendationService,
-    reason_affinity,
-)
-from recommender.training import Trainer
+from recommender.cf.refits import Trainer
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.serving import reasons
+from recommender.serving.service import RecommendationService
+from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
-from tests.factories import ROMANCE, SCI_FI, clustered_interactions, fan_of_scifi
+from tests.factories import PLAIN_SERVING, ROMANCE, SCI_FI, clustered_interactions, fan_of_scifi
 
 pytestmark = pytest.mark.integration
 
@@ -43,23 +39,23 @@ async def test_a_new_users_clicks_reach_recommendations_without_a_refit(parts):
     store, state, registry, trainer = parts
     await store.apply_interactions(clustered_interactions())
     version = await trainer.refit()
-    service = RecommendationService(store, state, registry)
+    service = RecommendationService(store, state, registry, PLAIN_SERVING)
 
     cold = await service.recommend("alice", 5)
-    assert {i.reason for i in cold.items} == {REASON_POPULAR}
+    assert {i.reason for i in cold.items} == {reasons.POPULAR}
 
     applied = (await store.apply_interactions(fan_of_scifi("alice"))).applied
     await trainer.updater.on_applied(applied)
     recs = await service.recommend("alice", 5)
     assert recs.model_version == version  # folded in, not refitted
-    assert [i.reason for i in recs.items] == [REASON_CF] * 5
+    assert [i.reason for i in recs.items] == [reasons.CF] * 5
     assert {i.item_id for i in recs.items} <= set(SCI_FI[6:])
 
 
 async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts, redis):
     store, state, registry, trainer = parts
     await store.apply_interactions(clustered_interactions())
-    service = RecommendationService(store, state, registry)
+    service = RecommendationService(store, state, registry, PLAIN_SERVING)
     v1 = await trainer.refit()
     assert (await service.recommend("a0", 3)).model_version == v1
     v2 = await trainer.refit()
@@ -95,10 +91,10 @@ async def test_without_a_model_the_chain_uses_category_affinity_then_popularity(
         Interaction(f"carol-{i}", "carol", i, "purchase", 1_800_000_000_000) for i in ROMANCE[:2]
     ]
     await store.apply_interactions(carol)
-    recs = await RecommendationService(store, state, registry).recommend("carol", 25)
-    liked = [i for i in recs.items if i.reason == reason_affinity("romance")]
+    recs = await RecommendationService(store, state, registry, PLAIN_SERVING).recommend("carol", 25)
+    liked = [i for i in recs.items if i.reason == reasons.affinity("romance")]
     assert len(liked) == 18 and {i.item_id for i in liked} == set(ROMANCE[2:])
-    assert {i.reason for i in recs.items[18:]} == {REASON_POPULAR}  # then everything else
+    assert {i.reason for i in recs.items[18:]} == {reasons.POPULAR}  # then everything else
 
 
 async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, redis):
@@ -115,7 +111,7 @@ async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, r
     assert await redis.hexists(keys.item_vectors(version), "scifi-new")
 
     # Another process (an API replica) picks the item up from Redis, without a refit.
-    api = RecommendationService(store, state, registry)
+    api = RecommendationService(store, state, registry, PLAIN_SERVING)
     recs = await api.recommend("a20", 5)
     assert recs.model_version == version and "scifi-new" in [i.item_id for i in recs.items]
     assert (await state.current()).version == version

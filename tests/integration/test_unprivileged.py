@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recommender.connections import redis_sync
+from recommender.store.connections import redis_sync
 from streamrec.embedded import free_port
 from streamrec.progress import read_progress, wait_for
 from streamrec.supervisor import Supervisor

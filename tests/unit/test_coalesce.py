@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from recommender.coalesce import MAX_BATCH, ReadCoalescer
+from recommender.store.coalesce import MAX_BATCH, ReadCoalescer
 
 
 class Fetch:

@@ -16,7 +16,7 @@ from models.image import ImageClassifier
 from models.pixels import ImageDecodeError, decode_image, encode_png
 from models.sentiment import SentimentClassifier
 from models.text import TextClassifier
-from recommender.content_learning import Example, Learner, LearnerConfig, score
+from recommender.content.learning import Example, Learner, LearnerConfig, score
 from streamrec.content_data import FASHION_CLASSES, fine_food_reviews, movielens_movies
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fashion_mnist_small.npz"

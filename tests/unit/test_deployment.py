@@ -41,7 +41,7 @@ def test_every_setting_is_documented_in_the_readme():
 
 
 def test_every_redis_key_family_is_in_the_readme_table():
-    from recommender import keys
+    from recommender.store import keys
 
     families = [
         keys.user_items("{p}"),

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from models.base import RecommenderModel
-from recommender.evaluation import Split, evaluate, temporal_split
+from recommender.evaluation.ranking import Split, evaluate, temporal_split
 
 
 class FixedRanking(RecommenderModel):

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from models.pixels import encode_png
 from recommender.errors import InvalidRecordError
-from recommender.history import BAD_TIMESTAMP, clean_history
 from streamrec.importing import ImportFileError, read_history, read_items, read_table
+from streamrec.ratings_csv import BAD_TIMESTAMP, clean_history
 
 
 def test_movielens_shaped_ratings_are_cleaned_and_time_ordered():

@@ -1,8 +1,8 @@
 import pytest
 
-from recommender import keys
 from recommender.errors import ConfigurationError
 from recommender.settings import Settings
+from recommender.store import keys
 from recommender.types import Interaction
 from recommender.weights import event_weight
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from recommender.metrics import CATALOGUE, LATENCY_MS_BUCKETS, MetricPoint, MetricsWindow, quantile
+from recommender.monitoring.metrics import (
+    CATALOGUE,
+    LATENCY_MS_BUCKETS,
+    MetricPoint,
+    MetricsWindow,
+    quantile,
+)
 from streams.metrics import MetricsPublisher, WindowCollector
 from streams.records import METRIC_TYPE, decode_metric, encode, metric_record
 

@@ -2,7 +2,7 @@
 
 from rich.console import Console
 
-from recommender.metrics import MetricsWindow
+from recommender.monitoring.metrics import MetricsWindow
 from streamrec.metrics_console import ConsoleView, render
 from streams.records import DecisionDataV1, DecisionV1, MetricV1, metric_record
 

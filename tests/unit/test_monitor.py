@@ -2,8 +2,16 @@
 
 import random
 
-from recommender.ab_split import CHALLENGER, CONTROL
-from recommender.monitor import HITS, LISTS, Action, Monitor, MonitorConfig, Tally, z_better
+from recommender.monitoring.monitor import (
+    HITS,
+    LISTS,
+    Action,
+    Monitor,
+    MonitorConfig,
+    Tally,
+    z_better,
+)
+from recommender.serving.ab_split import CHALLENGER, CONTROL
 
 
 class Feed:

@@ -11,8 +11,8 @@ import pytest
 from models.als import ALSModel
 from models.data import InteractionMatrix
 from models.neighbours import item_neighbours, recent_scores
-from recommender.evaluation import temporal_split, training_events
-from recommender.prequential import prequential
+from recommender.evaluation.prequential import prequential
+from recommender.evaluation.ranking import temporal_split, training_events
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions, clustered_matrix
 
 

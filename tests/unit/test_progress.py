@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from recommender.model_state import ServedModel
+from recommender.lifecycle.state import ServedModel
 from streamrec.progress import Progress, WorkerTimeoutError, wait_until_served
 
 

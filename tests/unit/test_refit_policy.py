@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from recommender.refit_policy import RefitClock, RefitPolicy, decide_refit
+from recommender.cf.refit_policy import RefitClock, RefitPolicy, decide_refit
 
 POLICY = RefitPolicy(min_events=1000, growth=0.2, min_interval_s=10, idle_s=2, interval_s=300)
 #: A served model fitted on 10,000 events, 1,000 new since, 5 s after the fit, busy stream.

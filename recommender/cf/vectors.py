@@ -1,0 +1,229 @@
+"""The collaborative-filtering family's vectors in Redis: each user's vector per served version,
+the candidates serving cached for it, and the factors of items newer than a version's fit. The
+one owner of those keys."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from recommender.lifecycle.state import ModelState, ServedModel
+from recommender.store import keys, scripts
+from recommender.store.coalesce import ReadCoalescer
+
+#: A hash field as Redis answers it.
+Raw = str | bytes | None
+#: A `ServingRead`'s vector when it still has the `as_of` the caller named (the candidates are
+#: then None): the caller's answer from them still stands.
+UNCHANGED = "="
+
+#: User vectors encoded and written per round trip (see `CFVectors.write_user_vectors`).
+WRITE_CHUNK = 2000
+#: Users' candidates written per round trip: ~2.3 KB each, so that one write holds Valkey (and
+#: every event and request behind it) for well under a millisecond.
+CANDIDATES_CHUNK = 250
+
+
+@dataclass(frozen=True, slots=True)
+class UserVector:
+    vector: npt.NDArray[np.float32]
+    as_of: int  # epoch ms of the newest event folded in
+
+
+def decode_vector(raw: Raw) -> UserVector | None:
+    """A user vector as `write_user_vectors` stored it (`as_of:base64 float32`), or None."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    as_of, _, b64 = text.partition(":")
+    return UserVector(np.frombuffer(base64.b64decode(b64), dtype=np.float32), int(as_of))
+
+
+@dataclass(frozen=True, slots=True)
+class ServingRead:
+    """One user's part of a serving read (`CFVectors.serving_read`)."""
+
+    vector: Raw  # as stored (`decode_vector`), or `UNCHANGED`
+    candidates: Raw  # as stored (`decode_candidates`)
+    pointer: ServedModel | None  # the family's pointer, read in the same call
+    # (their items, their latest recent entries as stored) when the candidates were missing or
+    # older than the vector; else None.
+    state: tuple[set[str], list[str]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCandidates:
+    """A user's best items by the served version (their history left out), best first, and
+    the items newer than its fit that they touched, as of their vector's `as_of`."""
+
+    as_of: int
+    items: list[tuple[str, float]]
+    seen_new: frozenset[str]
+
+
+def encode_candidates(c: CachedCandidates) -> str:
+    # Ids hold no spaces or `|` (`recommender.types.ID_PATTERN`); repr keeps a float exactly.
+    ids = " ".join(i for i, _ in c.items)
+    scores = " ".join(repr(s) for _, s in c.items)
+    return f"{c.as_of}|{' '.join(sorted(c.seen_new))}|{ids}|{scores}"
+
+
+def decode_candidates(raw: Raw, n: int | None = None) -> CachedCandidates | None:
+    """What `encode_candidates` wrote, with only its first ``n`` items (a request wants ten of
+    a hundred: turning the rest into floats was a twentieth of the API's time)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    as_of, seen_new, ids, scores = text.split("|", 3)
+    # Split no further than needed: the rest of the hundred stays one string.
+    id_list = ids.split(" ", n)[:n] if n is not None and ids else ids.split()
+    score_list = scores.split(" ", n)[:n] if n is not None and scores else scores.split()
+    return CachedCandidates(
+        int(as_of),
+        [(i, float(score)) for i, score in zip(id_list, score_list, strict=True)],
+        frozenset(seen_new.split()),
+    )
+
+
+def _b64(vec: npt.NDArray[np.float32]) -> str:
+    # base64 keeps one decode_responses=True client for every key.
+    return base64.b64encode(vec.astype(np.float32).tobytes()).decode()
+
+
+class CFVectors:
+    """User vectors (`model:cf:{v}:users`) and new items' factors (`model:cf:{v}:items`)."""
+
+    def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
+        self._redis = redis
+        self._state = state
+        self._script = redis.register_script(scripts.SERVING_READ_LUA)
+        self._reads: ReadCoalescer[tuple[str, str, str, int], ServingRead] = ReadCoalescer(
+            self._read
+        )
+
+    async def has_vectors(self, version: str) -> bool:
+        return bool(await self._redis.exists(keys.user_vectors(version)))
+
+    async def write_user_vectors(
+        self,
+        version: str,
+        vectors: Mapping[str, npt.NDArray[np.float32]],
+        as_of: Mapping[str, int],
+    ) -> None:
+        """Each user's vector with ``as_of``: the time of the newest event it was computed from
+        (what the API reports as `user_event_ms`, and the freshness benchmark waits for)."""
+        items = list(vectors.items())
+        # In chunks: a refit writes every live user, and encoding them all at once would hold
+        # the worker's event loop (and the events behind it) for the whole encoding.
+        for start in range(0, len(items), WRITE_CHUNK):
+            chunk = items[start : start + WRITE_CHUNK]
+            encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
+            await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+
+    async def raw_user_vectors_of(self, version: str, pseudonyms: Sequence[str]) -> list[Raw]:
+        """As stored (`decode_vector` reads one): for a caller that decodes off the loop."""
+        if not pseudonyms:
+            return []
+        rows: list[Raw] = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
+        return rows
+
+    def queue_user_vector(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
+        """Add the read of one user's vector to ``pipe`` (decode the reply with
+        `decode_vector`): serving reads it in the same round trip as the user's features."""
+        pipe.hget(keys.user_vectors(version), pseudonym)
+
+    async def serving_read(
+        self, version: str, pseudonym: str, recent: int, held_as_of: int | None = None
+    ) -> ServingRead:
+        """What serving needs of one user (`ServingRead`): one script call shared with the
+        other requests in flight. ``recent``: how many latest items the state holds. With
+        ``held_as_of``, the `as_of` of what the caller computed before: if the vector still has
+        it, the vector is `UNCHANGED` and nothing else travels."""
+        held = "" if held_as_of is None else str(held_as_of)
+        return await self._reads.get((version, pseudonym, held, recent))
+
+    async def _read(self, wanted: Sequence[tuple[str, str, str, int]]) -> list[ServingRead]:
+        found: dict[tuple[str, str, str, int], ServingRead] = {}
+        for version, recent in dict.fromkeys((v, n) for v, _, _, n in wanted):
+            asked = list(
+                dict.fromkeys((p, held) for v, p, held, n in wanted if (v, n) == (version, recent))
+            )
+            vectors, candidates, pointer, states = await self._script(
+                keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
+                args=[recent, *(x for pair in asked for x in pair)],
+            )
+            served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
+            for i, (p, held) in enumerate(asked):
+                state = (set(states[i][0]), list(states[i][1])) if states[i] else None
+                found[(version, p, held, recent)] = ServingRead(
+                    vectors[i], candidates[i], served, state
+                )
+        return [found[w] for w in wanted]
+
+    async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:
+        """Cache what serving computed; a reader uses an entry only while its `as_of` is the
+        user's vector's (the worker's next fold-in of the user makes it stale)."""
+        if found:
+            encoded = {p: encode_candidates(c) for p, c in found.items()}
+            await self._redis.hset(keys.user_recs(version), mapping=encoded)  # type: ignore[arg-type]
+
+    async def write_pending_candidates(
+        self, token: str, found: Mapping[str, CachedCandidates]
+    ) -> str:
+        """Candidates computed for a version not yet named (`keys.pending_recs`); returns the
+        key, for `adopt_candidates` or `discard_candidates`."""
+        key = keys.pending_recs(token)
+        items = list(found.items())
+        for start in range(0, len(items), CANDIDATES_CHUNK):
+            chunk = {p: encode_candidates(c) for p, c in items[start : start + CANDIDATES_CHUNK]}
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
+            pipe.expire(key, keys.PENDING_RECS_TTL_S)
+            await pipe.execute()
+        return key
+
+    async def adopt_candidates(self, pending: str, version: str) -> None:
+        """``version``'s cached candidates are the pending ones (before it serves; promoting
+        it keeps them as long as its vectors)."""
+        if await self._redis.exists(pending):
+            await self._redis.rename(pending, keys.user_recs(version))
+
+    async def discard_candidates(self, pending: str) -> None:
+        await self._redis.delete(pending)
+
+    async def write_item_vectors(
+        self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        """Factors of items newer than ``version``'s fit; readers pick them up (the served
+        version's update count moves in the same transaction)."""
+        if not vectors:
+            return
+        encoded = {item: _b64(vec) for item, vec in vectors.items()}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        self._state.queue_update(pipe, version, len(encoded))
+        await pipe.execute()
+
+    async def item_vectors(self, version: str) -> dict[str, npt.NDArray[np.float32]]:
+        raw = await self._redis.hgetall(keys.item_vectors(version))
+        return {
+            str(item): np.frombuffer(base64.b64decode(b64), dtype=np.float32)
+            for item, b64 in raw.items()
+        }
+
+    async def forget(self, pseudonym: str) -> int:
+        """Remove the user's vector and cached candidates from every version (one scan of the
+        CF keys); returns how many vectors were removed."""
+        removed = 0
+        async for name in self._redis.scan_iter(match=keys.CF_VERSION_KEYS_PATTERN):
+            if name.endswith(keys.USER_VECTORS_SUFFIX):
+                removed += int(await self._redis.hdel(name, pseudonym))
+            elif name.endswith(keys.USER_RECS_SUFFIX):
+                await self._redis.hdel(name, pseudonym)
+        return removed

@@ -1,0 +1,5 @@
+"""Content models on the stream: predicted categories and sentiment, the content trainer, cold
+start of new items.
+
+Imports `store`, `lifecycle`, `cf`, `privacy` and `models`.
+"""

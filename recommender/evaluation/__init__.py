@@ -1,0 +1,4 @@
+"""Offline evaluation: the temporal split, ranking metrics, prequential replay.
+
+Imports `models` only.
+"""

@@ -1,0 +1,59 @@
+"""The model families streamrec keeps, registered in one place.
+
+A family is one module in `models/` behind the `Artifact` contract (a name, one file, save and
+load); adding one is a line in `MODEL_FAMILIES`. The registry, the served-version pointer and
+`streamrec models --family` then know it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from models.als import ALSModel
+from models.base import Artifact
+from models.registry import FamilyRegistry, ModelRegistry
+from recommender.store import keys
+
+#: The content families: text -> categories, review -> sentiment, image -> category.
+TEXT, SENTIMENT, IMAGE = "text", "sentiment", "image"
+CONTENT_FAMILIES = (TEXT, SENTIMENT, IMAGE)
+
+#: Family name -> `module:class` that stores its versions (imported when first used, so that a
+#: process that serves only CF never imports torch).
+MODEL_FAMILIES: dict[str, str] = {
+    keys.CF: "models.als:ALSModel",
+    TEXT: "models.text:TextClassifier",
+    SENTIMENT: "models.sentiment:SentimentClassifier",
+    IMAGE: "models.image:ImageClassifier",
+}
+
+
+class _Families(Mapping[str, type[Artifact]]):
+    """`MODEL_FAMILIES` with each class imported on first use."""
+
+    def __getitem__(self, name: str) -> type[Artifact]:
+        module, _, cls = MODEL_FAMILIES[name].partition(":")
+        found: type[Artifact] = getattr(importlib.import_module(module), cls)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in MODEL_FAMILIES  # Mapping's own would import the class
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODEL_FAMILIES)
+
+    def __len__(self) -> int:
+        return len(MODEL_FAMILIES)
+
+
+def model_registry(models_dir: Path) -> ModelRegistry:
+    """Every family's versions under ``models_dir``."""
+    return ModelRegistry(models_dir, _Families())
+
+
+def cf_registry(models_dir: Path) -> FamilyRegistry[ALSModel]:
+    """The collaborative-filtering family's versions."""
+    registry: FamilyRegistry[ALSModel] = model_registry(models_dir).family(keys.CF)
+    return registry

@@ -1,0 +1,271 @@
+"""Every Redis key name and TTL of streamrec lives here, and only here (its Lua scripts, which
+build key names from the prefixes below, are in `scripts`).
+
+User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMAC-SHA256
+(ENISA's recommended pseudonymisation: a plain hash could be reversed by enumerating ids).
+
+Every key, its type, meaning and bound is listed in the README's "Features in Redis" table;
+`tests/unit/test_deployment.py` checks that each key family below appears there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+USERS_ACTIVE = "users:active"
+ITEMS_CATALOGUE = "items:catalogue"
+#: Items that came without categories (the content models predict theirs).
+ITEMS_UNCATEGORISED = "items:uncategorised"
+ITEMS_POPULAR = "items:popular"
+STATS = "stats"
+#: Promotions remembered for `streamrec models rollback`.
+MODEL_HISTORY_LEN = 50
+#: Lifecycle decisions remembered for `streamrec models list`.
+MODEL_LOG_LEN = 200
+POP_PREFIX = "pop:"
+MODEL_PREFIX = "model:"
+
+
+def model_current(family: str) -> str:
+    """The family's served version: version, data watermark, pinned, and family extras."""
+    return f"{MODEL_PREFIX}{family}:current"
+
+
+def model_history(family: str) -> str:
+    """The family's served versions, newest first: a stack that `rollback` walks down."""
+    return f"{MODEL_PREFIX}{family}:history"
+
+
+def model_challenger(family: str) -> str:
+    """The family's newest version that was kept but not served, and why."""
+    return f"{MODEL_PREFIX}{family}:challenger"
+
+
+def model_log(family: str) -> str:
+    """The family's lifecycle decisions (JSON), newest first."""
+    return f"{MODEL_PREFIX}{family}:log"
+
+
+def model_channel(family: str) -> str:
+    """Pub/sub channel told the version a family now serves."""
+    return f"{MODEL_PREFIX}{family}:changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A sliding popularity window, kept as `buckets` time buckets of `bucket_ms` each."""
+
+    name: str
+    bucket_ms: int
+    buckets: int
+
+    @property
+    def ttl_s(self) -> int:
+        return self.bucket_ms * (self.buckets + 1) // 1000
+
+    def keys_ending_at(self, ts_ms: int) -> list[str]:
+        last = ts_ms // self.bucket_ms
+        return [f"{POP_PREFIX}{self.name}:{b}" for b in range(last - self.buckets + 1, last + 1)]
+
+
+#: Popularity windows; a window's edge is accurate to one bucket.
+WINDOWS: dict[str, Window] = {
+    "1h": Window("1h", 5 * 60_000, 12),
+    "24h": Window("24h", 3_600_000, 24),
+    "7d": Window("7d", 6 * 3_600_000, 28),
+}
+
+#: Category affinity decays with this time constant (scores are kept in log space, see Lua).
+AFFINITY_TAU_MS = 30 * 86_400_000
+
+
+def pseudonymize(secret: bytes, user_id: str) -> str:
+    """Keyed, stable pseudonym of a user id (128 bits of HMAC-SHA256, hex)."""
+    return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+USER_PREFIX = "u:"
+SEEN_PREFIX = "seen:"
+
+
+def user_items(pseudonym: str) -> str:
+    return f"{USER_PREFIX}{pseudonym}:items"
+
+
+def user_recent(pseudonym: str) -> str:
+    return f"{USER_PREFIX}{pseudonym}:recent"
+
+
+def user_counts(pseudonym: str) -> str:
+    return f"{USER_PREFIX}{pseudonym}:counts"
+
+
+ITEM_PREFIX = "item:"
+
+
+def item_meta(item_id: str) -> str:
+    return f"{ITEM_PREFIX}{item_id}"
+
+
+def item_users(item_id: str) -> str:
+    return f"{ITEM_PREFIX}{item_id}:users"
+
+
+def user_categories(pseudonym: str) -> str:
+    return f"{USER_PREFIX}{pseudonym}:cats"
+
+
+def user_profile(pseudonym: str) -> str:
+    """The user's personal data, only ever as a Fernet token under their data key."""
+    return f"{USER_PREFIX}{pseudonym}:profile"
+
+
+def user_reviews(pseudonym: str) -> str:
+    """The user's review texts, each a Fernet token under their data key (never in clear)."""
+    return f"{USER_PREFIX}{pseudonym}:reviews"
+
+
+def item_image(item_id: str) -> str:
+    """The item's image (base64 PNG or JPEG, as published), for the content models."""
+    return f"{ITEM_PREFIX}{item_id}:image"
+
+
+def user_lists(pseudonym: str) -> str:
+    """The lists served to the user, newest first (at most
+    `recommender.monitoring.impressions.MAX_IMPRESSIONS_PER_USER`), one entry each:
+    `{recommendation id}|{time ms}|{model version}|{bucket}| {item} {item} ... ` (ids hold no `|`
+    or spaces, so an item is found as ` {item} `). TTL: the attribution window, from the newest."""
+    return f"{USER_PREFIX}{pseudonym}:lists"
+
+
+#: Impressions as versions before 2026-12-05 kept them (a hash per list, `imp:{id}`, listed in
+#: `legacy_user_impressions`): no longer written or read, only erased, until they expire within
+#: the attribution window after an upgrade.
+LEGACY_IMPRESSION_PREFIX = "imp:"
+
+
+def legacy_user_impressions(pseudonym: str) -> str:
+    """(Before 2026-12-05) the user's served lists: a sorted set of recommendation ids."""
+    return f"{USER_PREFIX}{pseudonym}:imps"
+
+
+def legacy_user_shown(pseudonym: str) -> str:
+    """(Before 2026-12-05) item -> the newest list that showed it to the user."""
+    return f"{USER_PREFIX}{pseudonym}:shown"
+
+
+def user_hits(pseudonym: str) -> str:
+    """Recommendation ids of the user's lists that an outcome has hit (a list is a hit once),
+    scored by the list's time; those out of the attribution window go. TTL: the window."""
+    return f"{USER_PREFIX}{pseudonym}:hits"
+
+
+CATEGORY_PREFIX = "cat:"
+
+
+def category_items(category: str) -> str:
+    return f"{CATEGORY_PREFIX}{category}"
+
+
+def seen(event_id: str) -> str:
+    return f"{SEEN_PREFIX}{event_id}"
+
+
+DATA_KEY_PREFIX = "dek:"
+
+
+def data_key(pseudonym: str) -> str:
+    return f"{DATA_KEY_PREFIX}{pseudonym}"
+
+
+#: What the content trainer has yet to learn from, in order: items whose content arrived (field
+#: `item`), and reviews (fields `p`, `review`: the pseudonym and the review's field in
+#: `u:{p}:reviews`; erasure deletes a user's entries). The trainer trims what it consumed.
+CONTENT_EXAMPLES = "train:content"
+REVIEW_EXAMPLES = "train:reviews"
+#: Entries kept at most in a training stream (approximate trim), should the trainer be away.
+TRAIN_STREAM_MAXLEN = 100_000
+#: Which process trains the content models (one at a time, whatever the number of workers).
+TRAIN_LEASE = "train:lease"
+TRAIN_LEASE_MS = 15_000
+
+
+def train_cursor(stream: str) -> str:
+    """The last entry of ``stream`` the content trainer has learned from."""
+    return f"train:cursor:{stream}"
+
+
+#: Wrapped like a data key (pseudonyms are hex, so no user's), for the start-up key check.
+MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
+
+
+#: The collaborative-filtering family, whose versions also keep vectors in Redis.
+CF = "cf"
+
+
+USER_VECTORS_SUFFIX = ":users"
+USER_RECS_SUFFIX = ":recs"
+#: Every key of every CF version (user vectors, cached candidates, new items' factors).
+CF_VERSION_KEYS_PATTERN = f"{MODEL_PREFIX}{CF}:*:*"
+
+
+def user_vectors(version: str) -> str:
+    """CF version ``version``'s user vectors (pseudonym -> `as_of:base64 float32`)."""
+    return f"{MODEL_PREFIX}{CF}:{version}{USER_VECTORS_SUFFIX}"
+
+
+def user_recs(version: str) -> str:
+    """CF version ``version``'s cached recommendation candidates (pseudonym -> the top items
+    of the user's vector, recent items and history as of `as_of`; see `recommender.cf.vectors`).
+    """
+    return f"{MODEL_PREFIX}{CF}:{version}{USER_RECS_SUFFIX}"
+
+
+#: How long candidates a refit computed wait for their version to be served.
+PENDING_RECS_TTL_S = 3600
+
+
+def pending_recs(token: str) -> str:
+    """Candidates a refit computed before its version has a name (`user_recs`' format): the
+    worker renames the key to `user_recs(version)` before the version serves, or deletes it
+    when the version is held back. TTL: PENDING_RECS_TTL_S."""
+    return f"{MODEL_PREFIX}{CF}:pending-{token}{USER_RECS_SUFFIX}"
+
+
+def item_vectors(version: str) -> str:
+    """Factors of items newer than CF version ``version``'s fit, folded in by the worker."""
+    return f"{MODEL_PREFIX}{CF}:{version}:items"
+
+
+def version_keys(family: str, version: str) -> list[str]:
+    """Keys that belong to one served version of ``family``: kept while it serves, expired
+    `RETIRED_MODEL_TTL_S` after another replaces it."""
+    return (
+        [user_vectors(version), user_recs(version), item_vectors(version)] if family == CF else []
+    )
+
+
+def items_written_field(version: str) -> str:
+    """`model:cf:current` field counting item-vector writes for ``version`` (readers reload
+    the extra items when it moves)."""
+    return f"items_written:{version}"
+
+
+API_KEY_PREFIX = "apikey:"
+
+
+def api_key(key_id: str) -> str:
+    return f"{API_KEY_PREFIX}{key_id}"
+
+
+RATE_PREFIX = "rate:"
+
+
+def rate_bucket(key_id: str) -> str:
+    return f"{RATE_PREFIX}{key_id}"
+
+
+#: How long a replaced model version's user vectors stay readable for requests in flight.
+RETIRED_MODEL_TTL_S = 60
