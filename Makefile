@@ -7,7 +7,7 @@ export OPENBLAS_NUM_THREADS := 1
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit test-tools lint bench bench-tools clean
+.PHONY: help install demo up test test-unit test-tools lint docs bench bench-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+docs: install ## regenerate docs/configuration.md from the settings' descriptions
+	$(BIN)/python -m streamrec.config_doc
 
 test: lint test-tools ## lint, then every test (integration ones start embedded Tansu and Valkey)
 	$(BIN)/pytest

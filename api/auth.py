@@ -1,7 +1,9 @@
 """Authentication (an API key in `X-API-Key`), authorization (scopes) and the rate limit.
 
-Every route but the health probes depends on `require(scope)`: 401 without a valid key, 403 when
-the key lacks the scope, 429 with `Retry-After` when the key is over its rate.
+`authorize(services, token, scope)` is the one check: every route but the health probes depends
+on `require(scope)`, which raises what it refuses (401 without a valid key, 403 when the key
+lacks the scope, 429 with `Retry-After` when the key is over its rate); the fast path
+(`api.fast_path`) calls it too, and leaves a refused request to the route.
 """
 
 from __future__ import annotations
@@ -13,10 +15,35 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from recommender.privacy.access import ApiKey, ApiKeyStore, RateLimiter
+from api.services import ApiServices, services_of
+from recommender.privacy.access import ApiKey
 
 API_KEY_HEADER = "X-API-Key"
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="streamrec API key")
+_CHALLENGE = {"WWW-Authenticate": "ApiKey"}
+
+
+async def authorize(services: ApiServices, token: str | None, scope: str) -> ApiKey | HTTPException:
+    """The key ``token`` stands for when it may make a request of ``scope`` now (one token of
+    its rate taken), else the refusal the route answers with. A key over its rate takes no
+    token, so asking again costs nothing."""
+    if not token:
+        return HTTPException(
+            401, f"an API key is required in the {API_KEY_HEADER} header", headers=_CHALLENGE
+        )
+    key = await services.api_keys.verify(token)
+    if key is None:
+        return HTTPException(401, "the API key is invalid or revoked", headers=_CHALLENGE)
+    if not key.allows(scope):
+        return HTTPException(403, f"this API key lacks the '{scope}' scope")
+    wait_s = await services.limiter.acquire(key.key_id)
+    if wait_s > 0:
+        return HTTPException(
+            429,
+            "rate limit exceeded for this API key",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return key
 
 
 def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
@@ -25,29 +52,10 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     async def check(
         request: Request, token: Annotated[str | None, Security(_header)] = None
     ) -> ApiKey:
-        if not token:
-            raise HTTPException(
-                401,
-                f"an API key is required in the {API_KEY_HEADER} header",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
-        api_keys: ApiKeyStore = request.state.api_keys
-        key = await api_keys.verify(token)
-        if key is None:
-            raise HTTPException(
-                401, "the API key is invalid or revoked", headers={"WWW-Authenticate": "ApiKey"}
-            )
-        if not key.allows(scope):
-            raise HTTPException(403, f"this API key lacks the '{scope}' scope")
-        limiter: RateLimiter = request.state.limiter
-        wait_s = await limiter.acquire(key.key_id)
-        if wait_s > 0:
-            raise HTTPException(
-                429,
-                "rate limit exceeded for this API key",
-                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
-            )
-        return key
+        found = await authorize(services_of(request.state), token, scope)
+        if isinstance(found, HTTPException):
+            raise found
+        return found
 
     return check
 

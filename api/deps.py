@@ -1,4 +1,5 @@
-"""Dependencies: clients come from the lifespan state, never from module globals.
+"""Dependencies: the services the lifespan opened (`api.services.ApiServices`), never module
+globals.
 
 Every one is `async def`: FastAPI runs a plain `def` dependency in a worker thread, and the
 hand-offs cost more than the request itself (seen in a py-spy profile of `bench serve`)."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from api.metrics_feed import MetricsFeed
 from api.publisher import Publisher
 from api.schemas import RecommendedItem
+from api.services import ApiServices, services_of
 from api.telemetry import ApiMetrics
 from recommender.monitoring.impressions import Impression, ImpressionStore
 from recommender.privacy.profiles import UserDataService
@@ -29,10 +31,10 @@ T = TypeVar("T")
 
 
 def _from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
-    """A dependency answering ``request.state.<name>``, which the lifespan set."""
+    """A dependency answering the service ``name`` of the lifespan's `ApiServices`."""
 
     async def get(request: Request) -> T:
-        value: T = getattr(request.state, name)
+        value: T = getattr(services_of(request.state), name)
         return value
 
     get.__name__ = f"state_{name}"
@@ -46,7 +48,7 @@ ServiceDep = Annotated[
 ]
 PrivacyDep = Annotated[UserDataService, Depends(_from_state("privacy", UserDataService))]
 PublisherDep = Annotated[Publisher, Depends(_from_state("publisher", Publisher))]
-MetricsDep = Annotated[ApiMetrics, Depends(_from_state("metrics", ApiMetrics))]
+MetricsDep = Annotated[ApiMetrics, Depends(_from_state("telemetry", ApiMetrics))]
 FeedDep = Annotated[MetricsFeed, Depends(_from_state("feed", MetricsFeed))]
 ImpressionsDep = Annotated[ImpressionStore, Depends(_from_state("impressions", ImpressionStore))]
 
@@ -85,10 +87,8 @@ class Recommending:
     store: FeatureStore
 
     @classmethod
-    def of(cls, state: Mapping[str, Any]) -> Recommending:
-        """From the lifespan state, as the ASGI scope carries it."""
-        names = ("service", "settings", "metrics", "impressions", "store")
-        return cls(*(state[name] for name in names))
+    def of(cls, s: ApiServices) -> Recommending:
+        return cls(s.service, s.settings, s.telemetry, s.impressions, s.store)
 
     async def answer(
         self,
@@ -138,7 +138,7 @@ def document(recs: Recommendations, recommendation_id: str) -> dict[str, Any]:
 
 
 async def _recommending(request: Request) -> Recommending:
-    return Recommending.of(request.scope["state"])
+    return Recommending.of(services_of(request.state))
 
 
 RecommendingDep = Annotated[Recommending, Depends(_recommending)]

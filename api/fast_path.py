@@ -10,7 +10,7 @@ call. Answered as a middleware inside that stack, the layers around it and their
 
 `RecommendationsFastPath.answer` answers that request itself, before FastAPI sees it, when it is
 well formed and its key is valid, holds the `read` scope and is within its rate: the same checks
-(`ApiKeyStore.verify`, `RateLimiter.acquire`), the same answer (`Recommending.answer`), the same
+(`api.auth.authorize`), the same answer (`Recommending.answer`), the same
 JSON, the same headers (`api.middleware.SECURITY_HEADERS`) and request metrics. Every other
 request goes on to FastAPI untouched: another route or method, another query parameter, an id
 or `k` the route would refuse, a missing, bad, under-scoped or limited key. So every error
@@ -30,10 +30,12 @@ from typing import Any
 from pydantic import TypeAdapter
 from starlette.types import Scope, Send
 
-from api.auth import API_KEY_HEADER
+from api.auth import API_KEY_HEADER, authorize
 from api.deps import Recommending, document
 from api.middleware import SECURITY_HEADERS
+from api.services import services_of
 from api.telemetry import ApiMetrics
+from recommender.privacy.access import ApiKey
 from recommender.serving.service import ANSWERS_KEPT, Recommendations, RecommendationService
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
@@ -119,10 +121,12 @@ class RecommendationsFastPath:
             return False
         started = time.perf_counter()
         user_id, k = found
-        parts = Recommending.of(state)
-        key = await state["api_keys"].verify(token) if k <= parts.settings.max_k else None
-        # A key over its rate took no token: the route's own check answers it with 429.
-        if key is None or not key.allows("read") or await state["limiter"].acquire(key.key_id):
+        services = services_of(state)
+        parts = Recommending.of(services)
+        # A refused request took no token: the route's own check answers it (`authorize`).
+        if k > parts.settings.max_k or not isinstance(
+            await authorize(services, token, "read"), ApiKey
+        ):
             return False
         status = 500
         try:

@@ -110,7 +110,7 @@ async def _list(
         return 0
     family = life.family
     if not rows:
-        applied = (await FeatureStore(redis, settings).stats()).get("events_applied", 0)
+        applied = (await FeatureStore(redis, settings).stats.all()).get("events_applied", 0)
         print(
             f"{family}: no versions yet ({applied:,} events applied; the first fit needs "
             f"{settings.als_min_events:,}, STREAMREC_ALS_MIN_EVENTS)"
@@ -124,7 +124,7 @@ async def _list(
         f"   {'version':<24}{data:>10}{'users':>8}{'items':>8}  "
         f"{'gate (holdout score vs served, users)':<{width}}status"
     )
-    erased = (await FeatureStore(redis, settings).stats()).get("last_erasure_ms", 0)
+    erased = (await FeatureStore(redis, settings).stats.all()).get("last_erasure_ms", 0)
     for row, gate in zip(rows, gates, strict=True):
         m = row.meta
         mark = ("*" if row.served else " ") + ("P" if row.pinned else " ")

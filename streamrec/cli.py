@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -100,47 +101,82 @@ def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from streamrec.bench.faults import run_faults
-    from streamrec.bench.freshness import run_freshness
-    from streamrec.bench.ingest import run_ingest
-    from streamrec.bench.quality import run_quality
-    from streamrec.bench.serve import run_serve
+    """One benchmark, or all of them in turn: each writes its JSON as it ends, so one that
+    fails loses only its own; `all` names the failed ones at the end and exits 1."""
+    runs = _benchmarks(settings, args)
+    if args.which != "all":
+        runs[args.which]()
+        return 0
+    failed = []
+    for name, run in runs.items():
+        try:
+            run()
+        except Exception:
+            logging.getLogger(__name__).exception("bench %s failed", name)
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)} (the others wrote their JSON to {args.out})")
+        return 1
+    return 0
 
+
+def _benchmarks(settings: Settings, args: argparse.Namespace) -> dict[str, Callable[[], object]]:
+    """Each benchmark by name, in the order `all` runs them, bound to its arguments; its module
+    is imported when it runs (torch and River are slow to import)."""
     out: Path = args.out
-    if args.which in {"content", "all"}:
+
+    def json_for(name: str) -> Path:
+        path: Path = args.json or out / f"{name}.json"
+        return path
+
+    def content() -> object:
         from streamrec.bench.content import run_content
 
-        run_content(settings, json_path=args.json or out / "content.json")
-    if args.which in {"faults", "all"}:
-        run_faults(settings, json_path=args.json or out / "faults.json")
-    if args.which in {"quality", "all"}:
-        run_quality(
+        return run_content(settings, json_path=json_for("content"))
+
+    def faults() -> object:
+        from streamrec.bench.faults import run_faults
+
+        return run_faults(settings, json_path=json_for("faults"))
+
+    def quality() -> object:
+        from streamrec.bench.quality import run_quality
+
+        return run_quality(
             settings,
-            json_path=args.json or out / "quality.json",
+            json_path=json_for("quality"),
             chart_path=out / "quality.png",
             prequential_events=args.prequential_events,
         )
-    if args.which in {"freshness", "all"}:
-        run_freshness(settings, json_path=args.json or out / "freshness.json")
-    if args.which in {"serve", "all"}:
-        run_serve(
-            settings,
-            seconds=args.seconds,
-            json_path=args.json or out / "serve.json",
-            profile=args.profile,
+
+    def freshness() -> object:
+        from streamrec.bench.freshness import run_freshness
+
+        return run_freshness(settings, json_path=json_for("freshness"))
+
+    def serve() -> object:
+        from streamrec.bench.serve import run_serve
+
+        return run_serve(
+            settings, seconds=args.seconds, json_path=json_for("serve"), profile=args.profile
         )
-    if args.which in {"monitor", "all"}:
+
+    def monitor() -> object:
         from streamrec.bench.monitor import run_monitor_bench
 
-        run_monitor_bench(settings, json_path=args.json or out / "monitor.json")
-    if args.which in {"ingest", "all"}:
-        run_ingest(
+        return run_monitor_bench(settings, json_path=json_for("monitor"))
+
+    def ingest() -> object:
+        from streamrec.bench.ingest import run_ingest
+
+        return run_ingest(
             settings,
             events=args.events,
             freshness_s=args.freshness_seconds,
-            json_path=args.json or out / "ingest.json",
+            json_path=json_for("ingest"),
         )
-    return 0
+
+    return {f.__name__: f for f in (content, faults, quality, freshness, serve, monitor, ingest)}
 
 
 IMPORT_HELP = """\

@@ -22,7 +22,7 @@ from streams.producer import EventProducer
 async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, str]) -> None:
     redis = redis_async(rt.settings.infra.redis_url)
     try:
-        recent = await FeatureStore(redis, rt.settings).recent(user_id, 5)
+        recent = await FeatureStore(redis, rt.settings).users.recent(user_id, 5)
     finally:
         await redis.aclose()
     headers = {"X-API-Key": token}
@@ -118,7 +118,7 @@ def run_demo(
 async def _counts(rt: Runtime) -> tuple[int, int]:
     redis = redis_async(rt.settings.infra.redis_url)
     try:
-        return await FeatureStore(redis, rt.settings).counts()
+        return await FeatureStore(redis, rt.settings).stats.counts()
     finally:
         await redis.aclose()
 

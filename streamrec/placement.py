@@ -20,20 +20,20 @@ from streams.records import ContentV1
 
 
 def cold_start_ready(settings: Settings) -> tuple[str, str] | None:
-    """(CF version, text version) when the served CF model's cold-start map reads the served
-    text model; None before."""
+    """(CF version, text version) when the served CF model has a cold-start map, and the text
+    version that map reads (the worker places new items with that one, whichever text version
+    serves now); None before."""
     client = redis_sync(settings.infra.redis_url)
     try:
         cf = client.hget(keys.model_current(keys.CF), "version")
-        text = client.hget(keys.model_current(TEXT), "version")
     finally:
         client.close()
-    if not cf or not text:
+    if not cf:
         return None
     cmap = cf_registry(settings.models_dir).load(str(cf)).content_map
-    if cmap is None or cmap.text_version != text:
+    if cmap is None:
         return None
-    return str(cf), str(text)
+    return str(cf), cmap.text_version
 
 
 def wait_cold_start(settings: Settings, timeout_s: float, check: object = None) -> tuple[str, str]:
@@ -45,7 +45,7 @@ def wait_cold_start(settings: Settings, timeout_s: float, check: object = None) 
         if found is not None:
             return found
         time.sleep(1.0)
-    raise TimeoutError("no CF model with a cold-start map for the served text model")
+    raise TimeoutError("no served CF model with a cold-start map")
 
 
 def matching_users(

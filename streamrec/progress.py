@@ -14,7 +14,7 @@ from tqdm import tqdm
 from recommender.errors import StreamrecError
 from recommender.lifecycle.state import ServedModel
 from recommender.store import keys
-from recommender.store.features import parse_stats
+from recommender.store.stats import parse_stats
 
 
 class WorkerTimeoutError(StreamrecError):

@@ -118,3 +118,21 @@ class NoTablesManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
+
+def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+    """Records not yet read per assigned partition: the high watermark from the last fetch
+    less the next offset to read (Faust keeps the last offset read, privately)."""
+    consumer: Any = app.consumer  # the base type declares no offsets
+    lag = {}
+    for tp in consumer.assignment():
+        read = consumer._read_offset.get(tp)  # private: no public accessor
+        committed = consumer._committed_offset.get(tp)
+        highwater = consumer.highwater(tp)  # None until the first fetch answered
+        if highwater is None:
+            continue
+        # Nothing read or committed yet: the worker starts from the earliest offset (0 unless
+        # retention removed the head, when this overstates the lag until the first read).
+        position = read + 1 if read is not None else committed if committed is not None else 0
+        lag[(tp.topic, tp.partition)] = max(0, highwater - position)
+    return lag

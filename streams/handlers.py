@@ -155,7 +155,7 @@ class RecordHandler:
         if self._rejected:
             n, self._rejected = self._rejected, 0
             await _with_retry(
-                "count dead letters", lambda: self._store.incr_stat("dead_letters", n)
+                "count dead letters", lambda: self._store.stats.incr("dead_letters", n)
             )
 
     async def _decode_or_reject(
@@ -252,7 +252,7 @@ class RecordHandler:
 
         async def upsert(items: list[ItemMeta]) -> list[ItemMeta]:
             enriched = await _enriched(self._content_enrichers, items)
-            await self._store.upsert_items(enriched)
+            await self._store.catalogue.upsert_items(enriched)
             return enriched
 
         upserted = await self._apply_isolating("upsert items", pairs, upsert)

@@ -39,7 +39,7 @@ async def ready(
     """Redis and Kafka are reachable; 503 otherwise."""
     kafka_check = asyncio.create_task(publisher.reachable())
     try:
-        stats = await store.stats()
+        stats = await store.stats.all()
         version = await service.served_version()
         redis_ok = True
     except RedisError:

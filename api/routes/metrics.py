@@ -14,5 +14,5 @@ router = APIRouter(prefix="/v1", tags=["metrics"], responses=AUTH_ERRORS)
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(store: StoreDep, telemetry: MetricsDep, _: ReadKey) -> Response:
-    body = telemetry.render(await store.stats())
+    body = telemetry.render(await store.stats.all())
     return Response(body, media_type=CONTENT_TYPE_LATEST)

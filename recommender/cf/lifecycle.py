@@ -27,4 +27,4 @@ def lifecycle_for(family: str, redis: aioredis.Redis, settings: Settings) -> Mod
     if family == keys.CF:
         updater = CFUpdater(store, state, registry, CFVectors(redis, state))
         prepare = updater.prepare
-    return ModelLifecycle(state, registry, prepare=prepare, count=store.incr_stat)
+    return ModelLifecycle(state, registry, prepare=prepare, count=store.stats.incr)

@@ -105,10 +105,10 @@ async def _refit(job: RefitJob) -> RefitData:
         # Events go on arriving while the data is read: the watermark is what was applied
         # before it (the model has at least that), the clock what was newest after it (the
         # gate's next holdout, what users did after this clock, holds nothing this model saw).
-        watermark = (await store.stats()).get("events_applied", 0)
-        users = await store.active_users()
-        histories, as_of = await store.histories_and_last_seen(users)
-        clock = (await store.stats()).get("clock", 0)
+        watermark = (await store.stats.all()).get("events_applied", 0)
+        users = await store.users.active()
+        histories, as_of = await store.users.histories_and_last_seen(users)
+        clock = (await store.stats.all()).get("clock", 0)
         data = InteractionMatrix.from_histories(users, histories)
         gate = job.gate
         if isinstance(gate, GatePlan):
@@ -119,7 +119,7 @@ async def _refit(job: RefitJob) -> RefitData:
         ahead: list[str] = []
         if job.settings.serve_candidates > 0:
             ahead = sorted(users, key=lambda p: -as_of.get(p, 0))[:PRECOMPUTED_USERS]
-        recent = await store.recent_items_of(ahead, job.settings.serve_recent_items)
+        recent = await store.users.recent_items_of(ahead, job.settings.serve_recent_items)
     finally:
         await redis.aclose()
     started = time.perf_counter()
@@ -181,7 +181,7 @@ async def _judge(
     sample = users
     if len(users) > GATE_MAX_USERS:
         sample = random.Random(len(users)).sample(users, GATE_MAX_USERS)
-    new_items = await store.items_since(sample, plan.since)
+    new_items = await store.users.items_since(sample, plan.since)
     split = forward_split(dict(zip(users, histories, strict=True)), new_items)
     if len(split.test) < s.quality_gate_min_users:
         return Gate(
@@ -217,7 +217,7 @@ async def _content_inputs(
 ) -> ContentInputs:
     """The fitted items' content, for the map from a text model's features to item factors."""
     items = [str(i) for i in data.item_ids]
-    contents = await store.item_contents(items)
+    contents = await store.catalogue.item_contents(items)
     have = [(i, c) for i, c in zip(items, contents, strict=True) if c is not None]
     return ContentInputs(
         [i for i, _ in have],

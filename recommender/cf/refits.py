@@ -75,7 +75,7 @@ class Trainer:
         self.vectors = vectors
         self.updater = updater or CFUpdater(store, state, registry, vectors)
         self.lifecycle = ModelLifecycle(
-            state, registry, prepare=self.updater.prepare, count=store.incr_stat
+            state, registry, prepare=self.updater.prepare, count=store.stats.incr
         )
         self._fitted_at_events = 0
         self._fitted_at = time.monotonic()
@@ -107,7 +107,7 @@ class Trainer:
         if self._fitting:
             return None
         served = await self.sync()
-        applied = (await self._store.stats()).get("events_applied", 0)
+        applied = (await self._store.stats.all()).get("events_applied", 0)
         now = time.monotonic()
         self.last_decision = decide_refit(
             RefitClock(

@@ -109,7 +109,7 @@ class CFUpdater:
         read: dict[str, dict[str, float]] = {}
         for start in range(0, len(users), FOLD_CHUNK):
             chunk = users[start : start + FOLD_CHUNK]
-            histories, as_of = await self._store.histories_and_last_seen(chunk)
+            histories, as_of = await self._store.users.histories_and_last_seen(chunk)
             if len(chunk) < INLINE_SOLVES:
                 vectors = model.user_vectors(histories)
             else:
@@ -156,7 +156,7 @@ class CFUpdater:
         (a replaced version's expire after a minute). Returns how many users were folded in."""
         if await self._vectors.has_vectors(version):
             return 0
-        users = await self._store.active_users()
+        users = await self._store.users.active()
         await self._fold_in_users(model, version, users)
         return len(users)
 

@@ -53,11 +53,11 @@ class ColdStartPlacer:
         model = self._updater.served.model
         if model is None or model.content_map is None:
             return 0
-        unknown = [i for i in await self._store.catalogue() if not model.knows(i)]
+        unknown = [i for i in await self._store.catalogue.ids() if not model.knows(i)]
         placed = 0
         for start in range(0, len(unknown), 1000):
             ids = unknown[start : start + 1000]
-            contents = await self._store.item_contents(ids)
+            contents = await self._store.catalogue.item_contents(ids)
             placed += await self._place(
                 [
                     (i, item_text(c.title, c.text), c.categories)
@@ -101,6 +101,6 @@ class ColdStartPlacer:
             near = fitted.item_factors @ factors.T  # [fitted items, new items]
             norms = np.linalg.norm(fitted.item_factors, axis=1)[:, None] + 1e-9
             like = [str(fitted.item_ids[j]) for j in (near / norms).argmax(axis=0)]
-            await self._store.mark_placed(dict(zip(ids, like, strict=True)))
+            await self._store.catalogue.mark_placed(dict(zip(ids, like, strict=True)))
         served.extend(ids, factors)
         return len(ids)

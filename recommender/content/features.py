@@ -138,12 +138,12 @@ class CategoryPredictor:
 async def repredict(store: FeatureStore, predictor: CategoryPredictor, chunk: int = 500) -> int:
     """Predict again the categories of every item that came without any (a newer text or image
     model serves, or none served when they arrived); returns how many items got some."""
-    items = await store.uncategorised()
+    items = await store.catalogue.uncategorised()
     done = 0
     for start in range(0, len(items), chunk):
         ids = items[start : start + chunk]
-        contents = await store.item_contents(ids)
-        images = await store.images(ids)
+        contents = await store.catalogue.item_contents(ids)
+        images = await store.catalogue.images(ids)
         metas = [
             ItemMeta(i, c.title, 0, c.text, (), image)
             for i, c, image in zip(ids, contents, images, strict=True)
@@ -155,7 +155,7 @@ async def repredict(store: FeatureStore, predictor: CategoryPredictor, chunk: in
             if it.predicted is not None
         }
         if predicted:
-            await store.set_predicted(predicted)
+            await store.catalogue.set_predicted(predicted)
         done += len(predicted)
     return done
 

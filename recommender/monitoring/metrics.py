@@ -1,10 +1,10 @@
 """The metrics streamrec publishes, and the 1 s windows they are counted in.
 
 `CATALOGUE` is the one list of metric names: what `MetricsWindow` accepts, what the metrics topic
-carries, what Prometheus exposes and what the README's "Metrics" table documents (a test holds
-the table to this list). Shapes follow the OpenTelemetry metric model: a *sum* is what was counted
-in the window (Prometheus sees the running total), a *gauge* is the last value set, a *histogram*
-counts observations per bucket (upper bounds, the last bucket open).
+carries, what Prometheus exposes and what the "Metrics" table of docs/monitoring.md documents (a
+test holds the table to this list). Shapes follow the OpenTelemetry metric model: a *sum* is
+what was counted in the window (Prometheus sees the running total), a *gauge* is the last value
+set, a *histogram* counts observations per bucket (upper bounds, the last bucket open).
 
 A window belongs to one process: the worker and every API replica each publish their own records,
 told apart by the envelope's `source`. Nothing here does I/O.

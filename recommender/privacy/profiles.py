@@ -92,7 +92,7 @@ class UserDataService:
         """Everything streamrec holds about the user, decrypted; None when it holds nothing."""
         profile = await self.get_profile(user_id)
         p = self._store.pseudonym(user_id)
-        (interactions,) = await self._store.user_histories([p])
+        (interactions,) = await self._store.users.histories([p])
         reviews = await self._reviews.reviews(p)
         if profile is None and not interactions and not reviews:
             return None
@@ -100,14 +100,14 @@ class UserDataService:
         pipe.hgetall(keys.user_counts(p))
         pipe.exists(keys.data_key(p))
         counts, has_key = await pipe.execute()
-        recent = await self._store.recent(user_id, n=1000)
+        recent = await self._store.users.recent(user_id, n=1000)
         return {
             "user_id": user_id,
             "profile": profile,
             "interactions": interactions,
             "recent": [{"type": r.type, "item_id": r.item_id, "ts": r.ts} for r in recent],
             "event_counts": {str(k): int(float(v)) for k, v in counts.items()},
-            "category_affinity": await self._store.category_affinity(user_id),
+            "category_affinity": await self._store.users.category_affinity(user_id),
             "reviews": [asdict(r) for r in reviews],
             "has_data_key": bool(has_key),
         }
@@ -117,10 +117,10 @@ class UserDataService:
         p = self._store.pseudonym(user_id)
         destroyed = await self._cipher.shred(p)
         deleted = 0
-        owners: list[Forgetter] = [self._store, self, self._reviews, *self._others]
+        owners: list[Forgetter] = [self._store.users, self, self._reviews, *self._others]
         for owner in owners:
             deleted += await owner.forget(p)
         removed = await self._vectors.forget(p)
         if destroyed or deleted or removed:
-            await self._store.note_erasure()
+            await self._store.stats.note_erasure()
         return Erasure(destroyed, deleted, removed)

@@ -10,7 +10,8 @@ import numpy as np
 from models.base import FactorModel
 from recommender.memo import ExpiringMemo
 from recommender.serving import reasons
-from recommender.store.features import FeatureStore, ItemCard
+from recommender.store.catalogue import ItemCard
+from recommender.store.features import FeatureStore
 from recommender.types import ScoredItem
 
 #: An item in the making: its id, score and reason.
@@ -42,7 +43,7 @@ class Cards:
             else:
                 missing.append(item)
         if missing:
-            for item, card in zip(missing, await self._store.cards(missing), strict=True):
+            for item, card in zip(missing, await self._store.catalogue.cards(missing), strict=True):
                 self._kept.put(item, card)
                 found[item] = card
         return found
@@ -75,7 +76,7 @@ class Cards:
         self, user_id: str, model: FactorModel, recommended: Sequence[str]
     ) -> dict[str, str]:
         """For each CF item, the user's recent item closest to it in the model's item space."""
-        recent = [r.item_id for r in await self._store.recent(user_id, EXPLAIN_RECENT)]
+        recent = [r.item_id for r in await self._store.users.recent(user_id, EXPLAIN_RECENT)]
         mine = model.item_vectors(dict.fromkeys(recent))
         theirs = model.item_vectors(recommended)
         if not mine or not theirs:

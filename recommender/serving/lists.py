@@ -27,13 +27,13 @@ class ItemLists:
                     (str(i), float(s), reasons.SIMILAR) for i, s in zip(ids, scores, strict=True)
                 ]
                 return await self._cards.scored(items), version
-        if not await self._store.known_item(item_id):
+        if not await self._store.catalogue.known_item(item_id):
             return None
         # Known, but too new for the model: the popular items of its categories.
-        (cats,) = await self._store.categories([item_id])
+        (cats,) = await self._store.catalogue.categories([item_id])
         found: dict[str, float] = {}
         for c in cats:
-            for i, s in await self._store.popular(k, {item_id}, c):
+            for i, s in await self._store.popularity.popular(k, {item_id}, c):
                 found[i] = max(found.get(i, 0.0), s)
         ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         reason = reasons.popular_in(", ".join(cats))
@@ -42,13 +42,13 @@ class ItemLists:
     async def popular(self, window: str | None, k: int) -> list[ScoredItem]:
         """All-time popular items, or those of a window (`1h`, `24h`, `7d`)."""
         if window is None:
-            rows = await self._store.popular(k)
+            rows = await self._store.popularity.popular(k)
             reason = reasons.POPULAR
         else:
-            rows = await self._store.popular_in(window, k)
+            rows = await self._store.popularity.popular_in(window, k)
             reason = reasons.popular_in_window(window)
         return await self._cards.scored([(i, s, reason) for i, s in rows])
 
     async def trending(self, k: int) -> list[ScoredItem]:
-        rows = await self._store.trending(k)
+        rows = await self._store.popularity.trending(k)
         return await self._cards.scored([(i, s, reasons.TRENDING) for i, s in rows])

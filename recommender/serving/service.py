@@ -207,7 +207,9 @@ class RecommendationService:
         cached = decode_candidates(read.candidates, req.k + len(req.exclude))
         if vec is not None and (cached is None or cached.as_of != vec.as_of) and read.state:
             # The worker folded the user in since: their state came with the read.
-            seen, recent = self._store.parse_serving_state(read.state, self._config.recent_items)
+            seen, recent = self._store.users.parse_serving_state(
+                read.state, self._config.recent_items
+            )
             cached = self._candidates_of(req, vec, seen, recent)
         if vec is None or cached is None or cached.as_of != vec.as_of:
             return None, vec
@@ -229,7 +231,9 @@ class RecommendationService:
         the user's history, what the caller excluded, and what the steps chose."""
         seen, recent, vec = await self._state_of(req, vec, read_vector)
         excluded = seen | req.exclude
-        allowed = await self._store.items_in(req.category) if req.category is not None else None
+        allowed = (
+            await self._store.catalogue.items_in(req.category) if req.category is not None else None
+        )
         items: list[Item] = []
         if req.model is not None and vec is not None:
             items = self._by_model(req, vec, recent, excluded, allowed)
@@ -238,7 +242,7 @@ class RecommendationService:
                 req.user_id, req.k - len(items), excluded | _ids(items)
             )
         if len(items) < req.k:
-            popular = await self._store.popular(
+            popular = await self._store.popularity.popular(
                 req.k - len(items), excluded | _ids(items), req.category
             )
             reason = reasons.POPULAR if req.category is None else reasons.popular_in(req.category)
@@ -263,12 +267,12 @@ class RecommendationService:
         features: the candidates cached from them carry its `as_of`, and go stale with it."""
         read_vector = read_vector and req.version is not None and req.bucket == CONTROL
         pipe = self._store.redis.pipeline(transaction=False)
-        self._store.queue_serving_state(pipe, req.pseudonym, self._config.recent_items)
+        self._store.users.queue_serving_state(pipe, req.pseudonym, self._config.recent_items)
         if read_vector:
             assert req.version is not None
             self._vectors.queue_user_vector(pipe, req.version, req.pseudonym)
         rows = await pipe.execute()
-        seen, recent = self._store.parse_serving_state(rows, self._config.recent_items)
+        seen, recent = self._store.users.parse_serving_state(rows, self._config.recent_items)
         if read_vector:
             vec = decode_vector(rows[2])
         if req.bucket == CHALLENGER and req.model is not None:
@@ -324,7 +328,7 @@ class RecommendationService:
             log.warning("could not cache a user's candidates: %s", write.exception())
 
     async def _challenger_vector(self, model: ALSModel, pseudonym: str) -> UserVector | None:
-        histories, as_of = await self._store.histories_and_last_seen([pseudonym])
+        histories, as_of = await self._store.users.histories_and_last_seen([pseudonym])
         if not histories or not histories[0]:
             return None
         return UserVector(model.user_vectors(histories)[0], as_of.get(pseudonym, 0))
@@ -356,10 +360,10 @@ class RecommendationService:
     async def _by_affinity(self, user_id: str, n: int, taken: set[str]) -> list[Item]:
         """The chain's step between the model and plain popularity: popular items of the
         categories the user likes most (for users the model cannot place yet)."""
-        affinity = await self._store.category_affinity(user_id)
+        affinity = await self._store.users.category_affinity(user_id)
         found: list[Item] = []
         for cat, _ in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))[:AFFINITY_TOP]:
-            for item, score in await self._store.popular(n - len(found), taken, cat):
+            for item, score in await self._store.popularity.popular(n - len(found), taken, cat):
                 found.append((item, score, reasons.affinity(cat)))
                 taken.add(item)
             if len(found) >= n:

@@ -4,8 +4,9 @@ build key names from the prefixes below, are in `scripts`).
 User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMAC-SHA256
 (ENISA's recommended pseudonymisation: a plain hash could be reversed by enumerating ids).
 
-Every key, its type, meaning and bound is listed in the README's "Features in Redis" table;
-`tests/unit/test_deployment.py` checks that each key family below appears there.
+Every key, its type, meaning and bound is listed in the "Features in Redis" table of
+docs/architecture.md; `tests/unit/test_deployment.py` checks that each key family below appears
+there.
 """
 
 from __future__ import annotations

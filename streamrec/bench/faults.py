@@ -56,7 +56,7 @@ async def _snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[str, int]
     client = redis_async(settings.infra.redis_url)
     try:
         store = FeatureStore(client, settings)
-        return await store.snapshot(), await store.stats()
+        return await store.snapshot(), await store.stats.all()
     finally:
         await client.aclose()
 

@@ -214,8 +214,8 @@ async def promote_shuffled(settings: Settings) -> str:
     redis = redis_async(settings.infra.redis_url)
     try:
         store = FeatureStore(redis, settings)
-        users = await store.active_users()
-        histories, _ = await store.histories_and_last_seen(users)
+        users = await store.users.active()
+        histories, _ = await store.users.histories_and_last_seen(users)
         items = sorted({i for h in histories for i in h})
         shuffled = dict(zip(items, random.Random(3).sample(items, len(items)), strict=True))
         data = InteractionMatrix.from_histories(
@@ -225,7 +225,7 @@ async def promote_shuffled(settings: Settings) -> str:
                   "iterations": settings.als_iterations, "alpha": settings.als_alpha,
                   "neighbours": settings.knn_neighbours}  # fmt: skip
         fitted = await asyncio.to_thread(fit_als, data, **params)
-        applied = (await store.stats()).get("events_applied", 0)
+        applied = (await store.stats.all()).get("events_applied", 0)
         version = cf_registry(settings.models_dir).save(
             fitted.model(**params), {"watermark": applied, "status": "bench: shuffled data"}
         )

@@ -214,7 +214,7 @@ async def test_posted_events_and_items_reach_kafka_and_invalid_ones_are_explaine
 
 async def _fitted(redis, settings) -> FeatureStore:
     store = FeatureStore(redis, settings)
-    await store.upsert_items(
+    await store.catalogue.upsert_items(
         [ItemMeta(i, f"Film {i}", 1, None, ("scifi",)) for i in SCI_FI]
         + [ItemMeta(i, f"Film {i}", 1, None, ("romance",)) for i in ROMANCE]
     )
@@ -285,7 +285,7 @@ async def test_the_common_request_is_answered_as_the_route_answers_it(settings, 
 
 async def test_similar_popular_and_trending(settings, redis, tokens):
     store = await _fitted(redis, settings)
-    await store.upsert_items([ItemMeta("new-film", "New", 2, None, ("romance",))])
+    await store.catalogue.upsert_items([ItemMeta("new-film", "New", 2, None, ("romance",))])
     async with serve_api(settings) as api:
         read = key(tokens["read"])
         similar = (await api.get("/v1/items/scifi-0/similar", params={"k": 5}, headers=read)).json()

@@ -102,11 +102,11 @@ async def test_items_teach_the_text_model_which_then_predicts_categories(
     new = ItemMeta("new-1", "Scary Movie Massacre Nightmare (2001)", 2)
     [stored] = await CategoryPredictor(models, 0.3).enrich([new])
     assert stored.predicted and stored.categories == tuple(stored.predicted)
-    await store.upsert_items([stored])
+    await store.catalogue.upsert_items([stored])
     meta = await redis.hgetall(keys.item_meta("new-1"))
     assert json.loads(meta["predicted"]) == stored.predicted
     for category in stored.categories:
-        assert "new-1" in await store.items_in(category)
+        assert "new-1" in await store.catalogue.items_in(category)
     # What was predicted never teaches the model: only labels a publisher gave do.
     first = str(movies["movie_id"].iloc[0])
     assert (await redis.hgetall(keys.item_meta(first)))["predicted"] == ""
@@ -153,7 +153,7 @@ async def test_reviews_teach_sentiment_which_then_weighs_reviews_and_forgets_the
     assert happy.sentiment is not None and sad.sentiment is not None
     assert happy.sentiment > 0.5 > sad.sentiment
     await store.apply_interactions([happy, sad])
-    (weights,) = await store.user_histories([store.pseudonym("zoe")])
+    (weights,) = await store.users.histories([store.pseudonym("zoe")])
     s = content_settings
     expected = s.review_positive_weight * (2 * happy.sentiment - 1)
     assert weights[happy.item_id] == pytest.approx(expected, rel=1e-3)

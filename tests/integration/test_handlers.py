@@ -40,7 +40,7 @@ async def test_bad_records_go_to_dead_letter_and_the_batch_goes_on(redis, settin
     assert [d.offset for d in letters] == [0, 2]
     assert base64.b64decode(letters[0].original_b64) == b"\x00\x01"
     assert "type" in letters[1].reason
-    assert (await store.stats())["dead_letters"] == 2
+    assert (await store.stats.all())["dead_letters"] == 2
 
 
 async def test_a_record_whose_processing_fails_is_isolated_and_the_rest_applied(
@@ -68,7 +68,7 @@ async def test_a_record_whose_processing_fails_is_isolated_and_the_rest_applied(
     assert await handler.handle_events(batch) == 2
     [letter] = [DeadLetterV1.model_validate_json(v) for v in sent]
     assert letter.offset == 1 and "processing failed" in letter.reason
-    stats = await store.stats()
+    stats = await store.stats.all()
     assert stats["events_applied"] == 2 and stats["dead_letters"] == 1
     # Not marked seen: once the cause is fixed, a replay from the dead-letter topic applies it.
     assert not await redis.exists(keys.seen("boom"))

@@ -101,7 +101,7 @@ async def test_a_worse_refit_is_held_back_as_the_challenger(parts, redis, settin
     assert meta["holdout_ndcg@10"] < meta["served_holdout_ndcg@10"] - settings.quality_gate_margin
     assert (await state.current()).version == v1
     assert (await state.challenger())["version"] == v2
-    assert (await store.stats())["models_held_back"] == 1
+    assert (await store.stats.all())["models_held_back"] == 1
     assert not await redis.exists(keys.user_vectors(v2))  # held versions cost no memory
     assert not await redis.exists(keys.user_recs(v2))
     assert not [k async for k in redis.scan_iter(match=keys.pending_recs("*"))]

@@ -85,7 +85,9 @@ async def test_profiles_are_stored_only_encrypted(settings, redis, admin):
 async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis, admin):
     store = FeatureStore(redis, settings)
     p = keys.pseudonymize(TEST_SECRET.encode(), USER)
-    await store.upsert_items([ItemMeta(i, f"Film {i}", 1, None, ("scifi",)) for i in SCI_FI])
+    await store.catalogue.upsert_items(
+        [ItemMeta(i, f"Film {i}", 1, None, ("scifi",)) for i in SCI_FI]
+    )
     mine = [
         Interaction(uuid.uuid4().hex, USER, item, "purchase", 1_800_000_000_000 + n)
         for n, item in enumerate(SCI_FI[:6])

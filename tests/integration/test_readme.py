@@ -1,6 +1,7 @@
-"""The README, run as written: every `sh` and `python` block, in order, the way a newcomer pastes
-them into one terminal (`make up` in the background, its export line pasted, then each block in
-the same shell: what one block exports or activates, the next one has).
+"""The README and the docs pages, run as written: every `sh` and `python` block, in order (the
+README, then the pages in the order it links them), the way a newcomer pastes them into one
+terminal (`make up` in the background, its export line pasted, then each block in the same
+shell: what one block exports or activates, the next one has).
 
 A block that cannot run here is preceded by `<!-- readme-test: not run: WHY -->`; the `make up`
 block by `<!-- readme-test: runs in the background ... -->`. Other fences (`text`, `mermaid`,
@@ -36,20 +37,43 @@ FENCE = re.compile(
 PER_PROCESS = {"PWD", "OLDPWD", "SHLVL", "_", "BASH_EXECUTION_STRING"}
 
 
+#: The pages whose examples run after the README's, in the README's order.
+PAGES = re.compile(r"^- \[[^]]+\]\((docs/[\w-]+\.md)\)", re.M)
+
+
 @dataclass(frozen=True)
 class Block:
-    line: int
+    line: str  # file:line
     lang: str
     body: str
     marker: str
 
 
+def documents() -> list[Path]:
+    readme = ROOT / "README.md"
+    return [readme, *(ROOT / p for p in PAGES.findall(readme.read_text()))]
+
+
 def readme_blocks() -> list[Block]:
-    text = (ROOT / "README.md").read_text()
-    return [
-        Block(text[: m.start("body")].count("\n") + 1, m["lang"], m["body"], m["marker"] or "")
-        for m in FENCE.finditer(text)
-    ]
+    blocks = []
+    for doc in documents():
+        text = doc.read_text()
+        name = doc.relative_to(ROOT)
+        blocks += [
+            Block(
+                f"{name}:{text[: m.start('body')].count(chr(10)) + 1}",
+                m["lang"],
+                m["body"],
+                m["marker"] or "",
+            )
+            for m in FENCE.finditer(text)
+        ]
+    return blocks
+
+
+def test_every_page_is_read():
+    pages = {p.name for p in documents()[1:]}
+    assert pages >= {p.name for p in (ROOT / "docs").glob("*.md")} - {"benchmark-history.md"}
 
 
 class Terminal:
@@ -103,7 +127,7 @@ def _start_background(block: Block, env: dict[str, str]) -> tuple[subprocess.Pop
         if line.strip().startswith("export STREAMREC_"):
             return proc, line
     _stop(proc)
-    raise AssertionError(f"README line {block.line} printed no export line:\n{''.join(seen)}")
+    raise AssertionError(f"{block.line} printed no export line:\n{''.join(seen)}")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -133,7 +157,7 @@ def test_every_example_runs_as_written(tmp_path):
     env["STREAMREC_API_PORT"] = str(free_port())  # `make up`'s 8000 may be taken on this machine
     terminal = Terminal(env, tmp_path / "env")
     background: subprocess.Popen[str] | None = None
-    ran: list[int] = []
+    ran: list[str] = []
     try:
         for block in readme_blocks():
             if block.lang not in {"sh", "python"} or block.marker.startswith("not run: "):
@@ -144,7 +168,7 @@ def test_every_example_runs_as_written(tmp_path):
                 continue
             result = terminal.run(block)
             assert result.returncode == 0, (
-                f"README line {block.line} exited {result.returncode}:\n{block.body}\n"
+                f"{block.line} exited {result.returncode}:\n{block.body}\n"
                 f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
             )
             ran.append(block.line)

@@ -64,7 +64,7 @@ async def test_serving_follows_a_promoted_version_and_fills_with_popular(parts, 
     # Refits do not pile up vectors: the replaced version's expire shortly, the served one's not.
     assert 0 < await redis.ttl(keys.user_vectors(v1)) <= keys.RETIRED_MODEL_TTL_S
     assert await redis.ttl(keys.user_vectors(v2)) == -1
-    seen, _ = await store.serving_state("a0", 0)
+    seen, _ = await store.users.serving_state("a0", 0)
     assert not seen & {i.item_id for i in recs.items}
     assert len(recs.items) == 30  # every unseen item, none repeated
     assert len({i.item_id for i in recs.items}) == 30
@@ -82,7 +82,7 @@ async def test_a_restarted_trainer_picks_up_the_served_version(parts, settings, 
 
 async def test_without_a_model_the_chain_uses_category_affinity_then_popularity(parts):
     store, state, registry, _ = parts
-    await store.upsert_items(
+    await store.catalogue.upsert_items(
         [ItemMeta(i, i, 1, None, ("scifi",)) for i in SCI_FI]
         + [ItemMeta(i, i, 1, None, ("romance",)) for i in ROMANCE]
     )

@@ -1,0 +1,160 @@
+"""The API's services, opened once in the lifespan and closed with it (as
+`streams.composition.WorkerParts` is for the worker): what every route and the fast path reach,
+typed, through `request.state.services`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from cryptography.fernet import MultiFernet
+
+from api.metrics_feed import MetricsFeed
+from api.publisher import Publisher
+from api.telemetry import ApiMetrics
+from recommender.cf.vectors import CFVectors
+from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.state import ModelState
+from recommender.monitoring.impressions import ImpressionStore
+from recommender.privacy.access import ApiKeyStore, RateLimiter
+from recommender.privacy.crypto import UserDataCipher, check_master_keys
+from recommender.privacy.profiles import UserDataService
+from recommender.privacy.reviews import ReviewStore
+from recommender.serving.config import ServingConfig
+from recommender.serving.service import RecommendationService
+from recommender.settings import Settings
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.keys import CF
+from streams.metrics import MetricsPublisher, now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    redis: aioredis.Redis
+    store: FeatureStore
+    service: RecommendationService
+    privacy: UserDataService
+    impressions: ImpressionStore
+    feed: MetricsFeed
+    api_keys: ApiKeyStore
+    limiter: RateLimiter
+    publisher: Publisher
+    telemetry: ApiMetrics
+    metrics_out: MetricsPublisher
+    _background: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, master: MultiFernet, telemetry: ApiMetrics
+    ) -> ApiServices:
+        """Connect and build every service; the master keys are checked against Redis first,
+        so a wrong key fails the start, not the first request."""
+        kafka_url, redis_url = settings.require_infrastructure()
+        redis = redis_async(redis_url)
+        publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content)
+        try:
+            await check_master_keys(redis, master)
+        except BaseException:
+            publisher.close()
+            await redis.aclose()
+            raise
+        store = FeatureStore(redis, settings)
+        cipher = UserDataCipher(redis, master)
+        cf_state = ModelState(redis, CF)
+        reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
+        impressions = ImpressionStore(redis, settings.attribution_window_s)
+        service = RecommendationService(
+            store, cf_state, cf_registry(settings.models_dir), ServingConfig.of(settings)
+        )
+        vectors = CFVectors(redis, cf_state)
+        privacy = UserDataService(redis, store, cipher, reviews, vectors, [impressions, service])
+        services = cls(
+            settings,
+            redis,
+            store,
+            service,
+            privacy,
+            impressions,
+            MetricsFeed(kafka_url, settings.topic_metrics),
+            ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
+            RateLimiter(redis, settings.api_rate_per_s, settings.api_rate_burst),
+            publisher,
+            telemetry,
+            _metrics_publisher(settings, publisher, telemetry),
+        )
+        services._background = asyncio.create_task(services._run_background())
+        return services
+
+    async def aclose(self) -> None:
+        """Stop the background loop, write the impressions and the last, partial metrics
+        window, and close the clients."""
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+            with contextlib.suppress(Exception):
+                await self.impressions.flush()
+            if self.settings.metrics_publish:
+                await self._sample_gauges()
+                await self.metrics_out.flush()
+        await self.feed.aclose()
+        self.publisher.close()
+        await self.redis.aclose()
+
+    async def _sample_gauges(self) -> None:
+        """The gauges this replica sets as a window closes: coverage and the served version."""
+        try:
+            _, catalogue = await self.store.stats.counts()
+            self.telemetry.close_coverage(catalogue)
+            self.telemetry.window.clear("streamrec_served_version")
+            version = await self.service.served_version()
+            if version is not None:
+                self.telemetry.window.set("streamrec_served_version", 1, family=CF, version=version)
+        except Exception as exc:
+            log.warning("could not sample the API's gauges: %s", exc)
+
+    async def _run_background(self) -> None:
+        """Every 0.1 s the impressions served since; once per window this replica's metric
+        records. The window rolls even when nothing is published: coverage counts the items
+        served in one window, and would otherwise grow for as long as the process runs."""
+        out = self.metrics_out
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                await self.impressions.flush()
+            except Exception as exc:
+                log.warning("could not write impressions (attribution misses them): %s", exc)
+            if not out.window.due(now_ms()):
+                continue
+            await self._sample_gauges()
+            if self.settings.metrics_publish:
+                await out.publish_due()
+            else:
+                out.window.close(now_ms())  # Prometheus reads the running totals
+
+
+def _metrics_publisher(
+    settings: Settings, publisher: Publisher, telemetry: ApiMetrics
+) -> MetricsPublisher:
+    async def send(records: list[tuple[str, bytes]]) -> None:
+        await publisher.publish(settings.topic_metrics, records)
+
+    source = f"/streamrec/api/{settings.instance_id}"
+    if settings.api_processes > 1:  # the processes share the instance id: one source each
+        source += f"/{os.getpid()}"
+    return MetricsPublisher(telemetry.window, send, source)
+
+
+def services_of(state: Any) -> ApiServices:
+    """The services from a request's state (`request.state`) or an ASGI scope's (a dict)."""
+    found: ApiServices = state["services"] if isinstance(state, dict) else state.services
+    return found

@@ -1,0 +1,226 @@
+"""The settings of the running system: where Kafka and Redis are, its topics, the worker,
+attribution and A/B, monitoring, metrics, the API and the secrets. Part of
+`recommender.settings.Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
+
+
+class ServiceSettings(BaseSettings):
+    # Infrastructure
+    kafka_url: str | None = Field(
+        None,
+        description=(
+            "Kafka bootstrap, e.g. `kafka://host:9092`; unset (with the Redis URL) means embedded"
+        ),
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL, e.g. `redis://host:6379/0`; unset means embedded"
+    )
+    data_dir: Path = Field(
+        Path(".streamrec"),
+        description=(
+            "model artifacts (shared by worker and API) and the worker's Faust directory "
+            "(`faust/`); the only place a streamrec process writes"
+        ),
+    )
+
+    # Topics
+    topic_events: str = Field("events", description="user events topic")
+    topic_content: str = Field("content", description="content items topic")
+    topic_metrics: str = Field("metrics", description="metrics topic (see Monitoring)")
+    topic_dead_letter: str = Field("dead-letter", description="rejected records with reasons")
+    topic_partitions: int = Field(
+        4, ge=1, le=1024, description="partitions per topic (the unit of worker parallelism)"
+    )
+
+    # Worker
+    worker_id: str = Field(
+        "streamrec-worker", description="Faust app id, which is the consumer group"
+    )
+    worker_session_timeout_s: float = Field(
+        6.0,
+        ge=1,
+        le=300,
+        description=(
+            "consumer group session timeout: how soon a killed worker's partitions move "
+            "to a new member; Apache Kafka refuses less than its "
+            "`group.min.session.timeout.ms` (6 s by default); with the embedded broker, 2"
+        ),
+    )
+    batch_size: int = Field(
+        2000,
+        ge=1,
+        le=10_000,
+        description=(
+            "most events the worker applies and folds in at once (the apply script runs "
+            "500 per call)"
+        ),
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=5000,
+        description=(
+            "how long the broker may hold an empty fetch; with Faust's fixed 1,500 the "
+            "embedded broker held every fetch that long, which dominated event-to-feature"
+            " latency"
+        ),
+    )
+
+    # Attribution and A/B
+    attribution_window_s: int = Field(
+        1800,
+        ge=10,
+        le=7 * 86400,
+        description=(
+            "an outcome counts for a list served this recently (impressions expire after it)"
+        ),
+    )
+    attribution_hit_k: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="a list is a hit when an outcome lands on one of its first k items",
+    )
+    ab_challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description=(
+            "share of users (by a stable hash of their pseudonym) served the CF "
+            "challenger while there is one; 0 to 0.5"
+        ),
+    )
+
+    # Monitoring
+    monitor: bool = Field(
+        True,
+        description=(
+            "run the monitor: it asks for refits, promotes a challenger that wins the A/B"
+            " test and rolls back a promotion that does worse (false: none of it)"
+        ),
+    )
+    monitor_min_lists: int = Field(
+        200, ge=10, description="lists each side of a test must have served before it is decided"
+    )
+    monitor_z: float = Field(
+        2.576,
+        gt=0,
+        description="the z a one-sided two-proportion test must reach (about 0.5% per look)",
+    )
+    monitor_drift_drop: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description=(
+            "the fall in hit rate, after a cut by ADWIN, that makes the monitor ask for a refit"
+        ),
+    )
+
+    # Metrics
+    metrics_publish: bool = Field(
+        True, description="publish metric records to the metrics topic (false: Prometheus only)"
+    )
+    metrics_window_ms: int = Field(1000, ge=100, le=60_000, description="a metric record's window")
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "serve the worker's Prometheus metrics on this port (`/metrics`, no auth: "
+            "bind it to a private network)"
+        ),
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="where that endpoint listens")
+
+    # API
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8000, ge=0, le=65535, description="API port")
+    max_k: int = Field(100, ge=1, le=1000, description="largest `k` a client may ask for")
+    api_docs: bool = Field(
+        False,
+        description=(
+            "serve `/docs` and `/openapi.json` (off in production: no free map of the API)"
+        ),
+    )
+    api_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="larger request bodies get 413, whether declared or streamed",
+    )
+    api_rate_per_s: float = Field(
+        100.0,
+        gt=0,
+        description="requests per second per API key (token bucket in Redis, shared by replicas)",
+    )
+    api_rate_burst: int = Field(200, ge=1, description="bucket size per API key")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "API processes sharing the API port (uvicorn's workers, started and stopped "
+            "with `streamrec api`, and dying with it): one Python process answers on one "
+            "core. Each is a replica with its own model copy, caches and metrics; `GET "
+            "/v1/metrics` answers for the process the connection reached, the metrics "
+            "topic carries every process's (source `/streamrec/api/<instance>/<pid>`). "
+            "`bench serve` runs what is set: on the 2-core development machine, two did "
+            "worse there than one (Benchmarks)"
+        ),
+    )
+    api_model_check_s: float = Field(
+        0.5,
+        ge=0,
+        description=(
+            "how often an API replica reads the served-version pointer for requests that "
+            "do not read it anyway (a promotion is served within it; the common "
+            "recommendations request sees it at once)"
+        ),
+    )
+    api_title_cache_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "how long an API replica caches item titles, and keeps a user's answer (0: neither)"
+        ),
+    )
+    instance_id: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "names this API process in `/v1/health` answers; `streamrec up` sets one and "
+            "checks that the API answering its readiness probe is its own (random when "
+            "unset)"
+        ),
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "an API replica trusts a key it verified for this long: a revocation takes "
+            "effect within it"
+        ),
+    )
+
+    # Secrets: no defaults. The embedded runtime generates throwaway ones for its own run.
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description=(
+            "HMAC key for user pseudonyms, 16+ characters (the embedded runtime generates"
+            " a throwaway one. Required."
+        ),
+    )
+
+    master_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "comma-separated Fernet keys that wrap users' data keys (the worker encrypts "
+            "review text); the first encrypts, all decrypt (the embedded runtime "
+            "generates a throwaway one. Required by the API and the worker."
+        ),
+    )

@@ -1,0 +1,43 @@
+"""The `stats` hash: counters every process adds to, and the store's sizes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from recommender.store import keys
+
+
+def parse_stats(raw: Mapping[Any, Any]) -> dict[str, int]:
+    """The `stats` hash as integers (Lua writes some counters as floats)."""
+    return {str(k): int(float(v)) for k, v in raw.items()}
+
+
+class Stats:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def all(self) -> dict[str, int]:
+        return parse_stats(await self._redis.hgetall(keys.STATS))
+
+    async def counts(self) -> tuple[int, int]:
+        """(users with live features, items in the catalogue or with interactions)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(keys.USERS_ACTIVE)
+        pipe.zcard(keys.ITEMS_CATALOGUE)
+        pipe.zcard(keys.ITEMS_POPULAR)
+        users, catalogue, popular = await pipe.execute()
+        return int(users), max(int(catalogue), int(popular))
+
+    async def note_erasure(self) -> None:
+        """Count an erasure and when it was (model versions fitted before it say so)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(keys.STATS, "erasures", 1)
+        pipe.hset(keys.STATS, "last_erasure_ms", int(time.time() * 1000))
+        await pipe.execute()
+
+    async def incr(self, name: str, amount: int = 1) -> None:
+        await self._redis.hincrby(keys.STATS, name, amount)
