@@ -22,7 +22,8 @@ from api.services import ApiServices, services_of
 from api.telemetry import ApiMetrics
 from recommender.monitoring.impressions import Impression, ImpressionStore
 from recommender.privacy.profiles import UserDataService
-from recommender.serving.service import Recommendations, RecommendationService
+from recommender.serving.answers import Recommendations
+from recommender.serving.service import RecommendationService
 from recommender.settings import Settings
 from recommender.store.features import FeatureStore
 from recommender.types import ID_PATTERN, MAX_ID_CHARS

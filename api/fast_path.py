@@ -36,7 +36,8 @@ from api.middleware import SECURITY_HEADERS
 from api.services import services_of
 from api.telemetry import ApiMetrics
 from recommender.privacy.access import ApiKey
-from recommender.serving.service import ANSWERS_KEPT, Recommendations, RecommendationService
+from recommender.serving.answers import ANSWERS_KEPT, Recommendations
+from recommender.serving.service import RecommendationService
 from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 #: The declared route this path stands in for (`api/routes/users.py`).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -20,49 +20,8 @@ from models.base import FactorModel, Ranked, top_k
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.errors import ModelFitError
-from models.neighbours import item_neighbours, load_arrays, recent_scores, save_arrays
-
-#: Histories this long or longer are solved by conjugate gradient (`_conjugate_gradient`): the
-#: exact solve builds a k x k matrix from every item of the history (O(n k^2)), and the worker
-#: re-solves a user at each of their events; 10 steps cost O(10 n k). On MovieLens with 64
-#: factors, for its 137 users with 200 or more ratings: at most 6e-5 from the exact vector
-#: (relative), and 0.7 ms against 1.8 ms for the longest history (2,391 ratings; ad hoc).
-#: Not implicit's own `least_squares_cg`: it computes Y^T Y anew on every call (0.65 ms for
-#: MovieLens's 9,066 items, ad hoc), and the worker calls once per batch; this reuses implicit's
-#: cached `YtY`.
-CG_MIN_ITEMS = 200
-CG_STEPS = 10
-
-
-def _conjugate_gradient(
-    rows: npt.NDArray[np.float32],
-    confidence: npt.NDArray[np.float32],
-    gram: npt.NDArray[np.float32],
-) -> npt.NDArray[np.float32]:
-    """The solution of implicit's per-user system (Y^T C Y + reg I) x = Y^T C p, where
-    ``gram`` is Y^T Y + reg I and ``rows`` the factors of the user's items, without forming the
-    matrix: (Y^T C Y + reg I) v = gram v + rows^T ((c - 1) * (rows v)), as implicit's own solver
-    (it adds the confidence minus one to Y^T Y)."""
-    extra = confidence - 1.0
-
-    def times(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.asarray(gram @ v + rows.T @ (extra * (rows @ v)), dtype=np.float32)
-
-    x = np.zeros(gram.shape[0], dtype=np.float32)
-    r = np.asarray(rows.T @ confidence, dtype=np.float32)  # the residual at x = 0
-    p = r.copy()
-    norm = float(r @ r)
-    for _ in range(CG_STEPS):
-        if norm < 1e-20:
-            break
-        ap = times(p)
-        step = norm / float(p @ ap)
-        x += step * p
-        r -= step * ap
-        new_norm = float(r @ r)
-        p = r + (new_norm / norm) * p
-        norm = new_norm
-    return x
+from models.neighbours import blend, item_neighbours, load_arrays, recent_scores, save_arrays
+from models.solvers import CG_MIN_ITEMS, conjugate_gradient
 
 
 class ALSModel(FactorModel):
@@ -262,7 +221,7 @@ class ALSModel(FactorModel):
             start, end = rows.indptr[u], rows.indptr[u + 1]
             # The confidences implicit's solve uses: alpha times the weight.
             confidence = self.alpha * rows.data[start:end]
-            out[u] = _conjugate_gradient(factors[rows.indices[start:end]], confidence, gram)
+            out[u] = conjugate_gradient(factors[rows.indices[start:end]], confidence, gram)
         return out
 
     def _exact(self, rows: csr_matrix) -> npt.NDArray[np.float32]:
@@ -292,17 +251,7 @@ class ALSModel(FactorModel):
             decay = self.recent_decay if recent_decay is None else recent_decay
             near = recent_scores(self.item_neighbours, self._index, recent, decay)
             if near is not None:
-                scores = scores / (np.abs(scores).max() + 1e-9)
-                near = near / (np.abs(near).max() + 1e-9)
-                # Items newer than the fit have no neighbours yet: their factor score stands in
-                # for the neighbour score, so that a new item competes on equal terms.
-                fitted = (
-                    self.item_neighbours.shape[0]
-                    if self.neighbour_rows is None
-                    else self.neighbour_rows
-                )
-                near[fitted:] = scores[fitted:]
-                scores = scores + weight * near
+                scores = blend(scores, near, weight, self.neighbour_rows)
         if allowed is not None:
             keep = [self._index[i] for i in allowed if i in self._index]
             masked = np.full_like(scores, -np.inf)
@@ -393,37 +342,4 @@ class ALSModel(FactorModel):
             if "user_gramian" in npz:
                 model.user_gramian = npz["user_gramian"]
             model.content_map = ContentMap.from_arrays(npz)
-        return model
-
-
-def fit_als(data: InteractionMatrix, **params: Any) -> FittedALS:
-    """Fit ALS (and item neighbours if ``neighbours`` > 0) and fold in every user of ``data``.
-
-    Module-level and returning plain arrays, so a process pool can run it: a full fit then never
-    competes with ingestion for the worker's GIL.
-    """
-    model = ALSModel(**params)
-    model.fit(data)
-    users = np.arange(data.matrix.shape[0])
-    vectors = np.atleast_2d(
-        np.asarray(model._als.recalculate_user(users, data.matrix), dtype=np.float32)
-    )
-    return FittedALS(
-        model.item_ids, model.item_factors, vectors, model.item_neighbours, model.user_gramian
-    )
-
-
-class FittedALS(NamedTuple):
-    item_ids: npt.NDArray[np.str_]
-    item_factors: npt.NDArray[np.float32]
-    user_vectors: npt.NDArray[np.float32]
-    neighbours: csr_matrix | None
-    user_gramian: npt.NDArray[np.float32] | None
-    content_map: ContentMap | None = None
-
-    def model(self, **params: Any) -> ALSModel:
-        model = ALSModel.from_factors(
-            self.item_ids, self.item_factors, self.neighbours, self.user_gramian, **params
-        )
-        model.content_map = self.content_map
         return model

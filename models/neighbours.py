@@ -77,3 +77,20 @@ def load_arrays(prefix: str, npz: Mapping[str, np.ndarray]) -> csr_matrix | None
     return csr_matrix(
         (npz[f"{prefix}_data"], npz[f"{prefix}_indices"], npz[f"{prefix}_indptr"]), shape=shape
     )
+
+
+def blend(
+    scores: npt.NDArray[np.float32],
+    near: npt.NDArray[np.float32],
+    weight: float,
+    fitted_rows: int | None,
+) -> npt.NDArray[np.float32]:
+    """Factor ``scores`` blended with the recent items' neighbour scores ``near``, each scaled
+    to a maximum of 1. Items newer than the fit (from ``fitted_rows`` on) have no neighbours
+    yet: their factor score stands in for the neighbour score, so that a new item competes on
+    equal terms."""
+    scores = scores / (np.abs(scores).max() + 1e-9)
+    near = near / (np.abs(near).max() + 1e-9)
+    fitted = len(near) if fitted_rows is None else fitted_rows
+    near[fitted:] = scores[fitted:]
+    return np.asarray(scores + weight * near, dtype=np.float32)

@@ -11,7 +11,7 @@ Registered through the `faust.transports` entry point in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import aiokafka
 from faust.tables.manager import TableManager
@@ -39,6 +39,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    #: What ends the fetch loop quietly while the app stops (Faust's loop catches both too).
+    _stopped_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        *faust_aiokafka.Consumer.consumer_stopped_errors,
+        asyncio.CancelledError,
+    )
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -93,11 +99,7 @@ class Consumer(faust_aiokafka.Consumer):
                         else:
                             await inbox.put(topic, messages)
                 self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                return
-            raise
-        except asyncio.CancelledError:
+        except self._stopped_errors:
             if self.transport.app.should_stop:
                 return
             raise

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.als import ALSModel, FittedALS, fit_als
+from models.als import ALSModel
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.features import item_text
+from models.fitting import FittedALS, fit_als
 from recommender.cf.candidates import best_candidates
 from recommender.cf.vectors import CachedCandidates, CFVectors, UserVector
 from recommender.evaluation.ranking import Split, evaluate, forward_split

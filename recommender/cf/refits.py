@@ -18,7 +18,7 @@ from typing import Any
 from models.als import ALSModel
 from models.errors import ModelNotFoundError
 from models.registry import FamilyRegistry
-from recommender.cf.refit_job import GatePlan, RefitJob, run_refit
+from recommender.cf.refit_job import GatePlan, RefitData, RefitJob, run_refit
 from recommender.cf.refit_policy import RefitClock, RefitDecision, RefitPolicy, decide_refit
 from recommender.cf.updater import CFUpdater
 from recommender.cf.vectors import CFVectors
@@ -162,19 +162,7 @@ class Trainer:
                     await self.vectors.adopt_candidates(done.pending_recs, version)
 
             version, promoted = await self.lifecycle.publish(
-                model,
-                {
-                    "watermark": applied,
-                    "clock": done.clock,  # no event in the data is newer
-                    "users": len(users),
-                    "items": done.items,
-                    "nnz": done.nnz,
-                    "fit_seconds": round(done.fit_seconds, 3),
-                    "params": params,
-                    "refit_reason": self.last_decision.reason,
-                },
-                done.gate,
-                serve,
+                model, self._metadata(done, params), done.gate, serve
             )
             if promoted:
                 self.updater.adopt(version, model)
@@ -199,6 +187,19 @@ class Trainer:
         if promoted and touched:
             await self.updater.update_users(touched)
         return version
+
+    def _metadata(self, done: RefitData, params: dict[str, Any]) -> dict[str, Any]:
+        """What a version's metadata says of its fit."""
+        return {
+            "watermark": done.watermark,
+            "clock": done.clock,  # no event in the data is newer
+            "users": len(done.users),
+            "items": done.items,
+            "nnz": done.nnz,
+            "fit_seconds": round(done.fit_seconds, 3),
+            "params": params,
+            "refit_reason": self.last_decision.reason,
+        }
 
     async def _content_changed(self) -> bool:
         """Whether a text model serves that the served CF model's cold-start map did not read."""

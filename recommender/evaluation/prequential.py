@@ -19,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from models.als import ALSModel, fit_als
+from models.als import ALSModel
 from models.data import InteractionMatrix
+from models.fitting import fit_als
 from recommender.evaluation.ranking import RECENT_ITEMS
 
 DAY_S = 86_400
@@ -97,11 +98,7 @@ def prequential(
     midpoint = (ts.min() + ts.max()) / 2
     warm, replay = df[ts < midpoint], df[ts >= midpoint].head(max_events)
 
-    live = _Users()
-    popular: Counter[str] = Counter()
-    for user, item, weight in warm[["user_id", "item_id", "weight"]].itertuples(index=False):
-        _apply(live, str(user), str(item), float(weight))
-        popular[str(item)] += 1
+    live, popular = _warm_up(warm)
     streaming_model = _fit(live, params)
     frozen, frozen_model, frozen_popular = live.copy(), streaming_model, Counter(popular)
     daily, daily_model, daily_popular = live.copy(), streaming_model, Counter(popular)
@@ -138,10 +135,19 @@ def prequential(
             fitted_at = applied
         else:  # the worker's per-batch fold-in, here per event
             live.vectors[user] = streaming_model.user_vectors([live.histories[user]])[0]
-    n = max(len(rows), 1)
     return {
         "events": len(rows),
         "warmup_events": len(warm),
         "days": len({int(t // to_s // DAY_S) for *_, t in rows}),
-        "hr@10": {name: round(h / n, 4) for name, h in sorted(hits.items())},
+        "hr@10": {name: round(h / max(len(rows), 1), 4) for name, h in sorted(hits.items())},
     }
+
+
+def _warm_up(warm: pd.DataFrame) -> tuple[_Users, Counter[str]]:
+    """Every user's history and the items' popularity before the replay."""
+    live = _Users()
+    popular: Counter[str] = Counter()
+    for user, item, weight in warm[["user_id", "item_id", "weight"]].itertuples(index=False):
+        _apply(live, str(user), str(item), float(weight))
+        popular[str(item)] += 1
+    return live, popular

@@ -16,6 +16,12 @@ from recommender.types import ScoredItem
 
 #: An item in the making: its id, score and reason.
 Item = tuple[str, float, str]
+
+
+def ids_of(items: Sequence[Item]) -> set[str]:
+    return {i for i, _, _ in items}
+
+
 #: Cards a process keeps; titles change rarely, and reading ten per request was an eighth of the
 #: API's time in a profile.
 CARDS_KEPT = 100_000

@@ -34,39 +34,16 @@ from recommender.lifecycle.state import ModelState
 from recommender.memo import ExpiringMemo
 from recommender.serving import reasons
 from recommender.serving.ab_split import CHALLENGER, CONTROL, ChallengerModel, in_challenger_share
-from recommender.serving.cards import Cards, Item
+from recommender.serving.answers import ANSWERS_KEPT, Answered, Recommendations
+from recommender.serving.cards import Cards, Item, ids_of
 from recommender.serving.config import ServingConfig
 from recommender.serving.lists import ItemLists
 from recommender.store.features import FeatureStore
-from recommender.types import ScoredItem
 
 log = logging.getLogger(__name__)
 
 #: Categories the affinity step looks at, the user's strongest first.
 AFFINITY_TOP = 3
-#: Users whose last answer a process keeps (`RecommendationService.answers`). Each answer is a
-#: dozen objects the garbage collector walks in a full collection: 20,000 answers made one take
-#: 26 ms longer (ad hoc), which a request waits out.
-ANSWERS_KEPT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendations:
-    user_id: str
-    items: list[ScoredItem]
-    model_version: str | None
-    user_event_ms: int | None = None  # newest event folded into the user's vector
-    bucket: str = CONTROL
-
-
-@dataclass(frozen=True, slots=True)
-class _Answered:
-    """An answer from a user's cached candidates, and what it stands on: the served model
-    object (its new items fill the last places) and the vector's `as_of`."""
-
-    model: ALSModel
-    as_of: int
-    recs: Recommendations
 
 
 @dataclass(slots=True)
@@ -111,7 +88,7 @@ class RecommendationService:
         self.lists = ItemLists(store, self._served, self._cards)
         # The common request's last answer per user and k, while the user's vector and the
         # served model stay what it was computed from; no older than a title may be.
-        self.answers: ExpiringMemo[tuple[str, str, int], _Answered] = ExpiringMemo(
+        self.answers: ExpiringMemo[tuple[str, str, int], Answered] = ExpiringMemo(
             config.title_ttl_s, ANSWERS_KEPT
         )
         self._writes: set[asyncio.Future[None]] = set()  # candidates on their way, referenced
@@ -221,7 +198,7 @@ class RecommendationService:
             req.user_id, await self._cards.scored(items), req.version, vec.as_of, req.bucket
         )
         if not req.exclude:
-            self.answers.put(memo_key, _Answered(req.model, vec.as_of, found))
+            self.answers.put(memo_key, Answered(req.model, vec.as_of, found))
         return found, vec
 
     async def _chain(
@@ -239,11 +216,11 @@ class RecommendationService:
             items = self._by_model(req, vec, recent, excluded, allowed)
         if len(items) < req.k and req.category is None:
             items += await self._by_affinity(
-                req.user_id, req.k - len(items), excluded | _ids(items)
+                req.user_id, req.k - len(items), excluded | ids_of(items)
             )
         if len(items) < req.k:
             popular = await self._store.popularity.popular(
-                req.k - len(items), excluded | _ids(items), req.category
+                req.k - len(items), excluded | ids_of(items), req.category
             )
             reason = reasons.POPULAR if req.category is None else reasons.popular_in(req.category)
             items += [(i, s, reason) for i, s in popular]
@@ -349,7 +326,7 @@ class RecommendationService:
             vector,
             self._config.new_item_slots,
             self._config.new_item_within,
-            excluded | _ids(items),
+            excluded | ids_of(items),
             allowed,
         )
         if not len(new_ids):
@@ -369,7 +346,3 @@ class RecommendationService:
             if len(found) >= n:
                 break
         return found
-
-
-def _ids(items: list[Item]) -> set[str]:
-    return {i for i, _, _ in items}

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.als import fit_als
 from models.classifier import ContentClassifier
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
+from models.fitting import fit_als
 from models.image import ImageClassifier
 from models.sentiment import SentimentClassifier
 from models.text import TextClassifier

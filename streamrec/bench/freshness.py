@@ -29,7 +29,7 @@ import redis
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
-from models.als import fit_als
+from models.fitting import fit_als
 from recommender.cf.vectors import decode_vector
 from recommender.errors import StreamrecError
 from recommender.evaluation.ranking import temporal_split

@@ -39,8 +39,8 @@ import httpx
 from kafka import KafkaProducer
 from river.drift import ADWIN
 
-from models.als import fit_als
 from models.data import InteractionMatrix
+from models.fitting import fit_als
 from recommender.cf.lifecycle import lifecycle_for
 from recommender.lifecycle.families import cf_registry
 from recommender.lifecycle.state import ModelState

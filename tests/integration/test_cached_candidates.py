@@ -9,8 +9,9 @@ from recommender.cf.refits import Trainer
 from recommender.cf.vectors import CachedCandidates, decode_candidates, encode_candidates
 from recommender.lifecycle.families import cf_registry
 from recommender.lifecycle.state import ModelState
+from recommender.serving.answers import Recommendations
 from recommender.serving.config import ServingConfig
-from recommender.serving.service import Recommendations, RecommendationService
+from recommender.serving.service import RecommendationService
 from recommender.store import keys
 from recommender.store.features import FeatureStore
 from recommender.types import Interaction

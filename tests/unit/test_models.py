@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.als import CG_MIN_ITEMS, ALSModel
+from models.als import ALSModel
 from models.base import top_k
 from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from models.data import InteractionMatrix
 from models.errors import ModelNotFoundError
 from models.registry import ModelRegistry
+from models.solvers import CG_MIN_ITEMS
 from tests.factories import ROMANCE, SCI_FI, clustered_matrix
 
 
