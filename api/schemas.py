@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recommender.privacy.reviews import Review
 from recommender.types import ScoredItem
 
 MAX_EVENTS_PER_REQUEST = 1000
@@ -117,15 +118,6 @@ class Profile(BaseModel):
     )
 
 
-class ReviewOut(BaseModel):
-    event_id: str
-    item_id: str
-    type: str
-    value: float | None
-    ts: int
-    text: str
-
-
 class ExportOut(BaseModel):
     """Everything streamrec holds about one user (the GDPR right of access)."""
 
@@ -135,7 +127,7 @@ class ExportOut(BaseModel):
     recent: list[dict[str, str | int]]
     event_counts: dict[str, int]
     category_affinity: dict[str, float]
-    reviews: list[ReviewOut] = Field(description="Review texts, decrypted")
+    reviews: list[Review] = Field(description="Review texts, decrypted")
     has_data_key: bool
 
 
