@@ -70,7 +70,7 @@ class ApiServices:
         store = FeatureStore(redis, settings)
         cipher = UserDataCipher(redis, master)
         cf_state = ModelState(redis, CF)
-        reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
+        reviews = ReviewStore(redis, cipher, store.pseudonym_of, settings.user_ttl_s)
         impressions = ImpressionStore(redis, settings.attribution_window_s)
         service = RecommendationService(
             store, cf_state, cf_registry(settings.models_dir), ServingConfig.of(settings)

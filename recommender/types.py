@@ -31,6 +31,10 @@ class Interaction:
     recommendation_id: str | None = None
     #: A review's probability of being positive, once the sentiment model has read it.
     sentiment: float | None = None
+    #: The user's pseudonym, computed once where the event enters (the worker's decoding) and
+    #: carried with it; `FeatureStore.pseudonym_of` reads it (and computes it for an event
+    #: made elsewhere, which has none).
+    pseudonym: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ async def _main(settings: Settings) -> None:  # pragma: no cover - runs in a chi
     reviews = ReviewStore(
         redis,
         UserDataCipher(redis, master_cipher(settings.require_master_keys())),
-        store.pseudonym,
+        store.pseudonym_of,
         settings.user_ttl_s,
     )
     try:

@@ -201,7 +201,10 @@ class RecordHandler:
     async def apply_events(self, records: Sequence[RawRecord]) -> AppliedBatch:
         """The feature store's half of `handle_events`: decode, enrich, apply, dead-letter.
         The worker overlaps it with the previous batch's `tell_listeners`."""
-        pairs = await self._decode_or_reject(records, decode_event)
+        # The pseudonym is computed here, once per event, and travels with it.
+        pairs = await self._decode_or_reject(
+            records, partial(decode_event, pseudonym=self._store.pseudonym)
+        )
         record_of = {id(event): record for record, event in pairs}
         metrics = self._metrics
         for kind, n in Counter(event.type for _, event in pairs).items():

@@ -11,6 +11,7 @@ import binascii
 import math
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeVar
 
@@ -78,7 +79,8 @@ class EventV1(BaseModel):
     def partition_key(self) -> str:
         return self.user_id
 
-    def to_interaction(self) -> Interaction:
+    def to_interaction(self, pseudonym: Callable[[str], str] | None = None) -> Interaction:
+        """The domain record, with the user's pseudonym when ``pseudonym`` is given."""
         return Interaction(
             self.event_id,
             self.user_id,
@@ -88,6 +90,7 @@ class EventV1(BaseModel):
             self.value,
             self.text,
             self.recommendation_id,
+            pseudonym=pseudonym(self.user_id) if pseudonym is not None else None,
         )
 
 
@@ -295,9 +298,10 @@ def validate(model: type[M], obj: object) -> M:
         raise _reason(exc) from None
 
 
-def decode_event(raw: bytes) -> Interaction:
-    """Bytes from `events` to an Interaction, or `InvalidRecordError` saying why not."""
-    return _decode(EventV1, raw).to_interaction()
+def decode_event(raw: bytes, pseudonym: Callable[[str], str] | None = None) -> Interaction:
+    """Bytes from `events` to an Interaction (with the user's ``pseudonym`` when given), or
+    `InvalidRecordError` saying why not."""
+    return _decode(EventV1, raw).to_interaction(pseudonym)
 
 
 def decode_content(raw: bytes) -> ItemMeta:

@@ -110,13 +110,13 @@ def build_handler(
     reviews = ReviewStore(
         redis,
         UserDataCipher(redis, master),
-        store.pseudonym,
+        store.pseudonym_of,
         settings.user_ttl_s,
         settings.content_models,
     )
     attributor = Attributor(
         ImpressionStore(redis, settings.attribution_window_s),
-        store.pseudonym,
+        store.pseudonym_of,
         metrics,
         settings.attribution_hit_k,
     )

@@ -75,7 +75,7 @@ class CFUpdater:
         return found
 
     async def on_applied(self, events: Sequence[Interaction]) -> None:
-        pseudonyms = {self._store.pseudonym(e.user_id) for e in events}
+        pseudonyms = {self._store.pseudonym_of(e) for e in events}
         if not pseudonyms:
             return
         self.last_event = time.monotonic()
@@ -86,7 +86,7 @@ class CFUpdater:
             for e in events:
                 if not self.served.fitted_knows(e.item_id):
                     users = self._new_item_users.setdefault(e.item_id, {})
-                    p = self._store.pseudonym(e.user_id)
+                    p = self._store.pseudonym_of(e)
                     if p in users or len(users) < NEW_ITEM_MAX_USERS:
                         # The weight the fold-in of the item will use, from the history just
                         # read: no read of its own (re-reading them was a third of the worker).

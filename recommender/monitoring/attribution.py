@@ -41,12 +41,12 @@ class Attributor:
     def __init__(
         self,
         impressions: ImpressionStore,
-        pseudonym: Callable[[str], str],
+        pseudonym_of: Callable[[Interaction], str],
         metrics: MetricsWindow,
         hit_k: int = 10,
     ) -> None:
         self._impressions = impressions
-        self._pseudonym = pseudonym
+        self._pseudonym_of = pseudonym_of  # an event's pseudonym, as it carries it
         self._metrics = metrics
         self._hit_k = hit_k
         self._waiting: list[tuple[float, Interaction]] = []  # (deadline, outcome)
@@ -64,7 +64,7 @@ class Attributor:
         if not outcomes:
             return []
         lists = await self._impressions.served_lists(
-            [(self._pseudonym(e.user_id), e.recommendation_id, e.item_id) for e in outcomes]
+            [(self._pseudonym_of(e), e.recommendation_id, e.item_id) for e in outcomes]
         )
         credits = []
         for e, imp in zip(outcomes, lists, strict=True):

@@ -45,14 +45,14 @@ class ReviewStore:
         self,
         redis: aioredis.Redis,
         cipher: UserDataCipher,
-        pseudonym: Callable[[str], str],
+        pseudonym_of: Callable[[Interaction], str],
         user_ttl_s: int,
         train: bool = False,
     ) -> None:
         """``train``: also queue each review for the sentiment model (`keys.REVIEW_EXAMPLES`)."""
         self._redis = redis
         self._cipher = cipher
-        self._pseudonym = pseudonym
+        self._pseudonym_of = pseudonym_of  # an event's pseudonym, as it carries it
         self._ttl = user_ttl_s
         self._train = train
 
@@ -64,7 +64,7 @@ class ReviewStore:
         pipe = self._redis.pipeline(transaction=False)
         users: set[str] = set()
         for e in with_text:
-            p = self._pseudonym(e.user_id)
+            p = self._pseudonym_of(e)
             plain = json.dumps(
                 {
                     "event_id": e.event_id,

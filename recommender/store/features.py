@@ -67,6 +67,11 @@ class FeatureStore:
             p = self._pseudonyms[user_id] = keys.pseudonymize(secret, user_id)
         return p
 
+    def pseudonym_of(self, event: Interaction) -> str:
+        """The pseudonym ``event`` carries from its decoding, or computed for one made
+        elsewhere (an import, a test)."""
+        return event.pseudonym or self.pseudonym(event.user_id)
+
     async def apply_interactions(
         self, events: Sequence[Interaction], now_ms: int | None = None
     ) -> ApplyResult:
@@ -82,7 +87,7 @@ class FeatureStore:
         for e in events:
             weight = event_weight(e, s.event_weights, s.rating_scale, s.review_positive_weight)
             lines.append(
-                f"{e.event_id}|{self.pseudonym(e.user_id)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
+                f"{e.event_id}|{self.pseudonym_of(e)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
                 f"|{e.recommendation_id or ''}"
             )
         script_keys = [keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS]

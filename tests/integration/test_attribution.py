@@ -41,7 +41,7 @@ def parts(redis, settings):
     store = FeatureStore(redis, settings)
     impressions = ImpressionStore(redis, WINDOW_S)
     metrics = MetricsWindow()
-    return store, impressions, metrics, Attributor(impressions, store.pseudonym, metrics, 2)
+    return store, impressions, metrics, Attributor(impressions, store.pseudonym_of, metrics, 2)
 
 
 def _now_ms() -> int:

@@ -50,7 +50,7 @@ def parts(redis, content_settings):
     s = content_settings
     store = FeatureStore(redis, s)
     cipher = UserDataCipher(redis, master_cipher(s.require_master_keys()))
-    reviews = ReviewStore(redis, cipher, store.pseudonym, s.user_ttl_s, train=True)
+    reviews = ReviewStore(redis, cipher, store.pseudonym_of, s.user_ttl_s, train=True)
     models = ServedContentModels(redis, model_registry(s.models_dir))
     sent: list[bytes] = []
 

@@ -185,7 +185,7 @@ async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, a
 
     store = FeatureStore(redis, settings)
     cipher = UserDataCipher(redis, master_cipher(settings.require_master_keys()))
-    reviews = ReviewStore(redis, cipher, store.pseudonym, settings.user_ttl_s)
+    reviews = ReviewStore(redis, cipher, store.pseudonym_of, settings.user_ttl_s)
     said = "Erin thinks the ending is wonderful"
     event = Interaction("r-1", USER, SCI_FI[0], "review", 1_800_000_000_000, 5.0, said)
     await reviews.record([event])
