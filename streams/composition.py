@@ -12,7 +12,6 @@ import logging
 import multiprocessing
 import os
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +29,6 @@ from recommender.lifecycle.families import IMAGE, TEXT
 from recommender.lifecycle.state import ModelState
 from recommender.monitoring.attribution import Attributor
 from recommender.monitoring.metrics import MetricsWindow
-from recommender.monitoring.monitor import preload_detector
 from recommender.settings import Settings
 from recommender.store.features import FeatureStore
 from recommender.store.keys import CF
@@ -108,11 +106,7 @@ class WorkerParts:
 
     def start(self) -> None:
         """Start what runs beside the worker: the content trainer's process (when the content
-        models are on), the Prometheus endpoint (when a port is set), River's import."""
-        if self.settings.monitor:
-            # River's import (most of a second) overlaps the consumer group join, when the
-            # worker waits anyway, rather than the first seconds of consuming.
-            threading.Thread(target=preload_detector, name="preload-river", daemon=True).start()
+        models are on) and the Prometheus endpoint (when a port is set)."""
         if self.settings.worker_metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(WindowCollector(self.metrics))
