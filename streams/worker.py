@@ -109,8 +109,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app = create_app(settings)
     if settings.monitor:
         # River's import (most of a second) overlaps the consumer group join, when the worker
-        # waits anyway: in a task, which Faust starts once partitions are assigned, it took the
-        # first seconds of consuming (`bench ingest`: a tenth fewer events/s, ad hoc).
+        # waits anyway; in a task, which Faust starts once partitions are assigned, it would take
+        # the first second of consuming.
         threading.Thread(target=preload_detector, name="preload-river", daemon=True).start()
     # What the worker holds for its life (modules, the app, the stores) leaves the collector's
     # sight, and the youngest generation is collected every 5,000 allocations, not 700: each
