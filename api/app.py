@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,8 +18,6 @@ from api.telemetry import ApiMetrics
 from recommender.monitoring.metrics import MetricsWindow
 from recommender.privacy.crypto import master_cipher
 from recommender.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
