@@ -1,10 +1,12 @@
 """A process's short memory of answers it computed: forgotten wholesale, never entry by entry.
 
-Serving keeps each user's last answer while it stands (`recommender.serving.service`); the API keeps
-that answer's JSON beside it (`api.fast_path`). An entry may hold what a user was recommended,
-so nothing in it outlives `lifetime_s`: the whole memo is dropped when its lifetime is up (an
-erasure on another replica reaches this one's memory within it), when it is full, and on
-`clear`. Each drop moves `generation`, so a memo kept beside this one can drop itself too.
+Serving keeps each user's last answer while it stands (`recommender.serving.service`) and the
+item cards it shows (`recommender.serving.cards`); the API keeps the answer's JSON beside it
+(`api.fast_path`) and the keys it verified (`recommender.privacy.access`). An entry may hold
+what a user was recommended, so nothing in it outlives `lifetime_s`: the whole memo is dropped
+when its lifetime is up (an erasure on another replica reaches this one's memory within it), when
+it is full, and on `clear`. Each drop moves `generation`, so a memo kept beside this one can
+drop itself too.
 """
 
 from __future__ import annotations

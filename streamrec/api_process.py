@@ -4,7 +4,7 @@ A Python process answers on one core. With `STREAMREC_API_PROCESSES` above 1, uv
 manager binds the port and starts that many processes, each a replica of its own (its own model
 copy, caches and metrics, as replicas on several hosts); the kernel spreads connections across
 them. On the 2-core development machine two processes gained on a settled system and lost in
-`bench serve` itself, where the trainers still work (the README's serve section): 1 by default.
+`bench serve` itself, where the trainers still work (docs/benchmark-history.md): 1 by default.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What `streamrec up` and `streamrec demo --serve` print once the system is up: where it is, a
-key, and one `export` line that connects another shell (the CLI and the README's examples)."""
+key, and one `export` line that connects another shell (the CLI and the examples in the README
+and docs/)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def print_banner(rt: Runtime, token: str | None, empty: bool) -> None:
         print(f"An API key for this run (every scope; the X-API-Key header):\n  {token}\n")
         print(f"The live dashboard:\n  {rt.api_url}/v1/dashboard#key={token}\n")
     print(
-        "In another shell, this line connects `streamrec` commands and the README's examples "
+        "In another shell, this line connects `streamrec` commands and the docs' examples "
         "to this run:\n"
         f"  {export_line(rt, token)}\n"
     )

@@ -29,7 +29,7 @@ EPILOG_ENV = (
     "Connection: STREAMREC_KAFKA_URL and STREAMREC_REDIS_URL (both unset: `up` and `demo` start "
     "an embedded broker and Valkey); STREAMREC_PSEUDONYM_KEY, STREAMREC_MASTER_KEYS and "
     "STREAMREC_DATA_DIR as the running system uses them. `streamrec up` prints one export line "
-    "with all of them. Every setting: README, Configuration."
+    "with all of them. Every setting: docs/configuration.md."
 )
 
 
@@ -298,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics",
         help="watch the metrics topic live (or --json)",
         description="Tail the metrics topic: a live console of throughput, lag, freshness, API "
-        "latency and served versions, or with --json one record per line as published (README, "
-        "Monitoring). Needs STREAMREC_KAFKA_URL (the export line `streamrec up` prints).",
+        "latency and served versions, or with --json one record per line as published "
+        "(docs/monitoring.md). Needs STREAMREC_KAFKA_URL (the export line `streamrec up` prints).",
         epilog=EPILOG_ENV,
     )
     m.add_argument("--json", action="store_true", help="print the records as JSON lines")

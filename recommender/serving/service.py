@@ -112,18 +112,17 @@ class RecommendationService:
         The common request (the served version, no category, no explanation, k within the
         cached candidates) is answered from the user's cached candidates in one round trip
         (`_from_cache`); anything else, or a miss, goes through the chain."""
+        excluded = set(exclude)
         for again in (False, True):
-            req = await self._request(user_id, k, set(exclude), category, explain)
-            vec: UserVector | None = None
+            req = await self._request(user_id, k, excluded, category, explain)
             if not self._cacheable(req):
-                break
+                return await self._chain(req, None, read_vector=True)
             found, vec = await self._from_cache(req, again)
-            if found is _MOVED:
-                continue  # once: the read moved the pointer this process holds
-            if isinstance(found, Recommendations):
-                return found
-            break
-        return await self._chain(req, vec, read_vector=not self._cacheable(req))
+            if found is not _MOVED:  # else once more: the read moved this process's pointer
+                break
+        if isinstance(found, Recommendations):
+            return found
+        return await self._chain(req, vec, read_vector=False)
 
     async def forget(self, pseudonym: str) -> int:
         """An erased user's kept answers go, with every other user's (they are recomputed:

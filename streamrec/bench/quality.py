@@ -21,7 +21,8 @@ from streamrec.bench.report import write
 from streamrec.movielens import load_ratings
 from streamrec.ratings_csv import clean_history, with_weights
 
-#: Searched on the validation split. Ranges from a first, wider exploration (README).
+#: Searched on the validation split. Ranges from a first, wider exploration
+#: (docs/benchmark-history.md).
 ALS_GRID = {"factors": (32, 64), "regularization": (1.0, 10.0), "alpha": (0.25, 1.0)}
 BLEND_GRID = {"knn_weight": (0.25, 0.5, 1.0), "recent_decay": (0.8, 0.95), "recent": (10, 50)}
 KNN_GRID = (50, 100, 200)
