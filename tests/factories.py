@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from models.data import InteractionMatrix
 from recommender.serving.config import ServingConfig
@@ -54,3 +58,19 @@ PLAIN_SERVING = ServingConfig(
     new_item_slots=0,
     candidates=0,
 )
+
+
+T = TypeVar("T")
+
+
+async def landed(
+    read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within_s: float = 5
+) -> T:
+    """What ``read`` returns once ``ok`` holds of it (or when ``within_s`` is up): for writes
+    serving makes without the answer waiting on them, such as a user's cached candidates."""
+    deadline = time.monotonic() + within_s
+    value = await read()
+    while not ok(value) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        value = await read()
+    return value

@@ -15,7 +15,7 @@ from recommender.serving.service import RecommendationService
 from recommender.store import keys
 from recommender.store.features import FeatureStore
 from recommender.types import Interaction
-from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions, landed
 
 pytestmark = pytest.mark.integration
 
@@ -120,8 +120,15 @@ async def test_a_new_event_makes_the_cache_stale(system, redis):
     assert after.user_event_ms is not None and after.user_event_ms > (before.user_event_ms or 0)
     assert _answer(after) == _answer(await computed.recommend(user, 5))
     assert not {i.item_id for i in after.items} & set(SCI_FI[:8])
-    entry = decode_candidates(await redis.hget(keys.user_recs(version), store.pseudonym(user)))
+    entry = await landed(
+        lambda: _entry(redis, version, store.pseudonym(user)),
+        lambda e: e is not None and e.as_of == after.user_event_ms,
+    )
     assert entry is not None and entry.as_of == after.user_event_ms
+
+
+async def _entry(redis, version: str, pseudonym: str) -> CachedCandidates | None:
+    return decode_candidates(await redis.hget(keys.user_recs(version), pseudonym))
 
 
 async def test_a_kept_answer_stands_until_the_vector_or_the_model_moves(system, redis):

@@ -23,7 +23,7 @@ from recommender.store import keys
 from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
 from tests.conftest import TEST_SECRET, serve_api
-from tests.factories import SCI_FI, clustered_interactions
+from tests.factories import SCI_FI, clustered_interactions, landed
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,8 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         token = await redis.get(keys.user_profile(p))
         assert data_key.decrypt(token.encode())  # readable before the erasure
 
-        assert await redis.hexists(keys.user_recs(version), p)  # the request cached them
+        # The request cached them (a write the answer does not wait for).
+        assert await landed(lambda: redis.hexists(keys.user_recs(version), p), bool)
         gone = (await api.delete(f"/v1/users/{USER}", headers=admin)).json()
         assert gone["data_key_destroyed"] is True
         assert gone["keys_deleted"] >= 5 and gone["model_vectors_removed"] == 1
