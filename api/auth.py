@@ -1,4 +1,5 @@
-"""Authentication (an API key in `X-API-Key`), authorization (scopes) and the rate limit.
+"""Authentication (an API key in `X-API-Key`, or as `Authorization: Bearer`, as Prometheus sends
+it), authorization (scopes) and the rate limit.
 
 `authorize(services, token, scope)` is the one check: every route but the health probes depends
 on `require(scope)`, which raises what it refuses (401 without a valid key, 403 when the key
@@ -13,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import ApiServices, services_of
 from recommender.privacy.access import ApiKey
 
 API_KEY_HEADER = "X-API-Key"
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="streamrec API key")
+_bearer = HTTPBearer(auto_error=False, description="streamrec API key as a bearer token")
 _CHALLENGE = {"WWW-Authenticate": "ApiKey"}
 
 
@@ -29,7 +31,9 @@ async def authorize(services: ApiServices, token: str | None, scope: str) -> Api
     token, so asking again costs nothing."""
     if not token:
         return HTTPException(
-            401, f"an API key is required in the {API_KEY_HEADER} header", headers=_CHALLENGE
+            401,
+            f"an API key is required in the {API_KEY_HEADER} header (or as a bearer token)",
+            headers=_CHALLENGE,
         )
     key = await services.api_keys.verify(token)
     if key is None:
@@ -50,8 +54,12 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits requests whose key holds ``scope``."""
 
     async def check(
-        request: Request, token: Annotated[str | None, Security(_header)] = None
+        request: Request,
+        token: Annotated[str | None, Security(_header)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     ) -> ApiKey:
+        if token is None and bearer is not None:
+            token = bearer.credentials
         found = await authorize(services_of(request.state), token, scope)
         if isinstance(found, HTTPException):
             raise found
@@ -62,4 +70,5 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
 
 ReadKey = Annotated[ApiKey, Depends(require("read"))]
 WriteKey = Annotated[ApiKey, Depends(require("write"))]
+ProfileKey = Annotated[ApiKey, Depends(require("profile"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]

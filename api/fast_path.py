@@ -73,10 +73,16 @@ def plain_request(scope: Scope) -> tuple[str, int] | None:
 
 
 def _token(scope: Scope) -> str | None:
+    """The key in `X-API-Key`, else in `Authorization: Bearer` (as `api.auth.require`)."""
+    bearer = None
     for name, value in scope["headers"]:
         if name == _HEADER:  # the first, as Starlette's `headers.get` reads it
             return bytes(value).decode("latin-1") or None
-    return None
+        if name == b"authorization" and bearer is None:
+            scheme, _, credentials = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials:
+                bearer = credentials.strip()
+    return bearer
 
 
 def encoded(recs: Recommendations) -> tuple[bytes, bytes]:

@@ -147,6 +147,9 @@ class ReadyOut(BaseModel):
     status: Literal["ok", "degraded"]
     instance: str = Field(description="Names this API process (a supervisor checks it)")
     redis: bool
+    redis_refusal: str | None = Field(
+        None, description="Why Redis refuses writes now (OOM, MISCONF, READONLY), when it does"
+    )
     kafka: bool
     model_version: str | None
     model_note: str | None = Field(

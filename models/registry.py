@@ -6,10 +6,17 @@ in the `{family: class}` map, so `models/` imports nothing above it. A class sto
 file named by its `artifact` (`.npz` with `allow_pickle=False` for numpy models, a torch
 `state_dict` loaded with `weights_only=True` for neural ones). Which version is *served* is not
 decided here: the core keeps that pointer in Redis, so every worker and API replica agrees.
+
+A version is durable before its name is handed out (artifact, metadata and directories are
+fsynced before and after the rename: the pointer may move right after), and verified when read:
+its metadata keeps the artifact's SHA-256, and a damaged artifact raises `CorruptModelError`
+rather than whatever its format's reader would (a truncated `.npz` raised `BadZipFile` on every
+request).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -21,7 +28,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from models.base import Artifact
-from models.errors import ModelError, ModelNotFoundError
+from models.errors import CorruptModelError, ModelError, ModelNotFoundError
 
 METADATA = "metadata.json"
 
@@ -83,16 +90,21 @@ class FamilyRegistry(Generic[A]):
         tmp = self.root / f".{version}.tmp"
         tmp.mkdir()
         try:
-            model.save(tmp / self.cls.artifact)
+            artifact = tmp / self.cls.artifact
+            model.save(artifact)
             meta = {
                 "version": version,
                 "family": self.family,
                 "model": model.name,
                 "created_at": time.time(),
+                "artifact_sha256": _sha256(artifact),
                 **metadata,
             }
             (tmp / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            for path in (artifact, tmp / METADATA, tmp):
+                _fsync(path)
             os.replace(tmp, self.root / version)
+            _fsync(self.root)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -103,19 +115,48 @@ class FamilyRegistry(Generic[A]):
         return self.root / version / self.cls.artifact
 
     def load(self, version: str) -> A:
+        """``version``'s model, verified against the checksum in its metadata (versions saved
+        before checksums were kept are read unverified)."""
         path = self.artifact(version)
         if not path.is_file():
             raise ModelNotFoundError(
                 f"no {self.family} artifact for model version {version!r} in {self.root}"
             )
-        return self.cls.load(path)
+        expected = self.metadata(version).get("artifact_sha256")
+        if expected is not None and _sha256(path) != expected:
+            raise CorruptModelError(
+                f"{self.family} model version {version!r}: {path} does not match its checksum"
+            )
+        try:
+            return self.cls.load(path)
+        except Exception as exc:
+            raise CorruptModelError(
+                f"{self.family} model version {version!r}: {path} cannot be read: {exc!r}"
+            ) from exc
 
     def metadata(self, version: str) -> dict[str, Any]:
         path = self.root / version / METADATA
         if not path.is_file():
             raise ModelNotFoundError(f"no metadata for {self.family} model version {version!r}")
-        meta: dict[str, Any] = json.loads(path.read_text())
+        try:
+            meta: dict[str, Any] = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CorruptModelError(f"{self.family} model version {version!r}: {exc}") from exc
         return meta
+
+    def prune(self, newest: int, keep: set[str]) -> list[str]:
+        """Delete every version but the ``newest`` and those in ``keep``; return the deleted."""
+        versions = sorted(self.versions(), key=self._created_at)  # names sort to the second
+        doomed = [v for v in versions[: max(0, len(versions) - newest)] if v not in keep]
+        for version in doomed:
+            shutil.rmtree(self.root / version, ignore_errors=True)
+        return doomed
+
+    def _created_at(self, version: str) -> tuple[float, str]:
+        try:
+            return float(self.metadata(version).get("created_at", 0.0)), version
+        except ModelNotFoundError:
+            return 0.0, version  # unreadable: the first to go
 
     def versions(self) -> list[str]:
         if not self.root.is_dir():
@@ -123,3 +164,20 @@ class FamilyRegistry(Generic[A]):
         return sorted(
             p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

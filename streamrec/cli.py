@@ -22,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pydantic import ValidationError
 
 from recommender.errors import StreamrecError
+from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store.connections import redacted
 
@@ -50,7 +51,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     rt = Runtime(_with_port(settings, args))
     try:
         rt.start()
-        token = rt.create_api_key({"read", "write", "admin"}, "embedded") if rt.embedded else None
+        token = rt.create_api_key(set(SCOPES), "embedded") if rt.embedded else None
         print_banner(rt, token, empty=rt.progress().applied == 0)
         if not rt.embedded:
             print("Create an API key with `streamrec keys create --scope read`.")

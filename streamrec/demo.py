@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store.connections import redis_async
 from recommender.store.features import FeatureStore
@@ -72,7 +73,7 @@ def run_demo(
             f"streamrec is up: API {rt.api_url}  Kafka {rt.settings.kafka_url}  "
             f"Redis {rt.settings.redis_url}"
         )
-        token = rt.create_api_key({"read", "write", "admin"}, "demo")
+        token = rt.create_api_key(set(SCOPES), "demo")
         print(f"API key for this run (all scopes; header X-API-Key): {token}")
         started = time.perf_counter()
         with EventProducer(

@@ -82,6 +82,9 @@ class EmbeddedInfrastructure:
                 "",
                 "--appendonly",
                 "no",
+                # What streamrec needs of any Redis (recommender.store.faults).
+                "--maxmemory-policy",
+                "noeviction",
                 "--protected-mode",
                 "yes",
                 "--daemonize",

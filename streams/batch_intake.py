@@ -108,9 +108,10 @@ async def run_batches(
     returned, then ack the list. ``then`` of one list runs while the next list is taken and
     applied (each stage keeps the lists' order): the worker computes while Redis works.
 
-    An unexpected error is logged and the list acked, as Faust acks an event whose agent raised:
-    the handlers retry Redis and dead-letter bad records themselves, so this is a bug's path,
-    not a record's. A list is acked only after both stages, so a kill loses none."""
+    An error that escapes ``apply`` (the handlers retry Redis and dead-letter bad records
+    themselves, so a bug's or a dead Kafka's) is logged and the list applied again with backoff,
+    never acked unapplied: the partition stalls, visibly, rather than lose what was fetched.
+    A list is acked only after both stages, so a kill loses none."""
     follow_up: asyncio.Task[None] | None = None
 
     async def finish(batch: list[Any], result: R | None) -> None:
@@ -123,14 +124,34 @@ async def run_batches(
 
     try:
         async for batch in inbox.batches(topic, app, max_records):
-            result: R | None = None
-            try:
-                result = await apply(batch)
-            except Exception:
-                log.exception("applying %d records of %s failed", len(batch), topic)
+            result = await _until_applied(apply, batch, topic)
             if follow_up is not None:
                 await follow_up
             follow_up = asyncio.create_task(finish(batch, result))
     finally:
         if follow_up is not None:
             follow_up.cancel()
+
+
+#: The longest wait between two tries of a list that failed.
+MAX_RETRY_DELAY_S = 30.0
+
+
+async def _until_applied(
+    apply: Callable[[list[Any]], Awaitable[R]], batch: list[Any], topic: str
+) -> R:
+    """``apply(batch)``, again and again until it returns (every apply is idempotent)."""
+    delay = 0.5
+    while True:
+        try:
+            return await apply(batch)
+        except Exception:
+            log.exception(
+                "applying %d records of %s failed; trying again in %.1fs (nothing is acked "
+                "before it is applied)",
+                len(batch),
+                topic,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY_S)

@@ -212,6 +212,9 @@ class WorkerParts:
             for family, version in served.items():
                 if version is not None:
                     m.set("streamrec_served_version", 1, family=family, version=version)
+            stall = self.handler.stall
+            m.set("streamrec_redis_stalled_seconds", stall.stalled_s)
+            m.set("streamrec_redis_stalls", float(stall.stalls))
             info = await self.redis.info("memory")
             m.set("streamrec_redis_memory", float(info.get("used_memory", 0)))
         except Exception:

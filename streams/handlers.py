@@ -1,8 +1,10 @@
 """What the agents do with a batch of raw records: decode, call the core, dead-letter the bad.
 
-Kept apart from the Faust wiring so it can be tested without a broker. Faust acks a message even
-when the agent raises, so nothing here may raise for one bad record: it goes to `dead-letter`
-with the reason, its topic/partition/offset and its original bytes, and the batch goes on.
+Kept apart from the Faust wiring so it can be tested without a broker. Nothing here raises for one
+bad record: it goes to `dead-letter` with the reason, its topic/partition/offset and a redacted
+prefix of it, and the batch goes on. Nothing here blames a record for the infrastructure: Redis
+refusing writes stalls the batch (`recommender.store.faults`), a dead letter Kafka does not take
+is sent again, and the batch is acked only after.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from recommender.errors import InvalidRecordError
 from recommender.listeners import (
     ContentEnricher,
@@ -28,9 +27,11 @@ from recommender.listeners import (
     EventRecorder,
 )
 from recommender.monitoring.metrics import MetricsWindow
+from recommender.store.faults import StallReport, with_retry
 from recommender.store.features import FeatureStore
 from recommender.types import Interaction, ItemMeta
-from streams.records import dead_letter, decode_content, decode_event
+from streams.dead_letters import dead_letter, dead_letter_key
+from streams.records import decode_content, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +62,7 @@ class AppliedBatch:
     records: list[RawRecord]
 
 
-T = TypeVar("T")
 D = TypeVar("D")
-
-
-async def _with_retry(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Retry while Redis is unreachable: blocking the stream loses nothing, skipping would."""
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("%s: Redis unavailable (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 E = TypeVar("E", Interaction, ItemMeta)
@@ -141,21 +129,37 @@ class RecordHandler:
         self._content_enrichers = list(content_enrichers)
         self._dead_letters = dead_letters
         self._rejected = 0  # dead letters sent and not yet counted in the store
+        #: Since when Redis refuses this handler's writes (the worker's gauges read it).
+        self.stall = StallReport()
 
     async def _reject(self, record: RawRecord, reason: str) -> None:
+        """Send ``record``'s dead letter, retried until Kafka takes it: a record is acked only
+        once its dead letter is out (a dead letter always fits: `streams.dead_letters`)."""
         log.info("dead-letter %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
-        await self._dead_letters(
-            record.key,
-            dead_letter(reason, record.topic, record.partition, record.offset, record.value),
+        pseudonym = self._store.pseudonym
+        key = dead_letter_key(record.key, pseudonym)
+        value = dead_letter(
+            reason, record.topic, record.partition, record.offset, record.value, pseudonym
         )
+        delay = 0.1
+        while True:
+            try:
+                await self._dead_letters(key, value)
+                break
+            except Exception as exc:
+                log.warning("could not send a dead letter (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self._rejected += 1
         self._metrics.add("streamrec_dead_letters", topic=record.topic)
 
     async def _count_rejected(self) -> None:
         if self._rejected:
             n, self._rejected = self._rejected, 0
-            await _with_retry(
-                "count dead letters", lambda: self._store.stats.incr("dead_letters", n)
+            await with_retry(
+                "count dead letters",
+                lambda: self._store.stats.incr("dead_letters", n),
+                self.stall,
             )
 
     async def _decode_or_reject(
@@ -179,7 +183,7 @@ class RecordHandler:
         """Apply the batch; if it fails for a reason other than Redis being away, apply record by
         record and dead-letter the ones that fail. Safe because every apply is idempotent."""
         try:
-            return await _with_retry(what, partial(apply, [d for _, d in pairs]))
+            return await with_retry(what, partial(apply, [d for _, d in pairs]), self.stall)
         except Exception:
             log.exception(
                 "%s failed for a batch of %d; isolating the bad records", what, len(pairs)
@@ -187,7 +191,7 @@ class RecordHandler:
         done: list[D] = []
         for record, decoded in pairs:
             try:
-                done += await _with_retry(what, partial(apply, [decoded]))
+                done += await with_retry(what, partial(apply, [decoded]), self.stall)
             except Exception as exc:
                 await self._reject(record, f"processing failed: {exc!r}")
         return done

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,9 +30,13 @@ from recommender.monitoring.metrics import MetricPoint
 from recommender.settings import Settings
 from recommender.types import ID_PATTERN, MAX_ID_CHARS, EventType, Interaction, ItemMeta
 
-MAX_RECORD_BYTES = 4 * 1024 * 1024
+#: Under the 1 MiB a Kafka producer (`max.request.size`) and broker (`message.max.bytes`) take
+#: by default: a valid record always publishes, and a bigger one is refused as invalid (422 at
+#: the API), not as a Kafka failure (a 503 would invite retries of a permanent error).
+MAX_RECORD_BYTES = 1_000_000
 MAX_TEXT_CHARS = 20_000
-MAX_IMAGE_BYTES = 2 * 1024 * 1024
+#: Its base64 (4/3 of it) and the record's other fields stay under MAX_RECORD_BYTES.
+MAX_IMAGE_BYTES = 700_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -138,13 +141,19 @@ class ContentV1(BaseModel):
 
 
 class DeadLetterV1(BaseModel):
-    """What the dead-letter topic holds: the reason, where the record came from, its bytes."""
+    """What the dead-letter topic holds: the reason, where the record came from (its topic,
+    partition and offset find it while Kafka keeps it), and a bounded, redacted prefix of it
+    (`streams.dead_letters`): a dead letter always fits the producer's request limit and holds
+    no personal field in clear."""
 
     reason: str
     topic: str
     partition: int | None = None
     offset: int | None = None
-    original_b64: str
+    original_b64: str = Field(description="The original, redacted and cut to a prefix")
+    original_bytes: int | None = Field(None, description="The original's full size")
+    original_sha256: str | None = Field(None, description="Of the original's full bytes")
+    truncated: bool = False
     failed_at: int
 
 
@@ -307,20 +316,6 @@ def decode_event(raw: bytes, pseudonym: Callable[[str], str] | None = None) -> I
 def decode_content(raw: bytes) -> ItemMeta:
     """Bytes from `content` to an ItemMeta, or `InvalidRecordError` saying why not."""
     return _decode(ContentV1, raw).to_item()
-
-
-def dead_letter(
-    reason: str, topic: str, partition: int | None, offset: int | None, original: bytes
-) -> bytes:
-    record = DeadLetterV1(
-        reason=reason[:2000],
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        original_b64=base64.b64encode(original).decode(),
-        failed_at=int(time.time() * 1000),
-    )
-    return record.model_dump_json().encode()
 
 
 def encode(record: BaseModel) -> bytes:

@@ -15,6 +15,7 @@ import faust
 
 from recommender.monitoring.monitor import preload_detector
 from recommender.settings import Settings
+from recommender.store.connections import require_noeviction
 from streams.batch_intake import INBOX_ATTR, BatchInbox
 from streams.composition import Outlets, WorkerParts
 from streams.faust_transport import NoTablesManager, consumer_lag, set_fetch_max_wait
@@ -106,6 +107,8 @@ def _faust_app(settings: Settings, kafka_url: str) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in this process until it is stopped."""
+    # An evicting memory policy would lose features and count replays twice: refuse to start.
+    require_noeviction(settings.require_infrastructure()[1])
     app = create_app(settings)
     if settings.monitor:
         # River's import (most of a second) overlaps the consumer group join, when the worker

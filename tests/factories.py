@@ -35,7 +35,7 @@ def clustered_interactions(
 
 def fan_of_scifi(user_id: str = "alice", n: int = 6) -> list[Interaction]:
     return [
-        Interaction(f"{user_id}-{item}", user_id, item, "purchase", 1_800_000_000_000 + i)
+        Interaction(f"{user_id}-{item}", user_id, item, "purchase", 1_780_000_000_000 + i)
         for i, item in enumerate(SCI_FI[:n])
     ]
 

@@ -36,20 +36,24 @@ async def live(settings: SettingsDep) -> LiveOut:
 async def ready(
     store: StoreDep, service: ServiceDep, publisher: PublisherDep, settings: SettingsDep
 ) -> ReadyOut | JSONResponse:
-    """Redis and Kafka are reachable; 503 otherwise."""
+    """Redis and Kafka are reachable; 503 otherwise. Says why Redis refuses writes, if it does."""
     kafka_check = asyncio.create_task(publisher.reachable())
     try:
         stats = await store.stats.all()
         version = await service.served_version()
+        refusal = await store.stats.write_refusal()
         redis_ok = True
     except RedisError:
-        stats, version, redis_ok = {}, None, False
+        stats, version, refusal, redis_ok = {}, None, None, False
     kafka_ok = await kafka_check
     applied = stats.get("events_applied", 0)
     body = ReadyOut(
+        # Redis refusing writes is reported, not failed: reads still serve, and events still
+        # reach Kafka (the worker stalls and resumes without losing them).
         status="ok" if redis_ok and kafka_ok else "degraded",
         instance=settings.instance_id or "",
         redis=redis_ok,
+        redis_refusal=refusal,
         kafka=kafka_ok,
         model_version=version,
         model_note=model_note(version, applied, settings.als_min_events) if redis_ok else None,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.auth import AdminKey, ReadKey, WriteKey
+from api.auth import AdminKey, ProfileKey, ReadKey
 from api.deps import (
     PathId,
     PrivacyDep,
@@ -29,19 +29,24 @@ router = APIRouter(prefix="/v1/users", tags=["users"], responses=AUTH_ERRORS)
 async def recommendations(
     user_id: PathId,
     parts: RecommendingDep,
-    _: ReadKey,
+    key: ReadKey,
     k: Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")] = 10,
     category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     exclude: Annotated[list[str], Query(max_length=1000, description="Item ids to leave out")] = [],  # noqa: B006
-    explain: Annotated[bool, Query(description="Name the user's item behind each pick")] = False,
+    explain: Annotated[
+        bool, Query(description="Name the user's item behind each pick (the `explain` scope)")
+    ] = False,
 ) -> dict[str, Any]:
     """Top-k items the user has not interacted with yet; popular items for an unknown user."""
+    if explain and not key.allows("explain"):
+        # It names items from the user's history: more than a `read` key reveals.
+        raise HTTPException(403, "explain=true needs the 'explain' scope")
     return await parts.answer(user_id, capped_k(k, parts.settings), exclude, category, explain)
 
 
 @router.put("/{user_id}/profile", response_model=Profile)
 async def put_profile(
-    user_id: PathId, profile: Profile, privacy: PrivacyDep, _: WriteKey
+    user_id: PathId, profile: Profile, privacy: PrivacyDep, _: ProfileKey
 ) -> Profile:
     """Store the user's personal data, encrypted under their own data key."""
     await privacy.put_profile(user_id, profile.model_dump(exclude_none=True))
@@ -49,7 +54,7 @@ async def put_profile(
 
 
 @router.get("/{user_id}/profile", response_model=Profile, responses=NOT_FOUND)
-async def get_profile(user_id: PathId, privacy: PrivacyDep, _: WriteKey) -> Profile:
+async def get_profile(user_id: PathId, privacy: PrivacyDep, _: ProfileKey) -> Profile:
     found = await privacy.get_profile(user_id)
     if found is None:
         raise HTTPException(404, "no profile for this user")

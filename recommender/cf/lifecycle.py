@@ -27,4 +27,6 @@ def lifecycle_for(family: str, redis: aioredis.Redis, settings: Settings) -> Mod
     if family == keys.CF:
         updater = CFUpdater(store, state, registry, CFVectors(redis, state))
         prepare = updater.prepare
-    return ModelLifecycle(state, registry, prepare=prepare, count=store.stats.incr)
+    return ModelLifecycle(
+        state, registry, prepare=prepare, count=store.stats.incr, kept=settings.models_kept
+    )

@@ -75,7 +75,11 @@ class Trainer:
         self.vectors = vectors
         self.updater = updater or CFUpdater(store, state, registry, vectors)
         self.lifecycle = ModelLifecycle(
-            state, registry, prepare=self.updater.prepare, count=store.stats.incr
+            state,
+            registry,
+            prepare=self.updater.prepare,
+            count=store.stats.incr,
+            kept=settings.models_kept,
         )
         self._fitted_at_events = 0
         self._fitted_at = time.monotonic()
@@ -98,6 +102,20 @@ class Trainer:
             self._fitted_at_events = served.watermark
         return served
 
+    async def _readable(self, served: ServedModel | None) -> ServedModel | None:
+        """The served version, or the last good one served again in its place when its
+        artifact cannot be read (damaged, or missing); a refit is asked for when none can."""
+        if served is None or self.updater.served.unreadable != served.version:
+            return served
+        why = "its artifact is damaged or missing"
+        earlier = await self.lifecycle.fall_back(served.version, why)
+        if earlier is None:
+            log.error("CF version %s cannot be read, nor any before it: refitting", served.version)
+            self.request_refit(f"the served version {served.version} cannot be read")
+            return served
+        log.error("CF version %s cannot be read: serving %s again", served.version, earlier)
+        return await self.sync()
+
     def request_refit(self, why: str) -> None:
         """Ask for a refit at the next check (a monitor saw the served model degrade)."""
         self._requested = why
@@ -106,7 +124,7 @@ class Trainer:
         """Refit if due; return the new version, or None."""
         if self._fitting:
             return None
-        served = await self.sync()
+        served = await self._readable(await self.sync())
         applied = (await self._store.stats.all()).get("events_applied", 0)
         now = time.monotonic()
         self.last_decision = decide_refit(

@@ -10,6 +10,7 @@ version's by more than the margin); otherwise it is kept as the challenger, and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,12 @@ from models.base import Artifact
 from models.errors import ModelNotFoundError
 from models.registry import FamilyRegistry
 from recommender.errors import StreamrecError
+from recommender.lifecycle.gates import Gate, GateResult
 from recommender.lifecycle.state import Decision, ModelState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Gate", "GateResult", "ModelLifecycle", "NoSuchVersionError", "VersionRow"]
 
 M = TypeVar("M", bound=Artifact)
 
@@ -27,62 +33,6 @@ M = TypeVar("M", bound=Artifact)
 Prepare = Callable[[str, Any], Awaitable[int]]
 #: Counts a lifecycle event in the feature store's counters (their one writer).
 Count = Callable[[str, int], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """A challenger against the served version on the same holdout."""
-
-    challenger_score: float
-    served_score: float
-    margin: float
-    users: int
-    against: str  # the served version it was judged against
-    metric: str = "ndcg@10"
-
-    @property
-    def passed(self) -> bool:
-        return self.challenger_score >= self.served_score - self.margin
-
-    # The CF gate's names, kept from before families existed.
-    @property
-    def challenger_ndcg(self) -> float:
-        return self.challenger_score
-
-    @property
-    def served_ndcg(self) -> float:
-        return self.served_score
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            f"holdout_{self.metric}": round(self.challenger_score, 5),
-            f"served_holdout_{self.metric}": round(self.served_score, 5),
-            "gate_margin": self.margin,
-            "gate_users": self.users,
-            "gate_against": self.against,
-            "gate_passed": self.passed,
-            "gate_metric": self.metric,
-        }
-
-    def describe(self) -> str:
-        verdict = "passed" if self.passed else f"failed (margin {self.margin:g})"
-        return (
-            f"{self.metric} {self.challenger_score:.4f} vs {self.served_score:.4f} served, "
-            f"{self.users:,} users: {verdict}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Gate:
-    """The gate's outcome: a result, or why there was nothing to judge on."""
-
-    result: GateResult | None = None
-    note: str = ""
-
-    def as_metadata(self) -> dict[str, Any]:
-        if self.result is not None:
-            return self.result.as_metadata()
-        return {"gate": f"no gate: {self.note}"} if self.note else {}
 
 
 class NoSuchVersionError(StreamrecError):
@@ -147,6 +97,8 @@ class ModelLifecycle(Generic[M]):
         What a version needs before it can be served (CF: every live user's vector).
     count
         Counts held-back versions in the feature store's `stats` (their one writer).
+    kept
+        Versions kept on disk besides the served, historic and challenger ones (None: all).
     """
 
     def __init__(
@@ -155,11 +107,13 @@ class ModelLifecycle(Generic[M]):
         registry: FamilyRegistry[M],
         prepare: Prepare | None = None,
         count: Count | None = None,
+        kept: int | None = None,
     ) -> None:
         self._state = state
         self._registry = registry
         self._prepare = prepare
         self._count = count
+        self._kept = kept
 
     @property
     def family(self) -> str:
@@ -194,6 +148,7 @@ class ModelLifecycle(Generic[M]):
             **({"held_by_pin": True} if by_pin else {}),
         }
         version = await asyncio.to_thread(self._registry.save, model, meta)
+        await self._prune()
         if held:
             await self._state.record_challenger(version, {"reason": held, **gate.as_metadata()})
             if self._count is not None:
@@ -204,6 +159,40 @@ class ModelLifecycle(Generic[M]):
         reason = gate.result.describe() if gate.result else gate.as_metadata().get("gate", "")
         await self._state.promote(version, int(metadata.get("watermark", 0)), reason=reason)
         return version, True
+
+    async def _prune(self) -> None:
+        """Bound the versions on disk: the served one, the challenger, the newest `kept` and
+        the `kept` most recently served (what `rollback` walks back to) stay."""
+        if self._kept is None:
+            return
+        served = await self._state.current()
+        keep = set((await self._state.history())[: self._kept])
+        keep.add((await self._state.challenger()).get("version", ""))
+        keep.add(served.version if served is not None else "")
+        removed = await asyncio.to_thread(self._registry.prune, self._kept, keep)
+        if removed:
+            log.info("deleted %d old %s versions: %s", len(removed), self.family, removed)
+
+    async def fall_back(self, unreadable: str, why: str) -> str | None:
+        """Serve the newest version of the history that can be read, in place of
+        ``unreadable`` (its artifact is damaged or missing); None when none can be."""
+        for version in await self._state.history():
+            if version == unreadable:
+                continue
+            try:
+                await self.promote(
+                    version,
+                    pinned=False,
+                    by="streamrec",
+                    rollback=True,
+                    reason=f"{unreadable} cannot be read: {why}",
+                )
+            except NoSuchVersionError:
+                continue
+            if self._count is not None:
+                await self._count("model_fallbacks", 1)
+            return version
+        return None
 
     async def versions(self) -> list[VersionRow]:
         """Every version with whether it is served, when it was, and its gate."""

@@ -17,6 +17,9 @@ from recommender.lifecycle.state import ModelState, ServedModel
 M = TypeVar("M", bound=Artifact)
 log = logging.getLogger(__name__)
 
+#: How long a version that could not be read is not tried again.
+UNREADABLE_RETRY_S = 10.0
+
 
 class ServedModelCache(Generic[M]):
     """One family's served model. `adopt` installs a model this process has just fitted and
@@ -34,7 +37,11 @@ class ServedModelCache(Generic[M]):
         self.model: M | None = None
         self._base: M | None = None  # as loaded: without the updates folded in since
         self._updates_seen = 0
-        self._missing: str | None = None  # a served version whose artifact is missing
+        #: The served version this process could not read (missing or damaged), and how often
+        #: that happened; tried again every `UNREADABLE_RETRY_S`, not on every request.
+        self.unreadable: str | None = None
+        self.load_failures = 0
+        self._unreadable_at = 0.0
 
     async def _pointer(self) -> ServedModel | None:
         # A hot API need not read the pointer on every request: a promotion reaches it within
@@ -61,25 +68,30 @@ class ServedModelCache(Generic[M]):
         ):
             async with self._lock:
                 if served.version != self.version:
+                    if self._recently_unreadable(served.version):
+                        return served, None
                     try:
                         loaded = await asyncio.to_thread(self._registry.load, served.version)
-                    except ModelNotFoundError:
-                        # The pointer names a version this process cannot read (another data
-                        # directory?): serve without it rather than fail every request.
-                        if self._missing != served.version:
-                            log.error(
-                                "%s model %s has no artifact in %s; serving without it",
-                                self._registry.family,
-                                served.version,
-                                self._registry.root,
-                            )
-                            self._missing = served.version
+                    except ModelNotFoundError as exc:
+                        # Missing (another data directory?) or damaged (`CorruptModelError`):
+                        # serve without it rather than fail every request; the worker's leader
+                        # falls back to the last good version (`Trainer.maybe_refit`).
+                        if self.unreadable != served.version:
+                            log.error("%s; serving without it", exc)
+                            self.load_failures += 1
+                        self.unreadable, self._unreadable_at = served.version, time.monotonic()
                         return served, None
                     self.adopt(served.version, loaded)
                 if served.updates != self._updates_seen and self._base is not None:
                     self.model = await self._with_updates(served.version, self._base)
                     self._updates_seen = served.updates
         return served, self.model
+
+    def _recently_unreadable(self, version: str) -> bool:
+        return (
+            version == self.unreadable
+            and time.monotonic() - self._unreadable_at < UNREADABLE_RETRY_S
+        )
 
     async def _with_updates(self, version: str, base: M) -> M:
         """``base`` with what was folded into ``version`` since its fit (a family's hook)."""

@@ -96,6 +96,15 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
         "Memory Redis uses (`used_memory`)",
     ),
     MetricSpec(
+        "streamrec_redis_stalled_seconds", "gauge", "s", (),
+        "How long the worker has waited on Redis refusing writes (away, OOM, MISCONF, "
+        "READONLY); 0 when it is writing",
+    ),
+    MetricSpec(
+        "streamrec_redis_stalls", "gauge", "{stall}", (),
+        "Times the worker stalled on Redis refusing writes since it started",
+    ),
+    MetricSpec(
         "streamrec_recs_outcomes", "sum", "{event}", ("kind", "model_version", "bucket"),
         "Clicks (`click`) and carts or purchases (`conversion`) attributed to a served list",
     ),

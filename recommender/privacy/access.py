@@ -22,7 +22,11 @@ from recommender.errors import StreamrecError
 from recommender.memo import ExpiringMemo
 from recommender.store import keys, scripts
 
-Scope = Literal["read", "write", "admin"]
+#: read: recommendations, similar, popular, trending, metrics; explain: `explain=true` (it names
+#: items from the user's history); write: publish events and items; profile: read and write
+#: users' profiles (personal data, decrypted); admin: export and erase users. Keys are held by
+#: services, not end users: a key is not bound to the users it may ask about.
+Scope = Literal["read", "explain", "write", "profile", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 TOKEN_PREFIX = "sr"  # noqa: S105 (the visible prefix of every key)
 

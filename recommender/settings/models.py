@@ -35,6 +35,14 @@ class ModelSettings(BaseSettings):
     dedupe_ttl_s: int = Field(
         7 * 86400, ge=60, description="replays within this window are dropped (7 d)"
     )
+    max_event_ahead_s: int = Field(
+        300,
+        ge=0,
+        description=(
+            "an event stamped further ahead of the worker's clock is dead-lettered (a "
+            "producer's clock fault must not move the stream clock and empty every window)"
+        ),
+    )
 
     # Collaborative filtering
     als_factors: int = Field(64, ge=2, le=1024, description="ALS latent factors")
@@ -122,6 +130,15 @@ class ModelSettings(BaseSettings):
         20,
         ge=1,
         description="with fewer users active since the served model was fitted, there is no gate",
+    )
+    models_kept: int = Field(
+        20,
+        ge=1,
+        description=(
+            "model versions kept on disk per family: the newest this many, the this many most "
+            "recently served (what a rollback walks back to), the served one and the "
+            "challenger; the rest are deleted at each save"
+        ),
     )
 
     # Content models (text, sentiment, image)

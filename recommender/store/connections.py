@@ -12,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 
 from recommender.errors import StreamrecError
+from recommender.store.faults import check_memory_policy
 
 #: How long a connection attempt may take before the URL counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0
@@ -38,6 +39,19 @@ def redis_sync(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
     )
+
+
+def require_noeviction(url: str) -> None:
+    """Raise `faults.EvictingPolicyError` unless Redis at ``url`` keeps every key it is given
+    (`maxmemory-policy noeviction`); `UnreachableError` when it does not answer."""
+    client = redis_sync(url)
+    try:
+        info = client.info("memory")
+    except redis.RedisError as exc:
+        raise unreachable_redis(url, exc) from None
+    finally:
+        client.close()
+    check_memory_policy(info)
 
 
 def unreachable_redis(url: str, exc: BaseException) -> UnreachableError:

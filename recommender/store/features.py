@@ -36,6 +36,13 @@ PSEUDONYM_CACHE_SIZE = 100_000
 APPLY_CHUNK = 500
 
 
+def _ahead_reason(ts: int, now: int, allowed_s: int) -> str:
+    return (
+        f"ts {ts} is {(ts - now) / 1000:,.0f} s ahead of the worker's clock (more than "
+        f"STREAMREC_MAX_EVENT_AHEAD_S={allowed_s}): a producer's clock is wrong"
+    )
+
+
 class FeatureStore:
     """Reads and writes every feature streamrec keeps in Redis.
 
@@ -82,6 +89,16 @@ class FeatureStore:
             return ApplyResult([], [])
         s = self._settings
         now = now_ms if now_ms is not None else int(time.time() * 1000)
+        # Event time is the producer's clock: bounded by ours before it moves the stream clock
+        # (Kafka's record time is the producer's too, unless a topic uses LogAppendTime).
+        ahead = now + s.max_event_ahead_s * 1000
+        future = [
+            (e, _ahead_reason(e.ts, now, s.max_event_ahead_s)) for e in events if e.ts > ahead
+        ]
+        if future:
+            events = [e for e in events if e.ts <= ahead]
+            result = await self.apply_interactions(events, now)
+            return ApplyResult(result.applied, result.failed + future)
         head: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
         lines = []
         for e in events:

@@ -13,7 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
+
+#: What an id may hold that a key name must not: the separator `:` (an item `zz:image` would
+#: be item `zz`'s image key), braces (a cluster's hash tags) and `%`, the escape itself.
+_RESERVED = re.compile(r"[%:{}]")
+
+
+def key_part(id_: str) -> str:
+    """``id_`` as it appears in a key name: the reserved characters percent-encoded (`:` ->
+    `%3A`), so no two ids and no id and suffix make the same key. Ids without any (nearly all)
+    are unchanged. The Lua scripts encode the same way (`scripts.KEY_PART_LUA`)."""
+    if _RESERVED.search(id_) is None:
+        return id_
+    return _RESERVED.sub(lambda m: f"%{ord(m.group()):02X}", id_)
+
 
 USERS_ACTIVE = "users:active"
 ITEMS_CATALOGUE = "items:catalogue"
@@ -107,11 +122,11 @@ ITEM_PREFIX = "item:"
 
 
 def item_meta(item_id: str) -> str:
-    return f"{ITEM_PREFIX}{item_id}"
+    return f"{ITEM_PREFIX}{key_part(item_id)}"
 
 
 def item_users(item_id: str) -> str:
-    return f"{ITEM_PREFIX}{item_id}:users"
+    return f"{ITEM_PREFIX}{key_part(item_id)}:users"
 
 
 def user_categories(pseudonym: str) -> str:
@@ -130,7 +145,7 @@ def user_reviews(pseudonym: str) -> str:
 
 def item_image(item_id: str) -> str:
     """The item's image (base64 PNG or JPEG, as published), for the content models."""
-    return f"{ITEM_PREFIX}{item_id}:image"
+    return f"{ITEM_PREFIX}{key_part(item_id)}:image"
 
 
 def user_lists(pseudonym: str) -> str:
@@ -167,11 +182,11 @@ CATEGORY_PREFIX = "cat:"
 
 
 def category_items(category: str) -> str:
-    return f"{CATEGORY_PREFIX}{category}"
+    return f"{CATEGORY_PREFIX}{key_part(category)}"
 
 
 def seen(event_id: str) -> str:
-    return f"{SEEN_PREFIX}{event_id}"
+    return f"{SEEN_PREFIX}{key_part(event_id)}"
 
 
 DATA_KEY_PREFIX = "dek:"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from recommender.store.faults import INFRASTRUCTURE_CODES
 from recommender.store.keys import (
     AFFINITY_TAU_MS,
     ITEM_PREFIX,
@@ -13,6 +14,14 @@ from recommender.store.keys import (
     USER_PREFIX,
     WINDOWS,
 )
+
+#: `keys.key_part` in Lua: an id as it appears in a key name (`%`, `:`, `{`, `}` percent-encoded).
+KEY_PART_LUA = """
+local function escape(c) return string.format('%%%02X', string.byte(c)) end
+local function key_part(id)
+  return (string.gsub(id, '[%%:{}]', escape))
+end
+"""
 
 #: Applies a batch of events atomically and idempotently.
 #: KEYS = users:active, items:popular, stats. Per-event keys are built here from the prefixes
@@ -34,6 +43,8 @@ local n = #ARGV - 4
 local applied, failed = {}, {}
 local windows = cjson.decode('__WINDOWS__')
 local tau = __TAU__
+local infrastructure = {}
+for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
 local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 -- What is the same for every event of a user or a bucket (TTLs, the recent list's cap, the
 -- newest event time, the active-users index, per-type counts) is written once per call, after
@@ -42,13 +53,18 @@ local newest, has_cats, buckets, per_type = {}, {}, {}, {}  -- newest: pseudonym
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
     ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
-  local seen = '__SEEN__' .. eid
+  local seen = '__SEEN__' .. key_part(eid)
   if redis.call('EXISTS', seen) == 0 then
     local base = '__USER__' .. p
     local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
     -- The one write that can fail on valid-looking input goes first, under pcall.
     local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
     if type(ok) == 'table' and ok.err then
+      -- Redis refusing writes (OOM, MISCONF, READONLY...) is no record's fault: abort the call.
+      -- Such a refusal comes at a call's first write, so nothing of it was written.
+      if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then
+        return redis.error_reply(ok.err)
+      end
       failed[#failed + 1] = i
       failed[#failed + 1] = ok.err
     else
@@ -64,10 +80,11 @@ for i = 0, n - 1 do
         redis.call('ZINCRBY', bucket, 1, item)
         buckets[bucket] = windows[w + 2]
       end
-      redis.call('PFADD', '__ITEM__' .. item .. ':users', p)
+      local item_key = '__ITEM__' .. key_part(item)
+      redis.call('PFADD', item_key .. ':users', p)
       -- Category affinity in log space: add w * exp((ts - base) / tau); ranking needs no decay
       -- of old fields, and reading multiplies by exp((base - now) / tau).
-      local cats_json = redis.call('HGET', '__ITEM__' .. item, 'categories')
+      local cats_json = redis.call('HGET', item_key, 'categories')
       if cats_json and cats_json ~= '[]' then
         local cats = base .. ':cats'
         local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
@@ -92,8 +109,10 @@ for p, ts_max in pairs(newest) do
   local base = '__USER__' .. p
   local recent, counts = base .. ':recent', base .. ':counts'
   redis.call('LTRIM', recent, 0, recent_cap - 1)
+  -- last_seen is what the user's vector and kept answers are `as_of`: it moves with every
+  -- applied event, a late one (older than the newest) too, by a millisecond past the last.
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
-  if ts_max > last then redis.call('HSET', counts, 'last_seen', ts_max) end
+  redis.call('HSET', counts, 'last_seen', math.max(ts_max, last + 1))
   redis.call('EXPIRE', base .. ':items', user_ttl)
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
@@ -112,12 +131,13 @@ redis.call('HINCRBY', stats, 'events_applied', #applied)
 redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2)
 return {applied, failed}
 """
-APPLY_EVENTS_LUA = (
+APPLY_EVENTS_LUA = KEY_PART_LUA + (
     APPLY_EVENTS_LUA.replace("__SEEN__", SEEN_PREFIX)
     .replace("__USER__", USER_PREFIX)
     .replace("__POP__", POP_PREFIX)
     .replace("__ITEM__", ITEM_PREFIX)
     .replace("__TAU__", str(AFFINITY_TAU_MS))
+    .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
     .replace(
         "__WINDOWS__",
         json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),

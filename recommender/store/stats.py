@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from recommender.store import keys
+from recommender.store.faults import write_refusal
 
 
 def parse_stats(raw: Mapping[Any, Any]) -> dict[str, int]:
@@ -31,6 +32,10 @@ class Stats:
         pipe.zcard(keys.ITEMS_POPULAR)
         users, catalogue, popular = await pipe.execute()
         return int(users), max(int(catalogue), int(popular))
+
+    async def write_refusal(self) -> str | None:
+        """Why Redis refuses writes now, by its `INFO` (None: it takes them)."""
+        return write_refusal(await self._redis.info())
 
     async def note_erasure(self) -> None:
         """Count an erasure and when it was (model versions fitted before it say so)."""

@@ -38,8 +38,8 @@ PROTECTED = [
     ("GET", "/v1/metrics", "read"),
     ("POST", "/v1/events", "write"),
     ("POST", "/v1/items", "write"),
-    ("PUT", "/v1/users/u1/profile", "write"),
-    ("GET", "/v1/users/u1/profile", "write"),
+    ("PUT", "/v1/users/u1/profile", "profile"),
+    ("GET", "/v1/users/u1/profile", "profile"),
     ("GET", "/v1/users/u1/export", "admin"),
     ("DELETE", "/v1/users/u1", "admin"),
 ]
@@ -50,6 +50,7 @@ async def tokens(redis) -> dict[str, str]:
     store = ApiKeyStore(redis)
     found = {s: (await store.create({s}, f"only {s}")).token for s in SCOPES}
     found["all"] = (await store.create(set(SCOPES), "all")).token
+    found["read_explain"] = (await store.create({"read", "explain"}, "explains")).token
     return found
 
 
@@ -235,7 +236,7 @@ async def test_recommendations_filter_exclude_explain(settings, redis, tokens):
 
         plain = (await get(k=5)).json()
         assert len(plain["recommendation_id"]) == 32 and plain["model_version"]
-        assert plain["user_event_ms"] == 1_800_000_000_005  # her newest event, folded in
+        assert plain["user_event_ms"] == 1_780_000_000_005  # her newest event, folded in
         ids = [i["item_id"] for i in plain["items"]]
         assert set(ids) <= set(SCI_FI[6:]) and {i["reason"] for i in plain["items"]} == {reasons.CF}
 
@@ -245,7 +246,16 @@ async def test_recommendations_filter_exclude_explain(settings, redis, tokens):
         romance = (await get(k=5, category="romance")).json()
         assert {i["item_id"] for i in romance["items"]} <= set(ROMANCE)
 
-        explained = (await get(k=5, explain="true")).json()
+        # It names items of the user's history: more than a read key may see.
+        refused = await get(k=5, explain="true")
+        assert refused.status_code == 403 and "explain" in refused.text
+        explained = (
+            await api.get(
+                "/v1/users/alice/recommendations",
+                params={"k": 5, "explain": "true"},
+                headers=key(tokens["read_explain"]),
+            )
+        ).json()
         for item in explained["items"]:
             assert item["because_item_id"] in SCI_FI[:6]
             assert item["reason"] == f"because you liked Film {item['because_item_id']}"
@@ -352,3 +362,32 @@ async def test_start_up_fails_clearly_without_or_with_a_wrong_master_key(setting
     async with alone.router.lifespan_context(alone):
         pass
     await redis.flushdb()  # the next test's API starts with the shared test master key
+
+
+async def test_a_key_is_accepted_as_a_bearer_token_as_prometheus_sends_it(settings, tokens):
+    """On main only `X-API-Key` was read: a Prometheus server scraping `/v1/metrics` with its
+    key (`authorization: {credentials: ...}` sends `Authorization: Bearer`) got 401."""
+    bearer = {"Authorization": f"Bearer {tokens['read']}"}
+    async with serve_api(settings) as api:
+        scraped = await api.get("/v1/metrics", headers=bearer)
+        assert scraped.status_code == 200 and "streamrec_" in scraped.text
+        # The fast path of the common request reads it too; a wrong one is refused alike.
+        recs = await api.get("/v1/users/u1/recommendations", headers=bearer)
+        assert recs.status_code == 200
+        bad = {"Authorization": f"Bearer {tokens['read']}x"}
+        assert (await api.get("/v1/metrics", headers=bad)).status_code == 401
+        assert (await api.get("/v1/users/u1/recommendations", headers=bad)).status_code == 401
+
+
+async def test_profiles_need_their_own_scope_not_the_producers_write(settings, tokens):
+    """On main every event producer's `write` key could read any user's decrypted profile."""
+    async with serve_api(settings) as api:
+        path = "/v1/users/someone/profile"
+        for scope in ("write", "read", "explain"):
+            assert (await api.get(path, headers=key(tokens[scope]))).status_code == 403
+            put = await api.put(path, json={"email": "x@example.com"}, headers=key(tokens[scope]))
+            assert put.status_code == 403
+        put = await api.put(path, json={"email": "x@example.com"}, headers=key(tokens["profile"]))
+        assert put.status_code == 200
+        got = await api.get(path, headers=key(tokens["profile"]))
+        assert got.json()["email"] == "x@example.com"

@@ -111,7 +111,7 @@ async def test_a_new_event_makes_the_cache_stale(system, redis):
     assert {i.item_id for i in before.items} <= set(ROMANCE)
     # The user turns to sci-fi: the worker folds them in, the next answer follows at once.
     events = [
-        Interaction(f"{user}-turn-{n}", user, item, "purchase", 1_800_000_000_000 + n)
+        Interaction(f"{user}-turn-{n}", user, item, "purchase", 1_780_000_000_000 + n)
         for n, item in enumerate(SCI_FI[:8])
     ]
     applied = (await store.apply_interactions(events)).applied
@@ -142,10 +142,10 @@ async def test_a_kept_answer_stands_until_the_vector_or_the_model_moves(system, 
     assert top not in {i.item_id for i in (await keeping.recommend(user, 5, exclude=[top])).items}
     assert len((await keeping.recommend(user, 3)).items) == 3
 
-    events = [Interaction(f"{user}-turn", user, SCI_FI[0], "purchase", 1_800_000_000_000)]
+    events = [Interaction(f"{user}-turn", user, SCI_FI[0], "purchase", 1_780_000_000_000)]
     await trainer.updater.on_applied((await store.apply_interactions(events)).applied)
     folded = await keeping.recommend(user, 5)
-    assert folded is not first and folded.user_event_ms == 1_800_000_000_000
+    assert folded is not first and folded.user_event_ms == 1_780_000_000_000
     assert _answer(folded) == _answer(await computed.recommend(user, 5))
     assert await keeping.recommend(user, 5) is folded
 
@@ -156,3 +156,17 @@ async def test_a_kept_answer_stands_until_the_vector_or_the_model_moves(system, 
 
     await keeping.forget(store.pseudonym(user))  # erasure: nothing kept of the user
     assert await keeping.recommend(user, 5) is not moved
+
+
+async def test_a_late_event_moves_the_kept_answer_too(system):
+    """On main `as_of` was the newest event time: an event stamped before it (late, or in the
+    same millisecond) was folded in but left the kept answer showing what was just bought."""
+    store, trainer, _, _, _, keeping = system
+    user = "b3"
+    first = await keeping.recommend(user, 5)
+    bought = first.items[0].item_id
+    late = [Interaction(f"{user}-late", user, bought, "purchase", 1_000)]  # long ago
+    await trainer.updater.on_applied((await store.apply_interactions(late)).applied)
+    after = await keeping.recommend(user, 5)
+    assert after is not first and bought not in {i.item_id for i in after.items}
+    assert (after.user_event_ms or 0) > (first.user_event_ms or 0)

@@ -99,7 +99,7 @@ def test_events_flow_from_kafka_to_recommendations(settings: Settings, redis):
             ):
                 producer.send_event(
                     EventV1(event_id=f"outcome-{j}", user_id="alice", item_id=item,
-                            type="click", ts=2_000_000_000_000 + j, recommendation_id=rid)
+                            type="click", ts=1_790_000_000_000 + j, recommendation_id=rid)
                 )  # fmt: skip
             bad = _wire(interactions[1]).model_dump() | {"event_id": "bad-rid"}
             bad["recommendation_id"] = "has spaces"

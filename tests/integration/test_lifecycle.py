@@ -239,3 +239,50 @@ async def test_promoting_one_family_leaves_the_other_serving(parts, redis, setti
     assert served is not None and served.version == v_pop and isinstance(model, PopularityModel)
     assert (await state.current()).version == v_cf  # cf untouched
     assert await state.history() == [v_cf] and await pop_state.history() == [v_pop]
+
+
+async def test_a_damaged_served_artifact_falls_back_to_the_last_good_version(
+    parts, redis, settings
+):
+    """On main a truncated `.npz` raised BadZipFile on every request (500s) and in every refit;
+    only an operator's rollback recovered."""
+    from tests.conftest import serve_api
+
+    store, state, registry, _ = parts
+    trainer = Trainer(store, state, registry, settings)
+    v1, v2 = await trainer.refit(), await trainer.refit()
+    assert registry.metadata(v2)["artifact_sha256"]
+    path = registry.artifact(v2)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    # Another process (an API replica, a worker starting) meets the damaged served version.
+    service = RecommendationService(store, state, registry, PLAIN_SERVING)
+    recs = await service.recommend("a0", 5)
+    assert len(recs.items) == 5 and recs.model_version is None  # popular items, not a 500
+    async with serve_api(settings) as api:
+        from recommender.privacy.access import ApiKeyStore
+
+        token = (await ApiKeyStore(redis).create({"read"}, "r")).token
+        resp = await api.get("/v1/users/a0/recommendations", headers={"X-API-Key": token})
+        assert resp.status_code == 200
+    # The worker's leader serves the last good version again, and says why.
+    leader = Trainer(store, state, registry, settings)
+    await leader.maybe_refit()
+    served = await state.current()
+    assert served is not None and served.version == v1
+    [decision, *_] = await state.decisions(1)
+    assert decision.action == "rolled back" and "cannot be read" in decision.reason
+    assert (await store.stats.all())["model_fallbacks"] == 1
+    recs = await RecommendationService(store, state, registry, PLAIN_SERVING).recommend("a0", 5)
+    assert recs.model_version == v1
+
+
+async def test_versions_on_disk_are_bounded_and_the_served_ones_kept(parts, settings):
+    from tests.conftest import make_settings
+
+    store, state, registry, _ = parts
+    few = make_settings(settings.data_dir.parent, **{**settings.model_dump(), "models_kept": 2})
+    trainer = Trainer(store, state, registry, few)
+    made = [await trainer.refit() for _ in range(5)]
+    assert (await state.current()).version == made[-1]
+    # Pruned as each is saved, before it serves: the two newest and the two served before.
+    assert set(registry.versions()) == set(made[-3:])

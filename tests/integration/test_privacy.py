@@ -39,7 +39,7 @@ PROFILE = {
 
 @pytest.fixture
 async def admin(redis) -> dict[str, str]:
-    token = (await ApiKeyStore(redis).create({"read", "write", "admin"}, "test")).token
+    token = (await ApiKeyStore(redis).create({"read", "write", "profile", "admin"}, "t")).token
     return {"X-API-Key": token}
 
 
@@ -89,7 +89,7 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         [ItemMeta(i, f"Film {i}", 1, None, ("scifi",)) for i in SCI_FI]
     )
     mine = [
-        Interaction(uuid.uuid4().hex, USER, item, "purchase", 1_800_000_000_000 + n)
+        Interaction(uuid.uuid4().hex, USER, item, "purchase", 1_780_000_000_000 + n)
         for n, item in enumerate(SCI_FI[:6])
     ]
     await store.apply_interactions(clustered_interactions() + mine)
@@ -188,7 +188,7 @@ async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, a
     cipher = UserDataCipher(redis, master_cipher(settings.require_master_keys()))
     reviews = ReviewStore(redis, cipher, store.pseudonym_of, settings.user_ttl_s)
     said = "Erin thinks the ending is wonderful"
-    event = Interaction("r-1", USER, SCI_FI[0], "review", 1_800_000_000_000, 5.0, said)
+    event = Interaction("r-1", USER, SCI_FI[0], "review", 1_780_000_000_000, 5.0, said)
     await reviews.record([event])
     await reviews.record([event])  # a redelivery keeps one copy
     await store.apply_interactions([event])

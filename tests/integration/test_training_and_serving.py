@@ -88,7 +88,7 @@ async def test_without_a_model_the_chain_uses_category_affinity_then_popularity(
     )
     await store.apply_interactions(clustered_interactions())
     carol = [
-        Interaction(f"carol-{i}", "carol", i, "purchase", 1_800_000_000_000) for i in ROMANCE[:2]
+        Interaction(f"carol-{i}", "carol", i, "purchase", 1_780_000_000_000) for i in ROMANCE[:2]
     ]
     await store.apply_interactions(carol)
     recs = await RecommendationService(store, state, registry, PLAIN_SERVING).recommend("carol", 25)
@@ -102,7 +102,7 @@ async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, r
     await store.apply_interactions(clustered_interactions())
     version = await trainer.refit()
     new_item = [
-        Interaction(f"a{u}-scifi-new", f"a{u}", "scifi-new", "purchase", 1_800_000_000_000 + u)
+        Interaction(f"a{u}-scifi-new", f"a{u}", "scifi-new", "purchase", 1_780_000_000_000 + u)
         for u in range(15)
     ]
     applied = (await store.apply_interactions(new_item)).applied

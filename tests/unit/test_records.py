@@ -6,12 +6,8 @@ import pytest
 
 from models.pixels import encode_png
 from recommender.errors import InvalidRecordError
-from streams.records import (
-    DeadLetterV1,
-    dead_letter,
-    decode_content,
-    decode_event,
-)
+from streams.dead_letters import PAYLOAD_BYTES, dead_letter
+from streams.records import DeadLetterV1, decode_content, decode_event
 
 VALID = {
     "event_id": "e1",
@@ -128,12 +124,27 @@ def test_content_with_bad_image_is_rejected(image: str, reason: str):
         )
 
 
-def test_dead_letter_keeps_original_bytes_and_origin():
-    record = DeadLetterV1.model_validate_json(dead_letter("bad", "events", 3, 42, b"\x00garbage"))
-    assert base64.b64decode(record.original_b64) == b"\x00garbage"
+def test_dead_letter_keeps_the_origin_and_what_finds_the_original_not_its_bytes():
+    letter = dead_letter("bad", "events", 3, 42, b"\x00garbage")
+    record = DeadLetterV1.model_validate_json(letter)
     assert (record.reason, record.topic, record.partition, record.offset) == (
         "bad",
         "events",
         3,
         42,
     )
+    # Not JSON: its personal fields cannot be told apart, so none of it is kept.
+    assert base64.b64decode(record.original_b64) == b""
+    assert record.original_bytes == 8 and len(record.original_sha256 or "") == 64
+
+
+def test_dead_letter_is_bounded_and_redacted_whatever_the_original():
+    original = json.dumps(
+        {**VALID, "user_id": "bob@example.com", "text": "private", "junk": "x" * 3_000_000}
+    ).encode()
+    letter = dead_letter("r" * 10_000, "events", 0, 1, original, lambda u: f"p-{len(u)}")
+    assert len(letter) < 2 * PAYLOAD_BYTES + 5_000
+    record = DeadLetterV1.model_validate_json(letter)
+    kept = base64.b64decode(record.original_b64)
+    assert record.truncated and len(kept) == PAYLOAD_BYTES
+    assert b"bob" not in kept and b"private" not in kept and b'"pseudonym:p-15"' in kept

@@ -1,0 +1,128 @@
+"""What the worker does when the infrastructure, not the record, is at fault (issue 24, findings 1
+and 2): against the embedded Valkey and broker, through the record handler the worker runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from recommender.store import keys
+from recommender.store.connections import require_noeviction
+from recommender.store.faults import EvictingPolicyError
+from recommender.store.features import FeatureStore
+from streams.handlers import RawRecord, RecordHandler
+from streams.kafka import bootstrap_servers
+from streams.records import DeadLetterV1
+from tests.conftest import read_topics
+
+pytestmark = pytest.mark.integration
+
+
+def event(i: int, **extra: object) -> bytes:
+    body = {"event_id": f"e{i}", "user_id": f"alice{i % 7}@example.com", "item_id": f"i{i % 13}"}
+    return json.dumps({**body, "type": "view", "ts": 1_000 + i, **extra}).encode()
+
+
+def records(values: list[bytes]) -> list[RawRecord]:
+    return [
+        RawRecord("events", 0, i, f"alice{i % 7}@example.com".encode(), v)
+        for i, v in enumerate(values)
+    ]
+
+
+async def test_an_invalid_record_too_big_to_dead_letter_whole_loses_nothing_else(redis, settings):
+    """On main its dead letter (the whole record, base64) was over the producer's 1 MB limit:
+    the send raised and the worker acked every valid event fetched with it, unapplied."""
+    store = FeatureStore(redis, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.kafka_url or ""))
+    await producer.start()
+
+    async def sink(key: bytes | None, value: bytes) -> None:
+        await producer.send_and_wait(settings.topic_dead_letter, value, key=key)
+
+    handler = RecordHandler(store, [], sink)
+    huge = event(50, event_id="huge", text="my secret diary " * 50_000)  # ~800 KB, text too long
+    batch = records([event(i) for i in range(50)] + [huge] + [event(i) for i in range(51, 100)])
+    try:
+        assert await handler.handle_events(batch) == 99
+    finally:
+        await producer.stop()
+    assert (await store.stats.all())["events_applied"] == 99
+    [message] = read_topics(settings, settings.topic_dead_letter)
+    assert len(message.value) < 40_000
+    letter = DeadLetterV1.model_validate_json(message.value)
+    assert (letter.offset, letter.original_bytes) == (50, len(huge))
+    assert "text" in letter.reason
+    kept = base64.b64decode(letter.original_b64)
+    # No personal field in clear: not the user id (value or key), not the review text.
+    assert b"alice" not in message.value + kept + (message.key or b"")
+    assert b"secret diary" not in kept
+    assert store.pseudonym("alice1@example.com").encode() in kept
+
+
+async def test_redis_out_of_memory_stalls_the_batch_and_then_applies_it_whole(redis, settings):
+    """On main OOM came back as the record's fault: every event was dead-lettered."""
+    store = FeatureStore(redis, settings)
+    sent: list[bytes] = []
+
+    async def sink(key: bytes | None, value: bytes) -> None:
+        sent.append(value)
+
+    handler = RecordHandler(store, [], sink)
+    await redis.config_set("maxmemory", 1)  # used > 1 byte: noeviction refuses every write
+    try:
+        task = asyncio.create_task(handler.handle_events(records([event(i) for i in range(100)])))
+        await asyncio.sleep(1.5)
+        assert not task.done()
+        assert handler.stall.stalled_s > 0 and "OutOfMemory" in handler.stall.reason
+        assert not await redis.exists(keys.seen("e0"))
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert await asyncio.wait_for(task, 30) == 100
+    assert sent == []
+    stats = await store.stats.all()
+    assert stats["events_applied"] == 100 and "dead_letters" not in stats
+    assert handler.stall.stalled_s == 0 and handler.stall.stalls == 1
+
+
+async def test_readiness_reports_redis_refusing_writes_and_serves_on(redis, settings):
+    from tests.conftest import serve_api
+
+    async with serve_api(settings) as api:
+        await redis.config_set("maxmemory", 1)
+        try:
+            body = (await api.get("/v1/health/ready")).json()
+        finally:
+            await redis.config_set("maxmemory", 0)
+        assert body["redis_refusal"].startswith("OOM")
+        assert (await api.get("/v1/health/ready")).json()["redis_refusal"] is None
+
+
+async def test_the_worker_refuses_an_evicting_memory_policy(redis, settings):
+    require_noeviction(settings.redis_url or "")  # the embedded Valkey is started with it
+    await redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(EvictingPolicyError, match="noeviction"):
+            require_noeviction(settings.redis_url or "")
+    finally:
+        await redis.config_set("maxmemory-policy", "noeviction")
+
+
+async def test_an_image_too_big_to_publish_is_rejected_as_invalid_not_a_503(redis, settings):
+    """On main the schema took images up to 2 MiB and the producer 1 MB: a 900 KB image passed
+    validation and answered 503, inviting retries of a permanent error."""
+    from recommender.privacy.access import ApiKeyStore
+    from tests.conftest import serve_api
+
+    token = (await ApiKeyStore(redis).create({"write"}, "writer")).token
+    image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(900_000)).decode()
+    item = {"item_id": "big", "title": "Big", "image": image, "ts": 1}
+    async with serve_api(settings) as api:
+        resp = await api.post("/v1/items", json={"items": [item]}, headers={"X-API-Key": token})
+    # A batch answers per row: this one rejected with its reason, nothing to retry.
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["rejected"] == 1 and "image over" in resp.text
