@@ -32,7 +32,7 @@ def redacted(original: bytes, pseudonym: Callable[[str], str] | None) -> bytes:
     """``original`` with its personal fields replaced (b"" when it is not a JSON object)."""
     try:
         obj = json.loads(original)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
         return b""
     if not isinstance(obj, dict):
         return b""

@@ -136,6 +136,11 @@ def test_dead_letter_keeps_the_origin_and_what_finds_the_original_not_its_bytes(
     # Not JSON: its personal fields cannot be told apart, so none of it is kept.
     assert base64.b64decode(record.original_b64) == b""
     assert record.original_bytes == 8 and len(record.original_sha256 or "") == 64
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # past Python's recursion limit
+    assert (
+        DeadLetterV1.model_validate_json(dead_letter("deep", "events", 0, 1, deep)).truncated
+        is False
+    )
 
 
 def test_dead_letter_is_bounded_and_redacted_whatever_the_original():
