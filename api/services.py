@@ -76,7 +76,15 @@ class ApiServices:
             store, cf_state, cf_registry(settings.models_dir), ServingConfig.of(settings)
         )
         vectors = CFVectors(redis, cf_state)
-        privacy = UserDataService(redis, store, cipher, reviews, vectors, [impressions, service])
+        privacy = UserDataService(
+            redis,
+            store,
+            cipher,
+            reviews,
+            vectors,
+            [impressions, service],
+            tombstone_s=settings.erasure_tombstone_s,
+        )
         services = cls(
             settings,
             redis,

@@ -177,7 +177,13 @@ def _benchmarks(settings: Settings, args: argparse.Namespace) -> dict[str, Calla
             json_path=json_for("ingest"),
         )
 
-    return {f.__name__: f for f in (content, faults, quality, freshness, serve, monitor, ingest)}
+    def erasure() -> object:
+        from streamrec.bench.erasure import run_erasure
+
+        return run_erasure(settings, json_path=json_for("erasure"))
+
+    benches = (content, faults, quality, freshness, serve, monitor, ingest, erasure)
+    return {f.__name__: f for f in benches}
 
 
 IMPORT_HELP = """\
@@ -312,7 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run benchmarks; JSON and a table")
     b.add_argument(
         "which",
-        choices=["ingest", "faults", "quality", "freshness", "serve", "content", "monitor", "all"],
+        choices=[
+            "ingest",
+            "faults",
+            "quality",
+            "freshness",
+            "serve",
+            "content",
+            "monitor",
+            "erasure",
+            "all",
+        ],
     )
     b.add_argument("--json", type=Path, default=None, help="JSON path (one benchmark)")
     b.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON directory")

@@ -217,6 +217,7 @@ class RecordHandler:
             metrics.add("streamrec_events_in", len(records) - len(pairs), type="invalid")
 
         async def apply(events: list[Interaction]) -> list[Interaction]:
+            events = await self._after_erasures(events)
             enriched = await _enriched(self._enrichers, events)
             for before, after in zip(events, enriched, strict=True):
                 record_of[id(after)] = record_of[id(before)]
@@ -237,6 +238,18 @@ class RecordHandler:
             metrics.add("streamrec_events_applied", n, type=kind)
         await self._count_rejected()
         return AppliedBatch(applied, applied_records)
+
+    async def _after_erasures(self, events: list[Interaction]) -> list[Interaction]:
+        """``events`` without those of erased users from before their erasure (a redelivery,
+        a retry, an event stamped before it): no recorder keeps their text again. The apply
+        script checks the same tombstones again, atomically with its writes."""
+        store = self._store
+        erased = await store.users.erased_at(store.pseudonym_of(e) for e in events)
+        if not erased:
+            return events
+        kept = [e for e in events if e.ts > erased.get(store.pseudonym_of(e), -1)]
+        self._metrics.add("streamrec_events_erased", len(events) - len(kept))
+        return kept
 
     async def tell_listeners(self, applied: AppliedBatch) -> None:
         """The listeners' half of `handle_events` (the CF fold-in of the touched users)."""

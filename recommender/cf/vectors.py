@@ -183,6 +183,7 @@ class CFVectors:
         for start in range(0, len(items), CANDIDATES_CHUNK):
             chunk = {p: encode_candidates(c) for p, c in items[start : start + CANDIDATES_CHUNK]}
             pipe = self._redis.pipeline(transaction=False)
+            pipe.sadd(keys.PENDING_RECS_INDEX, key)
             pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
             pipe.expire(key, keys.PENDING_RECS_TTL_S)
             await pipe.execute()
@@ -193,9 +194,11 @@ class CFVectors:
         it keeps them as long as its vectors)."""
         if await self._redis.exists(pending):
             await self._redis.rename(pending, keys.user_recs(version))
+        await self._redis.srem(keys.PENDING_RECS_INDEX, pending)
 
     async def discard_candidates(self, pending: str) -> None:
         await self._redis.delete(pending)
+        await self._redis.srem(keys.PENDING_RECS_INDEX, pending)
 
     async def write_item_vectors(
         self, version: str, vectors: Mapping[str, npt.NDArray[np.float32]]
@@ -218,12 +221,21 @@ class CFVectors:
         }
 
     async def forget(self, pseudonym: str) -> int:
-        """Remove the user's vector and cached candidates from every version (one scan of the
-        CF keys); returns how many vectors were removed."""
-        removed = 0
-        async for name in self._redis.scan_iter(match=keys.CF_VERSION_KEYS_PATTERN):
-            if name.endswith(keys.USER_VECTORS_SUFFIX):
-                removed += int(await self._redis.hdel(name, pseudonym))
-            elif name.endswith(keys.USER_RECS_SUFFIX):
-                await self._redis.hdel(name, pseudonym)
-        return removed
+        """Remove the user's vector and cached candidates from every version that can hold
+        them (the served one, those served before: a rollback's, the challenger, and refits'
+        pending candidates), in one round trip whatever the size of the keyspace; returns how
+        many vectors were removed."""
+        served = await self._state.current()
+        versions = set(await self._state.history())
+        versions.add((await self._state.challenger()).get("version", ""))
+        versions.add(served.version if served is not None else "")
+        live = sorted(v for v in versions if v)
+        pending = await self._redis.smembers(keys.PENDING_RECS_INDEX)
+        pipe = self._redis.pipeline(transaction=False)
+        for version in live:
+            pipe.hdel(keys.user_vectors(version), pseudonym)
+            pipe.hdel(keys.user_recs(version), pseudonym)
+        for key in pending:
+            pipe.hdel(key, pseudonym)
+        done = await pipe.execute()
+        return sum(int(x) for x in done[: 2 * len(live) : 2])

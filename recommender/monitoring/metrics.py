@@ -60,6 +60,10 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
         "Records sent to the dead-letter topic, by the topic they came from",
     ),
     MetricSpec(
+        "streamrec_events_erased", "sum", "{event}", (),
+        "Events of erased users from before their erasure (redelivered, retried), not applied",
+    ),
+    MetricSpec(
         "streamrec_content_in", "sum", "{item}", (),
         "Content items applied (new or updated)",
     ),

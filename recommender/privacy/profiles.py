@@ -9,6 +9,7 @@ erasure removes both, and destroys the data key so that any copy of a profile to
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class UserDataService:
         reviews: ReviewStore,
         vectors: Forgetter,
         others: Sequence[Forgetter] = (),
+        tombstone_s: int = 30 * 86400,
     ) -> None:
         self._redis = redis
         self._store = store
@@ -65,6 +67,7 @@ class UserDataService:
         self._reviews = reviews
         self._vectors = vectors
         self._others = list(others)
+        self._tombstone_s = tombstone_s
 
     async def put_profile(self, user_id: str, profile: dict[str, Any]) -> None:
         p = self._store.pseudonym(user_id)
@@ -113,8 +116,10 @@ class UserDataService:
         }
 
     async def erase(self, user_id: str) -> Erasure:
-        """Crypto-shred the data key, then have every store forget the user."""
+        """Leave the user's tombstone, crypto-shred the data key, then have every store forget
+        the user. What happened before now stays gone: every writer honours the tombstone."""
         p = self._store.pseudonym(user_id)
+        await self._store.users.leave_tombstone(p, int(time.time() * 1000), self._tombstone_s)
         destroyed = await self._cipher.shred(p)
         deleted = 0
         owners: list[Forgetter] = [self._store.users, self, self._reviews, *self._others]

@@ -122,6 +122,17 @@ class ServiceSettings(BaseSettings):
         ),
     )
 
+    # Privacy
+    erasure_tombstone_s: int = Field(
+        30 * 86400,
+        ge=60,
+        description=(
+            "how long an erased user's tombstone (pseudonym and erasure time) stays: events "
+            "from before the erasure that arrive meanwhile (redelivered, retried) are dropped. "
+            "Keep it at least as long as Kafka keeps the events topic (30 d)"
+        ),
+    )
+
     # Metrics
     metrics_publish: bool = Field(
         True, description="publish metric records to the metrics topic (false: Prometheus only)"

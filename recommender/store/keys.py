@@ -189,6 +189,16 @@ def seen(event_id: str) -> str:
     return f"{SEEN_PREFIX}{key_part(event_id)}"
 
 
+ERASED_PREFIX = "erased:"
+
+
+def erased(pseudonym: str) -> str:
+    """The user's erasure tombstone: when they were erased (epoch ms). Kept after everything
+    else of theirs is gone (STREAMREC_ERASURE_TOMBSTONE_S), so that no writer brings back what
+    happened before it: a redelivered or retried event, one stamped before the erasure."""
+    return f"{ERASED_PREFIX}{pseudonym}"
+
+
 DATA_KEY_PREFIX = "dek:"
 
 
@@ -248,6 +258,11 @@ def pending_recs(token: str) -> str:
     worker renames the key to `user_recs(version)` before the version serves, or deletes it
     when the version is held back. TTL: PENDING_RECS_TTL_S."""
     return f"{MODEL_PREFIX}{CF}:pending-{token}{USER_RECS_SUFFIX}"
+
+
+#: The `pending_recs` keys a refit has written and not yet adopted or discarded (erasure
+#: reaches them through this set, not a scan).
+PENDING_RECS_INDEX = f"{MODEL_PREFIX}{CF}:pending"
 
 
 def item_vectors(version: str) -> str:

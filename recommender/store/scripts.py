@@ -8,6 +8,7 @@ import json
 from recommender.store.faults import INFRASTRUCTURE_CODES
 from recommender.store.keys import (
     AFFINITY_TAU_MS,
+    ERASED_PREFIX,
     ITEM_PREFIX,
     POP_PREFIX,
     SEEN_PREFIX,
@@ -50,11 +51,18 @@ local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 -- newest event time, the active-users index, per-type counts) is written once per call, after
 -- the loop: it was half of the commands the script ran, and Valkey's time per event.
 local newest, has_cats, buckets, per_type = {}, {}, {}, {}  -- newest: pseudonym -> ts
+-- pseudonym -> when the user was erased (-1: never): events from before it are not applied.
+local erased_at, erased_skipped = {}, 0
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
     ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
   local seen = '__SEEN__' .. key_part(eid)
-  if redis.call('EXISTS', seen) == 0 then
+  if erased_at[p] == nil then
+    erased_at[p] = tonumber(redis.call('GET', '__ERASED__' .. p) or '-1')
+  end
+  if tonumber(ts) <= erased_at[p] then
+    erased_skipped = erased_skipped + 1
+  elseif redis.call('EXISTS', seen) == 0 then
     local base = '__USER__' .. p
     local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
     -- The one write that can fail on valid-looking input goes first, under pcall.
@@ -128,11 +136,13 @@ end
 redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - user_ttl * 1000))
 redis.call('HSET', stats, 'clock', clock)
 redis.call('HINCRBY', stats, 'events_applied', #applied)
-redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2)
+redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2 - erased_skipped)
+if erased_skipped > 0 then redis.call('HINCRBY', stats, 'erased_suppressed', erased_skipped) end
 return {applied, failed}
 """
 APPLY_EVENTS_LUA = KEY_PART_LUA + (
     APPLY_EVENTS_LUA.replace("__SEEN__", SEEN_PREFIX)
+    .replace("__ERASED__", ERASED_PREFIX)
     .replace("__USER__", USER_PREFIX)
     .replace("__POP__", POP_PREFIX)
     .replace("__ITEM__", ITEM_PREFIX)
@@ -155,14 +165,19 @@ RECORD_IMPRESSIONS_LUA = """
 local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
 local i = 3
 while i <= #ARGV do
-  local key, n = '__USER__' .. ARGV[i] .. ':lists', tonumber(ARGV[i + 1])
-  redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
-  redis.call('LTRIM', key, 0, per_user - 1)
-  redis.call('EXPIRE', key, ttl)
+  local p, n = ARGV[i], tonumber(ARGV[i + 1])
+  local key = '__USER__' .. p .. ':lists'
+  -- An erased user is not brought back by being served: not until they act again.
+  if redis.call('EXISTS', '__ERASED__' .. p) == 0
+      or redis.call('EXISTS', '__USER__' .. p .. ':counts') == 1 then
+    redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
+    redis.call('LTRIM', key, 0, per_user - 1)
+    redis.call('EXPIRE', key, ttl)
+  end
   i = i + 2 + n
 end
 return 1
-""".replace("__USER__", USER_PREFIX)
+""".replace("__USER__", USER_PREFIX).replace("__ERASED__", ERASED_PREFIX)
 
 #: The served list each outcome answers: ARGV = triples of pseudonym, the recommendation id the
 #: outcome quotes ('' for none) and its item. For each, the newest of the user's lists with that

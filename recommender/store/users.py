@@ -4,7 +4,7 @@ category affinity; the reads serving and training make of them, and their erasur
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,19 @@ class UserFeatures:
             return {}
         factor = math.exp((base - await self._clock()) / keys.AFFINITY_TAU_MS)
         return {str(c): float(v) * factor for c, v in raw.items()}
+
+    async def erased_at(self, pseudonyms: Iterable[str]) -> dict[str, int]:
+        """When each of ``pseudonyms`` that was erased was (epoch ms); the others are absent."""
+        wanted = list(dict.fromkeys(pseudonyms))
+        if not wanted:
+            return {}
+        found = await self._redis.mget([keys.erased(p) for p in wanted])
+        return {p: int(at) for p, at in zip(wanted, found, strict=True) if at is not None}
+
+    async def leave_tombstone(self, pseudonym: str, at_ms: int, ttl_s: int) -> None:
+        """Mark the user erased at ``at_ms`` (first, before their data goes: a batch applying
+        meanwhile sees it in its script)."""
+        await self._redis.set(keys.erased(pseudonym), at_ms, ex=ttl_s)
 
     async def forget(self, pseudonym: str) -> int:
         """Delete the user's features and their place among the active users; returns how many

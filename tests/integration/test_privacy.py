@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -118,7 +120,10 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         assert gone["keys_deleted"] >= 5 and gone["model_vectors_removed"] == 1
         assert not await redis.hexists(keys.user_recs(version), p)  # the cached candidates too
 
+        tombstone = keys.erased(p).encode()  # pseudonymous: when, not who or what
         for name, values in await _all_bytes(settings):
+            if name == tombstone:
+                continue
             for blob in [name, *values]:
                 assert USER.encode() not in blob and p.encode() not in blob, name
             for value in values:
@@ -142,6 +147,10 @@ async def test_erasure_leaves_nothing_readable_and_is_idempotent(settings, redis
         cold = (await api.get("/v1/users/never-seen/recommendations", headers=admin)).json()
         assert {i["reason"] for i in after["items"]} == {reasons.POPULAR}
         assert [i["item_id"] for i in after["items"]] == [i["item_id"] for i in cold["items"]]
+        # ... and being served brings back nothing of theirs (on main: their list of lists).
+        await asyncio.sleep(0.3)
+        names = [name for name, _ in await _all_bytes(settings) if p.encode() in name]
+        assert names == [keys.erased(p).encode()]
 
 
 def _per_user_key_builders() -> list[Callable[[str], str]]:
@@ -171,13 +180,22 @@ async def test_erasure_forgets_every_per_user_key_family(settings, redis, admin)
     for build in builders:
         await redis.set(build(p), "x")
     await redis.zadd(keys.USERS_ACTIVE, {p: 1})
+    state = ModelState(redis)
+    await state.promote("v1", 0)  # served before: a rollback's version keeps its vectors
+    await state.promote("v2", 0)
     await redis.hset(keys.user_vectors("v1"), p, "1:AAAA")
+    await redis.hset(keys.user_recs("v2"), p, "1|||")
+    await redis.hset(keys.pending_recs("t"), p, "1|||")
+    await redis.sadd(keys.PENDING_RECS_INDEX, keys.pending_recs("t"))
     async with serve_api(settings) as api:
         assert (await api.delete(f"/v1/users/{USER}", headers=admin)).status_code == 200
     left = [b.__name__ for b in builders if await redis.exists(b(p))]
-    assert left == [], f"erasure does not forget {left}: give their owner a `forget`"
+    # The tombstone stays on purpose (keys.erased): what the erasure leaves, not forgets.
+    assert left == ["erased"], f"erasure does not forget {left}: give their owner a `forget`"
     assert await redis.zscore(keys.USERS_ACTIVE, p) is None
     assert not await redis.hexists(keys.user_vectors("v1"), p)
+    assert not await redis.hexists(keys.user_recs("v2"), p)
+    assert not await redis.hexists(keys.pending_recs("t"), p)
 
 
 async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, admin):
@@ -204,3 +222,58 @@ async def test_reviews_are_kept_encrypted_exported_and_erased(settings, redis, a
     p = keys.pseudonymize(TEST_SECRET.encode(), USER)
     assert not await redis.exists(keys.user_reviews(p))
     assert await reviews.reviews(p) == []
+
+
+async def test_an_event_from_before_an_erasure_never_brings_the_user_back(settings, redis, admin):
+    """On main a review event redelivered after DELETE minted a new data key and stored the
+    text again: the erased review was back in the user's export."""
+    from streams.handlers import RawRecord
+
+    store = FeatureStore(redis, settings)
+    review = {
+        "event_id": "r-1", "user_id": USER, "item_id": SCI_FI[0], "type": "review",
+        "value": 5, "text": "a secret opinion", "ts": 1_780_000_000_000,
+    }  # fmt: skip
+    record = RawRecord(settings.topic_events, 0, 7, USER.encode(), json.dumps(review).encode())
+    async with serve_api(settings) as api:
+        handler = _handler(settings, redis, store)
+        assert await handler.handle_events([record]) == 1
+        export = (await api.get(f"/v1/users/{USER}/export", headers=admin)).json()
+        assert [r["text"] for r in export["reviews"]] == ["a secret opinion"]
+        assert (await api.delete(f"/v1/users/{USER}", headers=admin)).status_code == 200
+        # Redelivered (a crash before the commit), republished under a new id, or stamped
+        # before the erasure: none of it is applied or kept.
+        again = RawRecord(settings.topic_events, 0, 8, USER.encode(), record.value)
+        other_id = json.dumps({**review, "event_id": "r-2", "ts": 1_780_000_000_001}).encode()
+        assert await handler.handle_events([again]) == 0
+        assert (
+            await handler.handle_events([RawRecord(settings.topic_events, 0, 9, None, other_id)])
+            == 0
+        )
+        assert (await api.get(f"/v1/users/{USER}/export", headers=admin)).status_code == 404
+        p = keys.pseudonymize(TEST_SECRET.encode(), USER)
+        assert not await redis.exists(keys.data_key(p), keys.user_reviews(p), keys.user_items(p))
+        # A genuinely new event afterwards (stamped after the erasure) starts a fresh profile.
+        fresh = json.dumps({**review, "event_id": "r-3", "ts": int(time.time() * 1000)}).encode()
+        assert (
+            await handler.handle_events([RawRecord(settings.topic_events, 0, 10, None, fresh)]) == 1
+        )
+        export = (await api.get(f"/v1/users/{USER}/export", headers=admin)).json()
+        assert [r["event_id"] for r in export["reviews"]] == ["r-3"]
+        assert export["interactions"] == {
+            SCI_FI[0]: pytest.approx(export["interactions"][SCI_FI[0]])
+        }
+
+
+def _handler(settings: Any, redis: Any, store: FeatureStore) -> Any:
+    """The worker's record handler, with its review recorder (what keeps a review's text)."""
+    from recommender.monitoring.metrics import MetricsWindow
+    from streams.wiring import build_handler
+
+    trainer = Trainer(store, ModelState(redis), cf_registry(settings.models_dir), settings)
+
+    async def nowhere(**_: object) -> None:
+        raise AssertionError("nothing here is a dead letter")
+
+    handler, _ = build_handler(settings, redis, store, trainer, None, MetricsWindow(), nowhere)
+    return handler
