@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +33,7 @@ from recommender.store.connections import redis_async
 from recommender.store.features import FeatureStore
 from recommender.store.keys import CF
 from streams.metrics import MetricsPublisher, now_ms
+from streams.signing import metrics_key, signed
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,8 @@ def _metrics_publisher(
     source = f"/streamrec/api/{settings.instance_id}"
     if settings.api_processes > 1:  # the processes share the instance id: one source each
         source += f"/{os.getpid()}"
-    return MetricsPublisher(telemetry.window, send, source)
+    key = metrics_key(settings.pseudonym_secret)
+    return MetricsPublisher(telemetry.window, send, source, partial(signed, key=key))
 
 
 def services_of(state: Any) -> ApiServices:

@@ -15,17 +15,19 @@ def event_weight(
 ) -> float:
     """Return the confidence an event adds to its (user, item) cell.
 
-    A rating scales its type's weight by ``value / rating_scale``, so a 5-star rating counts
-    fully and a half-star one barely. A review the sentiment model has read weighs
-    ``review_positive_weight * max(0, 2p - 1)``: a surely positive one as much as that, a neutral
-    or negative one nothing (implicit feedback has no negative; the item still counts as seen).
+    A rating scales its type's weight by ``value / rating_scale`` (``value`` clamped to the
+    scale), so a 5-star rating counts fully and a half-star one barely. A review the sentiment
+    model has read weighs ``review_positive_weight * max(0, 2p - 1)``: a surely positive one as
+    much as that, a neutral or negative one nothing (implicit feedback has no negative; the item
+    still counts as seen).
     Other types ignore ``value``.
     """
     if event.type == "review" and event.sentiment is not None:
         return review_positive_weight * max(0.0, 2.0 * event.sentiment - 1.0)
     base = weights[event.type]
     if event.type == "rating" and event.value is not None:
-        return base * max(event.value, 0.0) / rating_scale
+        # Clamped to the scale: a rating of 1e9 stars is one of `rating_scale` stars.
+        return base * min(max(event.value, 0.0), rating_scale) / rating_scale
     return base
 
 

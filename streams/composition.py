@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -37,6 +38,7 @@ from streams.batch_intake import BatchInbox, run_batches
 from streams.handlers import AppliedBatch, RawRecord, RecordHandler
 from streams.metrics import MetricsPublisher, WindowCollector, now_ms
 from streams.monitor_loop import MonitorLoop
+from streams.signing import metrics_key, signed
 from streams.wiring import ContentParts, build_handler, build_trainer, open_store
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,10 @@ class WorkerParts:
                 await outlets.metric(key=key.encode(), value=value)
 
         instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        publisher = MetricsPublisher(metrics, send_metrics, f"/streamrec/worker/{instance}")
+        key = metrics_key(settings.pseudonym_secret)
+        publisher = MetricsPublisher(
+            metrics, send_metrics, f"/streamrec/worker/{instance}", partial(signed, key=key)
+        )
         return cls(
             settings,
             outlets,

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from recommender.monitoring.metrics import CATALOGUE, MetricPoint, MetricsWindow
-from streams.records import encode, metric_record
+from streams.records import MetricV1, encode, metric_record
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,17 @@ def now_ms() -> int:
 class MetricsPublisher:
     """Closes ``window`` when it is due and sends its points as records from ``source``."""
 
-    def __init__(self, window: MetricsWindow, sink: MetricSink, source: str) -> None:
+    def __init__(
+        self,
+        window: MetricsWindow,
+        sink: MetricSink,
+        source: str,
+        sign: Callable[[MetricV1], bytes] = encode,
+    ) -> None:
+        """``sign``: a record as its bytes (`streams.signing.signed`, in streamrec's processes)."""
         self.window = window
         self._sink = sink
+        self._sign = sign
         self.source = source
         self.published = 0
 
@@ -56,7 +64,7 @@ class MetricsPublisher:
 
     async def _publish(self, at: int) -> int:
         records = [
-            (point.name, encode(metric_record(point, self.source)))
+            (point.name, self._sign(metric_record(point, self.source)))
             for point in self.window.close(at)
         ]
         try:

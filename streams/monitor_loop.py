@@ -26,7 +26,8 @@ from recommender.monitoring.monitor import FED_BY, Action, Monitor, MonitorConfi
 from recommender.settings import Settings
 from recommender.store.keys import CF
 from streams.kafka import bootstrap_servers
-from streams.records import DecisionDataV1, DecisionV1, MetricV1, decode_metrics_record, encode
+from streams.records import DecisionDataV1, DecisionV1, MetricV1, decode_metrics_record
+from streams.signing import is_signed, metrics_key, signed
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class MonitorLoop:
         self._state = state
         self._lifecycle = lifecycle
         self._metrics = metrics
+        self._key = metrics_key(settings.pseudonym_secret)
         self._is_leader = is_leader
         self._send = send
         self._source = source
@@ -96,6 +98,9 @@ class MonitorLoop:
             record = decode_metrics_record(raw)
         except InvalidRecordError:
             return  # another producer's record, or a newer schema: not ours to read
+        if not is_signed(record, self._key):
+            self._metrics.add("streamrec_metrics_unsigned")
+            return  # not published by streamrec: forged, or another tool's; never acted on
         if isinstance(record, MetricV1) and record.data.name in FED_BY:
             d = record.data
             self.monitor.observe(d.name, d.labels, d.end_ms, d.value or 0.0)
@@ -135,4 +140,4 @@ class MonitorLoop:
                 at_ms=now,
             ),
         )  # fmt: skip
-        await self._send(record.partition_key.encode(), encode(record))
+        await self._send(record.partition_key.encode(), signed(record, self._key))

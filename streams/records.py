@@ -199,6 +199,11 @@ class _Envelope(BaseModel):
         description="RFC 3339: when the record was made",
     )
     datacontenttype: Literal["application/json"] = "application/json"
+    signature: str | None = Field(
+        None,
+        description="HMAC-SHA256 of the record without it (`streams.signing`): the monitor acts "
+        "only on signed records",
+    )
 
 
 class MetricV1(_Envelope):

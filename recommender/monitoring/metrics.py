@@ -122,6 +122,10 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
         "Outcomes quoting a list that cannot take them (`unknown`, `not_in_list`)",
     ),
     MetricSpec(
+        "streamrec_metrics_unsigned", "sum", "{record}", (),
+        "Records on the metrics topic the monitor ignored: unsigned, or signed with another key",
+    ),
+    MetricSpec(
         "streamrec_monitor_decisions", "sum", "{decision}", ("family", "action"),
         "What the monitor decided (`refit`, `promote`, `rollback`); each is also a "
         "`DecisionV1` record",

@@ -19,6 +19,10 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 }
 
 
+#: The largest weight of one event: a weight of 1e300 made the store's sums infinite.
+MAX_EVENT_WEIGHT = 1000.0
+
+
 class ModelSettings(BaseSettings):
     # Features
     event_weights: dict[str, float] = Field(
@@ -194,6 +198,6 @@ class ModelSettings(BaseSettings):
         missing = set(EVENT_TYPES) - set(value)
         if missing:
             raise ValueError(f"event_weights lacks a weight for {sorted(missing)}")
-        if any(w < 0 for w in value.values()):
-            raise ValueError("event_weights must not be negative")
+        if any(not 0 <= w <= MAX_EVENT_WEIGHT for w in value.values()):
+            raise ValueError(f"event_weights must be from 0 to {MAX_EVENT_WEIGHT:g}")
         return value

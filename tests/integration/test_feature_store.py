@@ -159,23 +159,20 @@ async def test_category_affinity_follows_taste_and_decays(redis, settings):
     assert await store.users.category_affinity("nobody") == {}
 
 
-async def test_a_batch_over_one_script_call_keeps_each_event_s_outcome(redis, tmp_path, infra):
+async def test_a_batch_over_one_script_call_keeps_each_event_s_outcome(redis, settings):
     """A batch longer than APPLY_CHUNK runs as several script calls in one round trip; every
     event's outcome (applied, duplicate, refused) comes back for that event."""
     from recommender.store.features import APPLY_CHUNK
-    from tests.conftest import make_settings
 
-    # A rating this large makes Valkey refuse the increment (inf): a refused event.
-    weights = {**make_settings(tmp_path).event_weights, "rating": 1e300}
-    store = FeatureStore(
-        redis, make_settings(tmp_path, redis_url=infra.redis_url, event_weights=weights)
-    )
+    store = FeatureStore(redis, settings)
+    # A key of the wrong type where user "broken" keeps their items: a refused event.
+    await redis.set(keys.user_items(store.pseudonym("broken")), "not a hash")
     n = APPLY_CHUNK * 2 + 7
     batch = [ev(f"e{i}", f"u{i % 50}", f"i{i}") for i in range(n)]
     batch[APPLY_CHUNK + 3] = ev("dup", "u1", "i-dup")
     batch[APPLY_CHUNK * 2 + 1] = ev("dup", "u1", "i-dup")  # the same event in a later call
     refused_at = APPLY_CHUNK * 2 + 5
-    batch[refused_at] = ev("boom", "u2", "i-boom", "rating", value=1e9)
+    batch[refused_at] = ev("boom", "broken", "i-boom", "rating", value=1e9)
     result = await store.apply_interactions(batch)
     expected = [e for i, e in enumerate(batch) if i not in (APPLY_CHUNK * 2 + 1, refused_at)]
     assert [e.event_id for e in result.applied] == [e.event_id for e in expected]

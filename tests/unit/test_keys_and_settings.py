@@ -32,6 +32,16 @@ def test_event_weights_must_cover_every_type():
         Settings(event_weights={"view": 1.0})
 
 
+def test_event_weights_are_bounded_and_ratings_clamped_to_the_scale():
+    """On main a weight of 1e300 was taken (every sum it touched became infinite), and a
+    rating of 1e9 stars on a 5-star scale weighed 200 million purchases."""
+    with pytest.raises(ValueError, match="from 0 to 1000"):
+        Settings(event_weights={**Settings().event_weights, "rating": 1e300})
+    w = Settings().event_weights
+    huge = Interaction("e", "u", "i", "rating", 1, value=1e9)
+    assert event_weight(huge, w, 5.0) == w["rating"]
+
+
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("STREAMREC_TOPIC_EVENTS", "clicks")
     monkeypatch.setenv(
