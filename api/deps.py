@@ -21,6 +21,7 @@ from api.schemas import RecommendedItem
 from api.services import ApiServices, services_of
 from api.telemetry import ApiMetrics
 from recommender.monitoring.impressions import Impression, ImpressionStore
+from recommender.privacy.access import RateLimiter
 from recommender.privacy.profiles import UserDataService
 from recommender.serving.answers import Recommendations
 from recommender.serving.service import RecommendationService
@@ -52,6 +53,7 @@ PublisherDep = Annotated[Publisher, Depends(_from_state("publisher", Publisher))
 MetricsDep = Annotated[ApiMetrics, Depends(_from_state("telemetry", ApiMetrics))]
 FeedDep = Annotated[MetricsFeed, Depends(_from_state("feed", MetricsFeed))]
 ImpressionsDep = Annotated[ImpressionStore, Depends(_from_state("impressions", ImpressionStore))]
+LimiterDep = Annotated[RateLimiter, Depends(_from_state("limiter", RateLimiter))]
 
 
 def capped_k(k: int, settings: Settings) -> int:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,8 @@ class ApiServices:
     telemetry: ApiMetrics
     metrics_out: MetricsPublisher
     _background: asyncio.Task[None] | None = None
+    #: `/v1/metrics/stream` connections open in this process, per API key id.
+    streams_open: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -96,7 +98,12 @@ class ApiServices:
             impressions,
             MetricsFeed(kafka_url, settings.topic_metrics),
             ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
-            RateLimiter(redis, settings.api_rate_per_s, settings.api_rate_burst),
+            RateLimiter(
+                redis,
+                settings.api_rate_per_s,
+                settings.api_rate_burst,
+                (settings.api_ingest_per_s, settings.api_ingest_burst),
+            ),
             publisher,
             telemetry,
             _metrics_publisher(settings, publisher, telemetry),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -22,8 +23,9 @@ class ImageDecodeError(ModelError):
 
 
 SIDE = 28
-#: Pillow refuses images larger than this many pixels (a decompression bomb guard).
-MAX_PIXELS = 40_000_000
+#: Images larger than this many pixels are refused before they are decoded (a decompression
+#: bomb guard well below Pillow's own, which only warns up to twice its 89 million).
+MAX_PIXELS = 16_777_216  # 4096 x 4096
 
 
 def decode_image(data: bytes | str) -> npt.NDArray[np.uint8]:
@@ -36,10 +38,16 @@ def decode_image(data: bytes | str) -> npt.NDArray[np.uint8]:
             raise ImageDecodeError("image is not valid base64") from exc
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            grey = img.convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns up to twice its limit: here an image over it is refused.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                grey = img.convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow checks the header's size at open: nothing was decoded.
+        raise ImageDecodeError(f"image of more than {MAX_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageDecodeError(f"image does not decode: {exc}") from None
     return np.asarray(grey, dtype=np.uint8)
 

@@ -28,7 +28,14 @@ def serve(settings: Settings) -> None:
     if settings.api_processes == 1:
         app = create_app(settings)
         tune_gc()
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=settings.api_max_concurrency,  # 503 beyond: bounded memory
+        )
         return
     # Each process builds its settings from the environment, as this one did; the port may have
     # come from `--port`, so the whole object goes along.
@@ -41,6 +48,7 @@ def serve(settings: Settings) -> None:
         port=port,
         log_level="warning",
         access_log=False,
+        limit_concurrency=settings.api_max_concurrency,
     )
 
 

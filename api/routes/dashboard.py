@@ -16,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.auth import ReadKey
 from api.deps import FeedDep
+from api.services import services_of
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
@@ -47,16 +48,27 @@ async def asset(name: str) -> Response:
 
 
 @router.get("/v1/metrics/stream")
-async def stream(request: Request, feed: FeedDep, _: ReadKey) -> StreamingResponse:
+async def stream(request: Request, feed: FeedDep, key: ReadKey) -> StreamingResponse:
     """Every record of the metrics topic from now on (the last minute first), one
-    server-sent event each: `data: <the record's JSON>`."""
+    server-sent event each: `data: <the record's JSON>`. At most
+    `STREAMREC_API_STREAMS_PER_KEY` open per key and process (429 beyond)."""
+    services = services_of(request.state)
+    open_now = services.streams_open
+    if open_now.get(key.key_id, 0) >= services.settings.api_streams_per_key:
+        raise HTTPException(429, "this API key holds as many metric streams as it may")
+    open_now[key.key_id] = open_now.get(key.key_id, 0) + 1
 
     async def events() -> AsyncIterator[bytes]:
-        yield b": streamrec metrics\n\n"
-        async for raw in feed.subscribe():
-            if await request.is_disconnected():
-                break
-            yield b"data: " + raw + b"\n\n"
+        try:
+            yield b": streamrec metrics\n\n"
+            async for raw in feed.subscribe():
+                if await request.is_disconnected():
+                    break
+                yield b"data: " + raw + b"\n\n"
+        finally:
+            open_now[key.key_id] -= 1
+            if open_now[key.key_id] <= 0:
+                del open_now[key.key_id]
 
     return StreamingResponse(
         events(),

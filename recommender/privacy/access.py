@@ -163,12 +163,31 @@ class RateLimiter:
 
     LEASE_S = 1.0
 
-    def __init__(self, redis: aioredis.Redis, rate_per_s: float, burst: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        rate_per_s: float,
+        burst: int,
+        ingest: tuple[float, int] = (10_000.0, 20_000),
+    ) -> None:
+        """``ingest``: the rate and burst of what a key may publish (`charge`)."""
         self._bucket = redis.register_script(scripts.RATE_LIMIT_LUA)
+        self._charge = redis.register_script(scripts.RATE_CHARGE_LUA)
+        self._ingest = ingest
         self._rate = rate_per_s
         self._burst = burst
         self._max_lease = max(1, int(min(burst, rate_per_s * 0.1)))
         self._leases: dict[str, _Lease] = {}
+
+    async def charge(self, key_id: str, cost: int) -> float:
+        """Charge ``cost`` units of publishing to the key's ingest bucket: 0 when admitted
+        (the bucket may go into debt), else the seconds until it may publish again."""
+        rate, burst = self._ingest
+        wait_ms = await self._charge(
+            keys=[keys.ingest_bucket(key_id)],
+            args=[int(time.time() * 1000), rate, burst, cost],
+        )
+        return int(wait_ms) / 1000
 
     async def acquire(self, key_id: str) -> float:
         """0 when the request may go ahead; otherwise the seconds until it may."""

@@ -170,6 +170,24 @@ class ServiceSettings(BaseSettings):
         description="requests per second per API key (token bucket in Redis, shared by replicas)",
     )
     api_rate_burst: int = Field(200, ge=1, description="bucket size per API key")
+    api_ingest_per_s: float = Field(
+        10_000.0,
+        gt=0,
+        description=(
+            "what `POST /v1/events` and `/v1/items` may publish per second per API key, in "
+            "units of one per record and one per KiB of it (a bucket of its own; a request "
+            "over it gets 429, so 100 requests of 1,000 events are not 100 requests' worth)"
+        ),
+    )
+    api_ingest_burst: int = Field(20_000, ge=1000, description="that bucket's size per API key")
+    api_streams_per_key: int = Field(
+        4, ge=1, description="`/v1/metrics/stream` connections one API key may hold per process"
+    )
+    api_max_concurrency: int = Field(
+        512,
+        ge=1,
+        description="requests and connections one API process takes at once (503 beyond)",
+    )
     api_processes: int = Field(
         1,
         ge=1,

@@ -298,5 +298,10 @@ def rate_bucket(key_id: str) -> str:
     return f"{RATE_PREFIX}{key_id}"
 
 
+def ingest_bucket(key_id: str) -> str:
+    """The key's bucket of what it may publish (records and KiB), apart from its requests'."""
+    return f"{RATE_PREFIX}{key_id}:ingest"
+
+
 #: How long a replaced model version's user vectors stay readable for requests in flight.
 RETIRED_MODEL_TTL_S = 60

@@ -267,6 +267,25 @@ return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
 #: Takes up to `wanted` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0 when
 #: any were taken, else the ms until one is there.
 #: The bucket expires once it would be full again, so idle keys cost nothing.
+#: A charge of ARGV[4] units, admitted while the bucket holds at least one (it may go below
+#: zero: a batch is never split, and the next one waits until the debt is paid back).
+RATE_CHARGE_LUA = """
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - cost
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst + cost) * 1000 / rate) + 1000)
+return wait
+"""
+
 RATE_LIMIT_LUA = """
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])

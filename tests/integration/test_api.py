@@ -391,3 +391,51 @@ async def test_profiles_need_their_own_scope_not_the_producers_write(settings, t
         assert put.status_code == 200
         got = await api.get(path, headers=key(tokens["profile"]))
         assert got.json()["email"] == "x@example.com"
+
+
+async def test_ingestion_is_limited_by_what_it_publishes_not_by_requests(
+    tmp_path, infra, redis
+):
+    """On main the limit counted requests: 100 a second of 1,000 events each was 100,000
+    events a second from one key. Each record (and KiB) is charged to a bucket of its own."""
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path,
+        kafka_url=infra.kafka_url,
+        redis_url=infra.redis_url,
+        api_ingest_per_s=0.1,  # one unit back every 10 s: the test is over before
+        api_ingest_burst=1000,
+    )
+    token = (await ApiKeyStore(redis).create({"write"}, "producer")).token
+    events = [
+        {"event_id": f"e{i}", "user_id": "u", "item_id": "i", "type": "view", "ts": 1}
+        for i in range(1000)
+    ]
+    async with serve_api(settings) as api:
+        first = await api.post("/v1/events", json={"events": events}, headers=key(token))
+        assert first.status_code == 202 and first.json()["accepted"] == 1000
+        second = await api.post("/v1/events", json={"events": events[:1]}, headers=key(token))
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
+        assert "ingest rate" in second.text
+
+
+async def test_metric_streams_per_key_are_capped(tmp_path, infra, redis):
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path, kafka_url=infra.kafka_url, redis_url=infra.redis_url, api_streams_per_key=1
+    )
+    token = (await ApiKeyStore(redis).create({"read"}, "watcher")).token
+    async with serve_api(settings) as api:
+        async with api.stream("GET", "/v1/metrics/stream", headers=key(token)) as held:
+            assert held.status_code == 200
+            second = await api.get("/v1/metrics/stream", headers=key(token))
+            assert second.status_code == 429
+        # Closed, the stream is given back.
+        for _ in range(50):
+            async with api.stream("GET", "/v1/metrics/stream", headers=key(token)) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200

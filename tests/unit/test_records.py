@@ -153,3 +153,12 @@ def test_dead_letter_is_bounded_and_redacted_whatever_the_original():
     kept = base64.b64decode(record.original_b64)
     assert record.truncated and len(kept) == PAYLOAD_BYTES
     assert b"bob" not in kept and b"private" not in kept and b'"pseudonym:p-15"' in kept
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded():
+    from models.pixels import MAX_PIXELS, ImageDecodeError, decode_image
+
+    big = encode_png(np.zeros((4097, 4097), dtype=np.uint8))  # small on the wire: all zeros
+    assert 4097 * 4097 > MAX_PIXELS
+    with pytest.raises(ImageDecodeError, match="pixels"):
+        decode_image(big)
