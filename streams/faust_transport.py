@@ -11,6 +11,7 @@ Registered through the `faust.transports` entry point in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
 import aiokafka
@@ -19,6 +20,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.batch_intake import INBOX_ATTR, BatchInbox
+
+log = logging.getLogger(__name__)
 
 #: Attribute of the Faust app holding the wait in ms; absent keeps Faust's 1500.
 FETCH_WAIT_ATTR = "streamrec_fetch_max_wait_ms"
@@ -44,6 +47,9 @@ class Consumer(faust_aiokafka.Consumer):
         *faust_aiokafka.Consumer.consumer_stopped_errors,
         asyncio.CancelledError,
     )
+
+    #: Partition logs found lost or replaced under this worker (`_log_replaced`).
+    logs_replaced = 0
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -77,7 +83,10 @@ class Consumer(faust_aiokafka.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is not None and offset < r_offset:
-                            continue  # read before (Faust drops these too)
+                            if not self._log_replaced(tp, r_offset):
+                                continue  # read before (Faust drops these too)
+                            r_offset = None  # a new log: its records are new
+
                         gap = offset - (r_offset or 0)
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
@@ -106,6 +115,45 @@ class Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    def _log_replaced(self, tp: Any, read_offset: int) -> bool:
+        """Whether ``tp``'s log now ends before ``read_offset``, the offset this worker read up
+        to: the broker lost or replaced it (restarted on memory storage, an unclean leader
+        election, a restore). Its records are then new, not read before: Faust's offsets for
+        the partition are forgotten (dropping the records as "read before" lost every event
+        published after such a restart, up to the old offset), and the next commit is the new
+        log's. Events applied before are recognised by their `event_id`."""
+        highwater = self.highwater(tp)
+        if highwater is None or highwater >= read_offset:
+            return False
+        log.warning(
+            "%s: the broker's log ends at offset %d, before offset %d this worker read or was "
+            "committed: the log was lost or replaced (a broker restarted on memory storage, an "
+            "unclean leader election, a restore). Reading it from its start.",
+            tp,
+            highwater,
+            read_offset,
+        )
+        for offsets in (self._read_offset, self._committed_offset):
+            offsets[tp] = None
+        for bookkeeping in (self._acked, self._acked_index, self._gap):
+            bookkeeping.pop(tp, None)
+        self.logs_replaced += 1
+        return True
+
+    async def rewind_past_end(self) -> int:
+        """Read from its start every assigned partition whose log ends before the offset this
+        worker is at (some brokers answer a fetch past the end with nothing, not an error, so
+        the fetch loop never sees a record to tell); returns how many."""
+        rewound = 0
+        for tp in self.assignment():
+            read = self._read_offset.get(tp)
+            if read is not None and self._log_replaced(tp, read):
+                await self._thread.seek_to_beginning(
+                    aiokafka.TopicPartition(tp.topic, tp.partition)
+                )
+                rewound += 1
+        return rewound
+
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
@@ -120,6 +168,22 @@ class NoTablesManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
+
+async def rewind_logs_past_end(app: Any) -> None:
+    """`Consumer.rewind_past_end` of the worker's consumer (a timer calls it; a failure is
+    logged, and tried again at the next tick, never the worker's end)."""
+    consumer = app.consumer
+    if isinstance(consumer, Consumer):
+        try:
+            await consumer.rewind_past_end()
+        except Exception:
+            log.exception("could not check the partitions' log ends; trying again")
+
+
+def logs_replaced(app: Any) -> int:
+    """How many partition logs this worker found lost or replaced under it."""
+    return int(getattr(app.consumer, "logs_replaced", 0))
 
 
 def consumer_lag(app: Any) -> dict[tuple[str, int], int]:

@@ -18,7 +18,8 @@ from recommender.settings import Settings
 from recommender.store.connections import require_noeviction
 from streams.batch_intake import INBOX_ATTR, BatchInbox
 from streams.composition import Outlets, WorkerParts
-from streams.faust_transport import NoTablesManager, consumer_lag, set_fetch_max_wait
+from streams.faust_transport import NoTablesManager, consumer_lag, logs_replaced, set_fetch_max_wait
+from streams.faust_transport import rewind_logs_past_end as rewind_past_end
 from streams.kafka import faust_broker
 
 
@@ -40,8 +41,7 @@ def create_app(settings: Settings) -> faust.App:
 
     events, content = raw_topic(settings.topic_events), raw_topic(settings.topic_content)
     dead_letters, metrics = raw_topic(settings.topic_dead_letter), raw_topic(settings.topic_metrics)
-    outlets = Outlets(dead_letters.send, metrics.send, lambda: consumer_lag(app), app.is_leader)
-    parts = WorkerParts.open(settings, outlets)
+    parts = WorkerParts.open(settings, _outlets(app, dead_letters, metrics))
     app.on_before_shutdown.connect(parts.close)  # type: ignore[arg-type]
 
     @app.task
@@ -66,6 +66,10 @@ def create_app(settings: Settings) -> faust.App:
     async def follow_served_models() -> None:
         await parts.follow_served_models()
 
+    @app.timer(interval=2.0)
+    async def rewind_logs_past_end() -> None:
+        await rewind_past_end(app)
+
     @app.timer(interval=0.1)
     async def publish_metrics() -> None:
         await parts.publish_metrics()
@@ -77,6 +81,16 @@ def create_app(settings: Settings) -> faust.App:
             await parts.run_monitor()
 
     return app
+
+
+def _outlets(app: faust.App, dead_letters: faust.TopicT, metrics: faust.TopicT) -> Outlets:
+    return Outlets(
+        dead_letters.send,
+        metrics.send,
+        lambda: consumer_lag(app),
+        app.is_leader,
+        lambda: logs_replaced(app),
+    )
 
 
 def _faust_app(settings: Settings, kafka_url: str) -> faust.App:

@@ -72,6 +72,11 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
         "Records on the partition the worker has not read yet",
     ),
     MetricSpec(
+        "streamrec_logs_replaced", "gauge", "{partition}", (),
+        "Partition logs the worker found lost or replaced under it (a broker restarted on "
+        "memory storage, an unclean election, a restore) and read again from their start",
+    ),
+    MetricSpec(
         "streamrec_event_to_feature", "histogram", "ms", (),
         "From the event's append to Kafka to its features being visible in Redis",
         LATENCY_MS_BUCKETS,

@@ -393,9 +393,7 @@ async def test_profiles_need_their_own_scope_not_the_producers_write(settings, t
         assert got.json()["email"] == "x@example.com"
 
 
-async def test_ingestion_is_limited_by_what_it_publishes_not_by_requests(
-    tmp_path, infra, redis
-):
+async def test_ingestion_is_limited_by_what_it_publishes_not_by_requests(tmp_path, infra, redis):
     """On main the limit counted requests: 100 a second of 1,000 events each was 100,000
     events a second from one key. Each record (and KiB) is charged to a bucket of its own."""
     from tests.conftest import make_settings
