@@ -10,6 +10,8 @@ import asyncio
 import threading
 from typing import Any, TypeVar
 
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError as AioKafkaError
 from kafka.errors import KafkaError
 
 from recommender.errors import InvalidRecordError
@@ -65,18 +67,20 @@ class Publisher:
             raise PublishError(f"Kafka did not acknowledge the records: {exc}") from exc
 
     async def reachable(self, timeout_s: float = 1.0) -> bool:
-        """Whether a bootstrap broker accepts a connection (a readiness probe; sends nothing)."""
-        for server in bootstrap_servers(self._url).split(","):
-            host, _, port = server.rpartition(":")
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, int(port)), timeout_s
-                )
-            except (OSError, TimeoutError, ValueError):
-                continue
-            writer.close()
-            return True
-        return False
+        """Whether a bootstrap broker answers a metadata request with the cluster's brokers (a
+        readiness probe: a port that accepts connections is not yet a broker that answers)."""
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap_servers(self._url),
+            client_id="streamrec-api-ready",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            return bool(client.cluster.brokers())
+        except (KafkaError, AioKafkaError, OSError, TimeoutError, ValueError):
+            return False
+        finally:
+            await client.close()
 
     @property
     def events_topic(self) -> str:

@@ -150,7 +150,15 @@ class ReadyOut(BaseModel):
     redis_refusal: str | None = Field(
         None, description="Why Redis refuses writes now (OOM, MISCONF, READONLY), when it does"
     )
-    kafka: bool
+    kafka: bool = Field(description="A broker answered a metadata request")
+    last_applied_ms: int | None = Field(
+        None, description="When a worker last applied a batch of events (epoch ms)"
+    )
+    worker_lag: int | None = Field(
+        None,
+        description="Records the workers that reported in the last 30 s have yet to read "
+        "(None: none reported)",
+    )
     model_version: str | None
     model_note: str | None = Field(
         None, description="Why no model is served yet, when none is (answers are popular items)"

@@ -209,8 +209,11 @@ class WorkerParts:
         try:
             m = self.metrics
             m.clear("streamrec_consumer_lag")
-            for (topic, partition), lag in self.outlets.consumer_lag().items():
+            lags = self.outlets.consumer_lag()
+            for (topic, partition), lag in lags.items():
                 m.set("streamrec_consumer_lag", lag, topic=topic, partition=str(partition))
+            instance = self.publisher.source.rsplit("/", 1)[-1]
+            await self.store.stats.report_worker(instance, sum(lags.values()), now_ms())
             m.clear("streamrec_served_version")
             served = {CF: self.trainer.version}
             if self.content is not None:

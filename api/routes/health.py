@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -42,9 +43,12 @@ async def ready(
         stats = await store.stats.all()
         version = await service.served_version()
         refusal = await store.stats.write_refusal()
+        workers = await store.stats.workers()
         redis_ok = True
     except RedisError:
-        stats, version, refusal, redis_ok = {}, None, None, False
+        stats, version, refusal, workers, redis_ok = {}, None, None, {}, False
+    now = int(time.time() * 1000)
+    recent = [lag for lag, at in workers.values() if now - at <= 30_000]
     kafka_ok = await kafka_check
     applied = stats.get("events_applied", 0)
     body = ReadyOut(
@@ -54,6 +58,8 @@ async def ready(
         instance=settings.instance_id or "",
         redis=redis_ok,
         redis_refusal=refusal,
+        last_applied_ms=stats.get("applied_at"),
+        worker_lag=sum(recent) if recent else None,
         kafka=kafka_ok,
         model_version=version,
         model_note=model_note(version, applied, settings.als_min_events) if redis_ok else None,

@@ -36,6 +36,9 @@ ITEMS_CATALOGUE = "items:catalogue"
 ITEMS_UNCATEGORISED = "items:uncategorised"
 ITEMS_POPULAR = "items:popular"
 STATS = "stats"
+#: Worker instance -> `{lag}|{epoch ms}`: each worker's consumer lag, written every metrics
+#: window (readiness reads it); entries an hour old are dropped by the next write.
+WORKERS = "workers"
 #: Promotions remembered for `streamrec models rollback`.
 MODEL_HISTORY_LEN = 50
 #: Lifecycle decisions remembered for `streamrec models list`.

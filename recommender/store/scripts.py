@@ -134,7 +134,7 @@ for etype, count in pairs(per_type) do
   redis.call('HINCRBY', stats, 'type:' .. etype, count)
 end
 redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - user_ttl * 1000))
-redis.call('HSET', stats, 'clock', clock)
+redis.call('HSET', stats, 'clock', clock, 'applied_at', now)
 redis.call('HINCRBY', stats, 'events_applied', #applied)
 redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2 - erased_skipped)
 if erased_skipped > 0 then redis.call('HINCRBY', stats, 'erased_suppressed', erased_skipped) end

@@ -33,6 +33,25 @@ class Stats:
         users, catalogue, popular = await pipe.execute()
         return int(users), max(int(catalogue), int(popular))
 
+    async def report_worker(self, instance: str, lag: int, at_ms: int) -> None:
+        """A worker's consumer lag now; entries an hour old go (workers that stopped)."""
+        raw = await self._redis.hgetall(keys.WORKERS)
+        stale = [w for w, v in raw.items() if at_ms - int(str(v).split("|")[1]) > 3_600_000]
+        pipe = self._redis.pipeline(transaction=False)
+        if stale:
+            pipe.hdel(keys.WORKERS, *stale)
+        pipe.hset(keys.WORKERS, instance, f"{lag}|{at_ms}")
+        await pipe.execute()
+
+    async def workers(self) -> dict[str, tuple[int, int]]:
+        """Worker instance -> (consumer lag, when it was reported, epoch ms)."""
+        raw = await self._redis.hgetall(keys.WORKERS)
+        out = {}
+        for worker, value in raw.items():
+            lag, _, at = str(value).partition("|")
+            out[str(worker)] = (int(lag), int(at))
+        return out
+
     async def write_refusal(self) -> str | None:
         """Why Redis refuses writes now, by its `INFO` (None: it takes them)."""
         return write_refusal(await self._redis.info())

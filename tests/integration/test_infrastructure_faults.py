@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -126,3 +127,38 @@ async def test_an_image_too_big_to_publish_is_rejected_as_invalid_not_a_503(redi
     # A batch answers per row: this one rejected with its reason, nothing to retry.
     assert resp.status_code == 202, resp.text
     assert resp.json()["rejected"] == 1 and "image over" in resp.text
+
+
+async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(
+    redis, settings, tmp_path
+):
+    """On main readiness opened a TCP connection: a port that accepts connections and
+    answers nothing (a broker hung, a proxy with no broker behind) was ready."""
+    from recommender.store.features import FeatureStore
+    from tests.conftest import make_settings, serve_api
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # accepts, never answers, until the client gives up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = make_settings(
+        tmp_path, kafka_url=f"kafka://127.0.0.1:{port}", redis_url=settings.redis_url
+    )
+    try:
+        async with serve_api(hung) as api:
+            resp = await api.get("/v1/health/ready")
+            assert resp.status_code == 503 and resp.json()["kafka"] is False
+    finally:
+        server.close()
+    store = FeatureStore(redis, settings)
+    handler = RecordHandler(store, [], lambda key, value: asyncio.sleep(0))
+    await handler.handle_events(records([event(1)]))
+    await store.stats.report_worker("w1", 42, int(time.time() * 1000))
+    async with serve_api(settings) as api:
+        body = (await api.get("/v1/health/ready")).json()
+    assert body["kafka"] is True and body["worker_lag"] == 42
+    assert abs(body["last_applied_ms"] - time.time() * 1000) < 60_000
