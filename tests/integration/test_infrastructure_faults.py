@@ -129,9 +129,7 @@ async def test_an_image_too_big_to_publish_is_rejected_as_invalid_not_a_503(redi
     assert resp.json()["rejected"] == 1 and "image over" in resp.text
 
 
-async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(
-    redis, settings, tmp_path
-):
+async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(redis, settings, tmp_path):
     """On main readiness opened a TCP connection: a port that accepts connections and
     answers nothing (a broker hung, a proxy with no broker behind) was ready."""
     from recommender.store.features import FeatureStore
