@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -123,10 +124,8 @@ def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(
             done = rt.wait_for(lambda p: p.applied >= 3000, 120, poll_s=0.2)
             time.sleep(2)  # anything counted twice would show by now
             assert rt.progress().applied == done.applied == 3000
-            assert (
-                sum(s for _, s in redis_sync.zrange(keys.ITEMS_POPULAR, 0, -1, withscores=True))
-                == 3000
-            )
+            popular: Any = redis_sync.zrange(keys.ITEMS_POPULAR, 0, -1, withscores=True)
+            assert sum(float(score) for _, score in popular) == 3000
             assert "the log was lost or replaced" not in (rt.log_dir / "worker.log").read_text()
     finally:
         supervisor.stop_all()
