@@ -13,7 +13,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -29,8 +30,12 @@ QUEUE_RECORDS = 2000
 
 
 class MetricsFeed:
-    def __init__(self, kafka_url: str, topic: str) -> None:
+    def __init__(
+        self, kafka_url: str, topic: str, security: Mapping[str, Any] | None = None
+    ) -> None:
+        """``security``: `streams.kafka.kafka_security` of the settings."""
         self._url = kafka_url
+        self._security = dict(security or {})
         self._topic = topic
         self._subscribers: set[asyncio.Queue[bytes]] = set()
         self._backlog: deque[tuple[float, bytes]] = deque(maxlen=BACKLOG_RECORDS)
@@ -50,6 +55,7 @@ class MetricsFeed:
                 auto_offset_reset="latest",
                 fetch_max_wait_ms=50,  # a record reaches the screen within a window, not later
                 client_id="streamrec-dashboard",
+                **self._security,
             )
             try:
                 await consumer.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient
@@ -30,8 +31,16 @@ class PublishError(Exception):
 
 
 class Publisher:
-    def __init__(self, kafka_url: str, events_topic: str, content_topic: str) -> None:
+    def __init__(
+        self,
+        kafka_url: str,
+        events_topic: str,
+        content_topic: str,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``security``: `streams.kafka.kafka_security` of the settings."""
         self._url = kafka_url
+        self._security = dict(security or {})
         self._topics = (events_topic, content_topic)
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()
@@ -45,6 +54,7 @@ class Publisher:
                     max_block_ms=int(KAFKA_WAIT_S * 1000),
                     bootstrap_timeout_ms=int(KAFKA_WAIT_S * 1000),
                     client_id="streamrec-api",
+                    **self._security,
                 )
             return self._producer
 
@@ -73,6 +83,7 @@ class Publisher:
             bootstrap_servers=bootstrap_servers(self._url),
             client_id="streamrec-api-ready",
             request_timeout_ms=int(timeout_s * 1000),
+            **self._security,
         )
         try:
             await asyncio.wait_for(client.bootstrap(), timeout_s)

@@ -32,6 +32,7 @@ from recommender.settings import Settings
 from recommender.store.connections import redis_async
 from recommender.store.features import FeatureStore
 from recommender.store.keys import CF
+from streams.kafka import kafka_security
 from streams.metrics import MetricsPublisher, now_ms
 from streams.signing import metrics_key, signed
 
@@ -64,7 +65,8 @@ class ApiServices:
         so a wrong key fails the start, not the first request."""
         kafka_url, redis_url = settings.require_infrastructure()
         redis = redis_async(redis_url)
-        publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content)
+        security = kafka_security(settings)
+        publisher = Publisher(kafka_url, settings.topic_events, settings.topic_content, security)
         try:
             await check_master_keys(redis, master)
         except BaseException:
@@ -96,7 +98,7 @@ class ApiServices:
             service,
             privacy,
             impressions,
-            MetricsFeed(kafka_url, settings.topic_metrics),
+            MetricsFeed(kafka_url, settings.topic_metrics, security),
             ApiKeyStore(redis, cache_s=settings.api_key_cache_s),
             RateLimiter(
                 redis,

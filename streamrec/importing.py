@@ -271,7 +271,7 @@ def run_import(settings: Settings, args: argparse.Namespace) -> int:
     from recommender.store.connections import check_redis, redis_sync
     from streamrec.progress import read_progress, wait_until_served
     from streamrec.publish import publish_events, publish_items
-    from streams.kafka import check_kafka
+    from streams.kafka import check_kafka, kafka_security
     from streams.producer import EventProducer
 
     if not settings.kafka_url:
@@ -292,7 +292,12 @@ def run_import(settings: Settings, args: argparse.Namespace) -> int:
     before = read_progress(client) if client is not None else None
     progress = sys.stderr.isatty()
     sent_events = sent_items = 0
-    with EventProducer(settings.kafka_url, settings.topic_events, settings.topic_content) as out:
+    with EventProducer(
+        settings.kafka_url,
+        settings.topic_events,
+        settings.topic_content,
+        **kafka_security(settings),
+    ) as out:
         for source in sources:
             if source.items:
                 sent_items += publish_items(out, source.items, len(source.items), progress)

@@ -41,7 +41,7 @@ def follow(
     ``stop`` is set, or until the caller stops iterating."""
     from kafka import KafkaConsumer
 
-    from streams.kafka import bootstrap_servers, check_kafka
+    from streams.kafka import bootstrap_servers, check_kafka, kafka_security
 
     kafka_url, _ = settings.require_infrastructure()
     check_kafka(kafka_url)
@@ -51,6 +51,7 @@ def follow(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         client_id="streamrec-metrics",
+        **kafka_security(settings),
     )
     deadline = None if seconds is None else time.monotonic() + seconds
     try:

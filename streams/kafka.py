@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from recommender.errors import ConfigurationError
 from recommender.settings import Settings
 from recommender.store.connections import UnreachableError, redacted
 from streams.records import topic_names
@@ -21,6 +24,44 @@ CONNECT_TIMEOUT_S = 3.0
 def bootstrap_servers(url: str) -> str:
     """`kafka://h:p,h2:p2` or `h:p` -> `h:p,h2:p2` (what Kafka clients want)."""
     return url.removeprefix("kafka://")
+
+
+def kafka_security(settings: Settings) -> dict[str, Any]:
+    """What every streamrec Kafka client is given to reach the brokers (kafka-python and
+    aiokafka take the same names): the protocol, a TLS context, SASL's user."""
+    protocol = settings.kafka_security_protocol
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        cafile = settings.kafka_ssl_cafile
+        out["ssl_context"] = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        if not settings.kafka_sasl_username or password is None:
+            raise ConfigurationError(
+                f"STREAMREC_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                "STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD"
+            )
+        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        out["sasl_plain_username"] = settings.kafka_sasl_username
+        out["sasl_plain_password"] = password.get_secret_value()
+    return out
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """`kafka_security` as Faust's app takes it (None: plaintext)."""
+    import faust  # here: the API, which imports this module, never loads Faust
+
+    security = kafka_security(settings)
+    if "sasl_mechanism" in security:
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"],
+            password=security["sasl_plain_password"],
+            ssl_context=security.get("ssl_context"),
+            mechanism=security["sasl_mechanism"],
+        )
+    if "ssl_context" in security:
+        return faust.SSLCredentials(security["ssl_context"])
+    return None
 
 
 def faust_broker(url: str) -> str:
@@ -64,7 +105,9 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         try:
             check_kafka(kafka_url, timeout_s=1.0)
             admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap_servers(kafka_url), client_id="streamrec-admin"
+                bootstrap_servers=bootstrap_servers(kafka_url),
+                client_id="streamrec-admin",
+                **kafka_security(settings),
             )
             break
         except (KafkaError, UnreachableError) as exc:

@@ -25,7 +25,7 @@ from recommender.monitoring.metrics import MetricsWindow
 from recommender.monitoring.monitor import FED_BY, Action, Monitor, MonitorConfig, preload_detector
 from recommender.settings import Settings
 from recommender.store.keys import CF
-from streams.kafka import bootstrap_servers
+from streams.kafka import bootstrap_servers, kafka_security
 from streams.records import DecisionDataV1, DecisionV1, MetricV1, decode_metrics_record
 from streams.signing import is_signed, metrics_key, signed
 
@@ -77,6 +77,7 @@ class MonitorLoop:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             client_id="streamrec-monitor",
+            **kafka_security(s),
         )
         await consumer.start()
         try:

@@ -20,7 +20,7 @@ from streams.batch_intake import INBOX_ATTR, BatchInbox
 from streams.composition import Outlets, WorkerParts
 from streams.faust_transport import NoTablesManager, consumer_lag, logs_replaced, set_fetch_max_wait
 from streams.faust_transport import rewind_logs_past_end as rewind_past_end
-from streams.kafka import faust_broker
+from streams.kafka import faust_broker, faust_credentials
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -98,6 +98,7 @@ def _faust_app(settings: Settings, kafka_url: str) -> faust.App:
     app = faust.App(
         settings.worker_id,
         broker=faust_broker(kafka_url),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         TableManager=NoTablesManager,
         autodiscover=False,

@@ -5,6 +5,7 @@ attribution and A/B, monitoring, metrics, the API and the secrets. Part of
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
@@ -19,7 +20,24 @@ class ServiceSettings(BaseSettings):
         ),
     )
     redis_url: str | None = Field(
-        None, description="Redis URL, e.g. `redis://host:6379/0`; unset means embedded"
+        None,
+        description=(
+            "Redis URL, e.g. `redis://host:6379/0`; unset means embedded. An ACL user and "
+            "password go in it (`redis://user:password@host:6379/0`), TLS by `rediss://` (a CA "
+            "file as `?ssl_ca_certs=/path/ca.pem`)"
+        ),
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every streamrec Kafka client talks to the brokers"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="the SASL mechanism, with a SASL protocol"
+    )
+    kafka_sasl_username: str | None = Field(None, description="the SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="the SASL user's password")
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="CA certificates to check the brokers by, with TLS (default: the system's)",
     )
     data_dir: Path = Field(
         Path(".streamrec"),

@@ -160,3 +160,25 @@ async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(redis, 
         body = (await api.get("/v1/health/ready")).json()
     assert body["kafka"] is True and body["worker_lag"] == 42
     assert abs(body["last_applied_ms"] - time.time() * 1000) < 60_000
+
+
+async def test_an_acl_user_in_the_redis_url_is_what_streamrec_connects_as(redis, settings):
+    """Redis as the root of trust: streamrec runs as a user of its own, with a password, and a
+    wrong one is a clear error that does not print the password."""
+    from recommender.store.connections import UnreachableError, check_redis, redis_async
+
+    host = (settings.redis_url or "").split("//", 1)[1]
+    await redis.execute_command("ACL", "SETUSER", "streamrec", "on", ">s3cret", "~*", "&*", "+@all")
+    try:
+        client = redis_async(f"redis://streamrec:s3cret@{host}")
+        store = FeatureStore(client, settings)
+        assert (await store.apply_interactions([])).applied == []
+        handler = RecordHandler(store, [], lambda key, value: asyncio.sleep(0))
+        assert await handler.handle_events(records([event(1)])) == 1
+        assert await client.acl_whoami() == "streamrec"
+        await client.aclose()
+        with pytest.raises(UnreachableError) as refused:
+            check_redis(f"redis://streamrec:wrong@{host}")
+        assert "wrong" not in str(refused.value) and "***" in str(refused.value)
+    finally:
+        await redis.execute_command("ACL", "DELUSER", "streamrec")

@@ -19,7 +19,13 @@ def test_compose_has_kraft_kafka_aof_redis_worker_and_api():
     services = _compose()["services"]
     assert set(services) == {"kafka", "redis", "worker", "api"}
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
-    assert "--appendonly" in services["redis"]["command"]
+    redis = services["redis"]["command"]
+    assert "--appendonly" in redis
+    # What streamrec needs of any Redis, and Redis as the root of trust: no open default user.
+    assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
+    assert redis[redis.index("--user") + 1 : redis.index("--user") + 3] == ["default", "off"]
+    env = _compose()["x-streamrec-env"]
+    assert env["STREAMREC_REDIS_URL"].startswith("redis://streamrec:${STREAMREC_REDIS_PASSWORD")
     for name in ("kafka", "redis"):
         assert "healthcheck" in services[name]
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
