@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from api.fast_path import ROUTE_PATH, RecommendationsFastPath
@@ -18,6 +20,7 @@ from api.telemetry import ApiMetrics
 from recommender.monitoring.metrics import MetricsWindow
 from recommender.privacy.crypto import master_cipher
 from recommender.settings import Settings
+from recommender.store.faults import is_infrastructure_fault
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -54,10 +57,23 @@ def create_app(settings: Settings) -> FastAPI:
     routers = (users, items, events, health, metrics, dashboard)
     for module in routers:
         app.include_router(module.router)
+    app.add_exception_handler(RedisError, _redis_refused)
     app.add_middleware(HardeningMiddleware, telemetry=telemetry)
     (recs_route,) = [r for r in users.router.routes if getattr(r, "path", "") == ROUTE_PATH]
     app.fast_path = RecommendationsFastPath(recs_route, telemetry)
     return app
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Redis away or refusing writes is the infrastructure's state, not the server's bug: 503
+    with `Retry-After`, which clients retry (a 500 says do not). Other Redis errors are 500."""
+    if not is_infrastructure_fault(exc):
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    return JSONResponse(
+        {"detail": "Redis is unavailable or refuses writes for now; retry"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
 class StreamrecAPI(FastAPI):

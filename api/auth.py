@@ -9,6 +9,7 @@ lacks the scope, 429 with `Retry-After` when the key is over its rate); the fast
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -18,6 +19,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.services import ApiServices, services_of
 from recommender.privacy.access import ApiKey
+from recommender.store.faults import is_infrastructure_fault
+
+log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 _header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="streamrec API key")
@@ -40,7 +44,15 @@ async def authorize(services: ApiServices, token: str | None, scope: str) -> Api
         return HTTPException(401, "the API key is invalid or revoked", headers=_CHALLENGE)
     if not key.allows(scope):
         return HTTPException(403, f"this API key lacks the '{scope}' scope")
-    wait_s = await services.limiter.acquire(key.key_id)
+    try:
+        wait_s = await services.limiter.acquire(key.key_id)
+    except Exception as exc:
+        if not is_infrastructure_fault(exc):
+            raise
+        # Redis refuses the bucket's write (full, read-only, away): the limit cannot be kept
+        # for now, and a refusal would fail every request; admitted (logged).
+        log.warning("rate limit not applied: Redis refuses its bucket (%s)", exc)
+        wait_s = 0.0
     if wait_s > 0:
         return HTTPException(
             429,

@@ -103,8 +103,15 @@ class Recommending:
     ) -> dict[str, Any]:
         """The recommendations route's answer: the list, counted and kept as an impression for
         attribution."""
-        recs = await self.service.recommend(user_id, k, exclude, category, explain)
+        recs = await self.recommend(user_id, k, exclude, category=category, explain=explain)
         return document(recs, self.served(recs))
+
+    async def recommend(
+        self, user_id: str, k: int, exclude: Iterable[str] = (), **kw: Any
+    ) -> Recommendations:
+        """The service's answer, or popular items from memory while Redis cannot be read."""
+        service = self.service
+        return await service.fallback.recommend(service.recommend, user_id, k, exclude, **kw)
 
     def served(self, recs: Recommendations) -> str:
         """Count ``recs`` as served and keep it as an impression; returns its new

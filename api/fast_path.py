@@ -137,7 +137,7 @@ class RecommendationsFastPath:
             return False
         status = 500
         try:
-            recs = await parts.service.recommend(user_id, k)
+            recs = await parts.recommend(user_id, k)
             body = self._body(parts.service, k, recs, parts.served(recs))
             headers = [(b"content-length", str(len(body)).encode()), *_HEADERS]
             status = 200

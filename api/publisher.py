@@ -11,12 +11,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError as AioKafkaError
 from kafka.errors import KafkaError
 
 from recommender.errors import InvalidRecordError
-from streams.kafka import bootstrap_servers
+from streams.kafka import bootstrap_servers, broker_answers
 from streams.producer import EventProducer
 from streams.records import ContentV1, EventV1, encode, validate
 
@@ -77,21 +75,8 @@ class Publisher:
             raise PublishError(f"Kafka did not acknowledge the records: {exc}") from exc
 
     async def reachable(self, timeout_s: float = 1.0) -> bool:
-        """Whether a bootstrap broker answers a metadata request with the cluster's brokers (a
-        readiness probe: a port that accepts connections is not yet a broker that answers)."""
-        client = AIOKafkaClient(
-            bootstrap_servers=bootstrap_servers(self._url),
-            client_id="streamrec-api-ready",
-            request_timeout_ms=int(timeout_s * 1000),
-            **self._security,
-        )
-        try:
-            await asyncio.wait_for(client.bootstrap(), timeout_s)
-            return bool(client.cluster.brokers())
-        except (KafkaError, AioKafkaError, OSError, TimeoutError, ValueError):
-            return False
-        finally:
-            await client.close()
+        """Whether a broker answers a metadata request (`streams.kafka.broker_answers`)."""
+        return await broker_answers(self._url, self._security, timeout_s)
 
     @property
     def events_topic(self) -> str:

@@ -154,6 +154,8 @@ class ApiServices:
                 log.warning("could not write impressions (attribution misses them): %s", exc)
             if not out.window.due(now_ms()):
                 continue
+            with contextlib.suppress(Exception):  # kept as it was while Redis cannot be read
+                await self.service.fallback.refresh()
             await self._sample_gauges()
             if self.settings.metrics_publish:
                 await out.publish_due()

@@ -182,7 +182,12 @@ def _benchmarks(settings: Settings, args: argparse.Namespace) -> dict[str, Calla
 
         return run_erasure(settings, json_path=json_for("erasure"))
 
-    benches = (content, faults, quality, freshness, serve, monitor, ingest, erasure)
+    def chaos() -> object:
+        from streamrec.bench.chaos import run_chaos
+
+        return run_chaos(settings, args.chaos_seconds, args.chaos_rate, json_path=json_for("chaos"))
+
+    benches = (content, faults, quality, freshness, serve, monitor, ingest, erasure, chaos)
     return {f.__name__: f for f in benches}
 
 
@@ -327,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
             "content",
             "monitor",
             "erasure",
+            "chaos",
             "all",
         ],
     )
@@ -336,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--freshness-seconds", type=float, default=30.0)
     b.add_argument("--prequential-events", type=int, default=5000, help="quality: events replayed")
     b.add_argument("--seconds", type=float, default=20.0, help="serve: load duration per endpoint")
+    b.add_argument("--chaos-seconds", type=float, default=300.0, help="chaos: traffic duration")
+    b.add_argument("--chaos-rate", type=float, default=2000.0, help="chaos: records per second")
     b.add_argument(
         "--profile",
         type=Path,

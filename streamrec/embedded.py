@@ -54,10 +54,17 @@ def start_broker(
 
 
 class EmbeddedInfrastructure:
-    """Starts Tansu and Valkey under a supervisor; `stop` removes every trace of them."""
+    """Starts Tansu and Valkey under a supervisor; `stop` removes every trace of them.
 
-    def __init__(self, supervisor: Supervisor, workdir: Path | None = None) -> None:
+    ``aof``: Valkey keeps an append-only file (fsynced every second) in the run's directory, so
+    `restart_valkey` brings back what it held (the chaos benchmark's Redis crash)."""
+
+    def __init__(
+        self, supervisor: Supervisor, workdir: Path | None = None, aof: bool = False
+    ) -> None:
         self._supervisor = supervisor
+        self._aof = aof
+        self._redis_port = 0
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="streamrec-"))
         self.kafka_url = ""
@@ -67,31 +74,7 @@ class EmbeddedInfrastructure:
     def start(self) -> None:
         kafka_port, redis_port = free_port(), free_port()
         broker = start_broker(self._supervisor, kafka_port)
-        valkey_dir = self.workdir / "valkey"
-        valkey_dir.mkdir(parents=True, exist_ok=True)
-        valkey = self._supervisor.start(
-            "valkey",
-            [
-                str(get_binary_path()),
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(valkey_dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                # What streamrec needs of any Redis (recommender.store.faults).
-                "--maxmemory-policy",
-                "noeviction",
-                "--protected-mode",
-                "yes",
-                "--daemonize",
-                "no",
-            ],
-        )
+        valkey = self._start_valkey(redis_port)
         self._children = [broker, valkey]
         for child, port in ((broker, kafka_port), (valkey, redis_port)):
             try:
@@ -111,6 +94,28 @@ class EmbeddedInfrastructure:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def _start_valkey(self, port: int) -> Child:
+        valkey_dir = self.workdir / "valkey"
+        valkey_dir.mkdir(parents=True, exist_ok=True)
+        self._redis_port = port
+        argv = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--dir", str(valkey_dir), "--save", ""]
+        argv += ["--appendonly", "yes" if self._aof else "no", "--appendfsync", "everysec"]
+        # What streamrec needs of any Redis (recommender.store.faults).
+        argv += ["--maxmemory-policy", "noeviction"]
+        argv += ["--protected-mode", "yes", "--daemonize", "no"]
+        return self._supervisor.start("valkey", argv)
+
+    def restart_valkey(self) -> None:
+        """SIGKILL Valkey and start it again on its port and directory (from its AOF, if it
+        keeps one); returns once it listens (it may still be loading)."""
+        [valkey] = [c for c in self._children if c.name == "valkey"]
+        self._supervisor.kill(valkey)
+        self._children.remove(valkey)
+        fresh = self._start_valkey(self._redis_port)
+        self._children.append(fresh)
+        wait_for_port(self._redis_port)
 
     @property
     def children(self) -> list[Child]:

@@ -89,16 +89,20 @@ class Runtime:
         As read from the environment.
     api_port
         Port for the API; None takes `settings.api_port`, 0 a free one.
+    aof
+        The embedded Valkey keeps an append-only file (`infra.restart_valkey` restores it).
     """
 
-    def __init__(self, settings: Settings, api_port: int | None = None) -> None:
+    def __init__(self, settings: Settings, api_port: int | None = None, aof: bool = False) -> None:
         self.embedded = not (settings.kafka_url and settings.redis_url)
         self._workdir = Path(tempfile.mkdtemp(prefix="streamrec-"))
         self.log_dir = self._workdir / "logs"
         self.log_dir.mkdir()
         self.supervisor = Supervisor(self.log_dir)
         self._infra = (
-            EmbeddedInfrastructure(self.supervisor, self._workdir) if self.embedded else None
+            EmbeddedInfrastructure(self.supervisor, self._workdir, aof=aof)
+            if self.embedded
+            else None
         )
         port = settings.api_port if api_port is None else api_port
         self._api_port = port or free_port()
@@ -106,6 +110,13 @@ class Runtime:
         self.settings = settings
         self.instance_id = secrets.token_hex(8)
         self._clients: dict[str, redis.Redis] = {}
+
+    @property
+    def infra(self) -> EmbeddedInfrastructure:
+        """The embedded broker and Valkey (only when this runtime started them)."""
+        if self._infra is None:
+            raise RuntimeError("this runtime uses Kafka and Redis it did not start")
+        return self._infra
 
     @property
     def api_url(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import time
 from typing import Any
 
@@ -62,6 +64,42 @@ def faust_credentials(settings: Settings) -> Any:
     if "ssl_context" in security:
         return faust.SSLCredentials(security["ssl_context"])
     return None
+
+
+#: A Metadata request (API key 3, version 4) for no topic in particular: every broker since
+#: Kafka 1.0 answers it, and it says how many brokers the cluster has.
+_METADATA_V4 = struct.pack(">hhih", 3, 4, 1, 15) + b"streamrec-ready" + struct.pack(">ib", -1, 0)
+
+
+async def broker_answers(url: str, security: dict[str, Any], timeout_s: float = 1.0) -> bool:
+    """Whether a bootstrap broker of ``url`` answers a metadata request with the cluster's
+    brokers (a readiness probe: a port that accepts connections is not a broker that answers).
+    With SASL, which needs its handshake first, a connection that opens is what is checked."""
+    sasl = str(security.get("security_protocol", "")).startswith("SASL")
+    for server in bootstrap_servers(url).split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port), ssl=security.get("ssl_context")),
+                timeout_s,
+            )
+        except (OSError, TimeoutError, ValueError):
+            continue
+        try:
+            if sasl:
+                return True
+            writer.write(struct.pack(">i", len(_METADATA_V4)) + _METADATA_V4)
+            await asyncio.wait_for(writer.drain(), timeout_s)
+            size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), timeout_s))
+            answer = await asyncio.wait_for(reader.readexactly(size[0]), timeout_s)
+            correlation, _, brokers = struct.unpack(">iii", answer[:12])
+            if correlation == 1 and brokers > 0:
+                return True
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, struct.error):
+            continue
+        finally:
+            writer.close()
+    return False
 
 
 def faust_broker(url: str) -> str:

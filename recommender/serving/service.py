@@ -37,6 +37,7 @@ from recommender.serving.ab_split import CHALLENGER, CONTROL, ChallengerModel, i
 from recommender.serving.answers import ANSWERS_KEPT, Answered, Recommendations
 from recommender.serving.cards import Cards, Item, ids_of
 from recommender.serving.config import ServingConfig
+from recommender.serving.degraded import PopularFallback
 from recommender.serving.lists import ItemLists
 from recommender.store.features import FeatureStore
 
@@ -86,6 +87,7 @@ class RecommendationService:
         self._challenger = ChallengerModel(state, registry, max(config.pointer_check_s, 1.0))
         self._cards = Cards(store, config.title_ttl_s, self._served.fitted_knows)
         self.lists = ItemLists(store, self._served, self._cards)
+        self.fallback = PopularFallback(store, self._cards)  # while Redis cannot be read
         # The common request's last answer per user and k, while the user's vector and the
         # served model stay what it was computed from; no older than a title may be.
         self.answers: ExpiringMemo[tuple[str, str, int], Answered] = ExpiringMemo(

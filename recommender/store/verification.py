@@ -53,7 +53,8 @@ def expected_features(
     weights = df["type"].map(settings.event_weights).astype(float)
     is_rating = (df["type"] == "rating") & df["value"].notna()
     scale = (
-        df["value"].where(is_rating, settings.rating_scale).clip(lower=0) / settings.rating_scale
+        df["value"].where(is_rating, settings.rating_scale).clip(0, settings.rating_scale)
+        / settings.rating_scale
     )
     df = df.assign(p=df["user_id"].map(pseudonym), weight=weights * scale)
     items = df.groupby(["p", "item_id"])["weight"].sum()

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import time
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -133,7 +134,8 @@ async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(redis, 
     """On main readiness opened a TCP connection: a port that accepts connections and
     answers nothing (a broker hung, a proxy with no broker behind) was ready."""
     from recommender.store.features import FeatureStore
-    from tests.conftest import make_settings, serve_api
+    from streams.kafka import broker_answers
+    from tests.conftest import serve_api
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -143,15 +145,11 @@ async def test_readiness_asks_kafka_for_metadata_and_reports_the_workers(redis, 
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    hung = make_settings(
-        tmp_path, kafka_url=f"kafka://127.0.0.1:{port}", redis_url=settings.redis_url
-    )
     try:
-        async with serve_api(hung) as api:
-            resp = await api.get("/v1/health/ready")
-            assert resp.status_code == 503 and resp.json()["kafka"] is False
+        assert not await broker_answers(f"kafka://127.0.0.1:{port}", {}, timeout_s=0.5)
     finally:
         server.close()
+    assert await broker_answers(settings.kafka_url or "", {}, timeout_s=2.0)
     store = FeatureStore(redis, settings)
     handler = RecordHandler(store, [], lambda key, value: asyncio.sleep(0))
     await handler.handle_events(records([event(1)]))
@@ -182,3 +180,65 @@ async def test_an_acl_user_in_the_redis_url_is_what_streamrec_connects_as(redis,
         assert "wrong" not in str(refused.value) and "***" in str(refused.value)
     finally:
         await redis.execute_command("ACL", "DELUSER", "streamrec")
+
+
+def test_the_embedded_valkey_with_an_aof_comes_back_with_what_it_held(tmp_path):
+    """What `bench chaos` relies on to crash Redis: SIGKILLed, it restarts from its AOF."""
+    import redis as redis_sync
+
+    from streamrec.embedded import EmbeddedInfrastructure
+    from streamrec.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    infra = EmbeddedInfrastructure(supervisor, tmp_path, aof=True)
+    infra.start()
+    try:
+        client = redis_sync.Redis.from_url(infra.redis_url)
+        client.set("kept", "yes")
+        client.close()
+        infra.restart_valkey()
+        client = redis_sync.Redis.from_url(infra.redis_url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.get("kept") == b"yes"
+                break
+            except redis_sync.BusyLoadingError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        client.close()
+    finally:
+        supervisor.stop_all()
+
+
+async def test_while_redis_cannot_be_read_recommendations_are_the_popular_items(redis, settings):
+    """A request that would fail because Redis is away (a crash, a restart loading its AOF)
+    is answered from memory with the popular items last read, less what was excluded."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from recommender.lifecycle.families import cf_registry
+    from recommender.lifecycle.state import ModelState
+    from recommender.serving import reasons
+    from recommender.serving.service import RecommendationService
+    from recommender.types import Interaction
+
+    store = FeatureStore(redis, settings)
+    await store.apply_interactions(
+        [Interaction(f"e{i}", f"u{i}", f"i{i % 3}", "view", 1_000 + i) for i in range(9)]
+    )
+    service = RecommendationService(store, ModelState(redis), cf_registry(settings.models_dir))
+
+    async def away(*args: object, **kwargs: object) -> Any:
+        raise RedisConnectionError("Connection refused")
+
+    async def buggy(*args: object, **kwargs: object) -> Any:
+        raise ValueError("a bug")
+
+    with pytest.raises(RedisConnectionError):  # nothing read yet: nothing to answer with
+        await service.fallback.recommend(away, "anyone", 2)
+    await service.fallback.refresh()
+    recs = await service.fallback.recommend(away, "anyone", 2, exclude=["i0"])
+    assert {i.item_id for i in recs.items} == {"i1", "i2"} and recs.model_version is None
+    assert {i.reason for i in recs.items} == {reasons.POPULAR}
+    with pytest.raises(ValueError):  # not Redis' state: a bug is not hidden
+        await service.fallback.recommend(buggy, "x", 1)

@@ -1,0 +1,304 @@
+"""`streamrec bench chaos`: mixed traffic through the embedded system while it is hurt.
+
+`seconds` of events at `rate` a second (valid ones, duplicates, poison, one oversized record a
+minute, far-future timestamps, erasures with redeliveries of the erased users' events after them)
+into the worker, and recommendations asked of the API meanwhile, while the benchmark SIGKILLs the
+worker twice, SIGKILLs Valkey and restarts it from its append-only file, sets Valkey's maxmemory
+below its use for 10 s, and kills one of the API's two processes. Then it checks, from Redis
+against what was produced: every valid event applied once (`lost`, `double_counted`), dead
+letters exactly the expected ones, no erased user back, and no 5xx answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import redis
+from kafka import KafkaProducer
+
+from recommender.privacy.access import SCOPES
+from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.verification import compare, expected_features
+from streamrec.bench.faults import _snapshot
+from streamrec.bench.report import write
+from streamrec.bench.workload import isolated
+from streamrec.runtime import Runtime
+from streams.producer import producer_config
+
+USERS, ITEMS, ERASABLE = 5_000, 800, 200
+#: Shares of the records produced that are not new valid events.
+DUPLICATE, POISON, FUTURE = 0.05, 0.01, 0.005
+
+
+@dataclass
+class Traffic:
+    """What was produced, as the checks need it."""
+
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> event
+    order: list[str] = field(default_factory=list)  # valid ids of users never erased
+    produced: int = 0
+    poison: int = 0
+    oversized: int = 0
+    future: int = 0
+    erased: dict[str, int] = field(default_factory=dict)  # user -> events redelivered after
+    faults: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _event(rng: random.Random, n: int, user: str) -> dict[str, Any]:
+    kind = rng.choice(["view", "view", "view", "click", "cart", "purchase"])
+    return {"event_id": f"c{n}", "user_id": user, "item_id": f"i{rng.randrange(ITEMS)}",
+            "type": kind, "ts": int(time.time() * 1000)}  # fmt: skip
+
+
+def _record(rng: random.Random, n: int, t: Traffic, erasable: list[str]) -> bytes:
+    """One record of the mix (the oversized ones and erasures are the caller's)."""
+    draw = rng.random()
+    if draw < POISON:
+        t.poison += 1
+        return b'{"event_id": 42}'
+    if draw < POISON + FUTURE:
+        t.future += 1
+        return json.dumps({**_event(rng, n, "u0"), "ts": 9_999_999_999_999}).encode()
+    if draw < POISON + FUTURE + DUPLICATE and t.order:
+        return json.dumps(t.valid[rng.choice(t.order)]).encode()  # a producer's retry
+    if erasable and rng.random() < 0.1:  # a user who will be erased, and never act again
+        event = _event(rng, n, rng.choice(erasable[:20]))
+    else:
+        event = _event(rng, n, f"u{rng.randrange(USERS)}")
+        t.order.append(event["event_id"])
+    t.valid[event["event_id"]] = event
+    return json.dumps(event).encode()
+
+
+def _produce(s: Settings, seconds: float, rate: float, t: Traffic, admin: str, api: str) -> None:
+    """The traffic, one record at a time at ``rate``; an oversized invalid record a minute;
+    every 10 s an erasure, followed by the redelivery of all the erased user's events."""
+    rng = random.Random(11)
+    producer = KafkaProducer(**producer_config(s.infra.kafka_url, retries=1000))
+    started = time.perf_counter()
+    n = 0
+    next_oversized, next_erasure = 30.0, 10.0
+    erasable = [f"erasable-{u}" for u in range(ERASABLE)]
+    while (now := time.perf_counter() - started) < seconds:
+        delay = n / rate - now
+        if delay > 0:
+            time.sleep(delay)
+        n += 1
+        if now >= next_erasure and erasable:
+            next_erasure += 10.0
+            _erase_and_redeliver(producer, s, t, erasable.pop(0), admin, api)
+            continue
+        if now >= next_oversized:
+            next_oversized += 60.0
+            t.oversized += 1
+            value = json.dumps({**_event(rng, n, "u0"), "text": "x" * 800_000}).encode()
+        else:
+            value = _record(rng, n, t, erasable)
+        producer.send(s.topic_events, key=str(n % 997).encode(), value=value)
+        t.produced += 1
+    producer.flush()
+    producer.close()
+
+
+def _erase_and_redeliver(
+    producer: KafkaProducer, s: Settings, t: Traffic, user: str, admin: str, api: str
+) -> None:
+    mine = [e for e in t.valid.values() if e["user_id"] == user]
+    producer.flush()
+    for _ in range(120):  # as a client would: a 503 (Redis refusing) is retried
+        try:
+            resp = httpx.delete(f"{api}/v1/users/{user}", headers={"X-API-Key": admin}, timeout=10)
+            if resp.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        print(f"chaos: could not erase {user}", flush=True)
+    t.erased[user] = len(mine)
+    for event in mine:  # everything the user did, again: none of it may come back
+        producer.send(s.topic_events, key=user.encode(), value=json.dumps(event).encode())
+        t.produced += 1
+
+
+@dataclass
+class Serving:
+    """What the API answered meanwhile."""
+
+    requests: int = 0
+    errors_5xx: int = 0
+    connection_errors: int = 0  # the killed process's own connections, among others
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _ask(api: str, token: str, out: Serving, rate: float = 50.0) -> None:
+    rng = random.Random(5)
+    with httpx.Client(base_url=api, headers={"X-API-Key": token}, timeout=10) as client:
+        while not out.stop.is_set():
+            try:
+                resp = client.get(f"/v1/users/u{rng.randrange(USERS)}/recommendations")
+                out.requests += 1
+                out.errors_5xx += resp.status_code >= 500
+            except httpx.HTTPError:
+                out.connection_errors += 1
+            time.sleep(1 / rate)
+
+
+def _processed(client: redis.Redis) -> int:
+    raw: Any = client.hgetall(keys.STATS)
+    stats = {str(k): int(float(v)) for k, v in raw.items()}
+    names = ("events_applied", "duplicates_suppressed", "dead_letters", "erased_suppressed")
+    return sum(stats.get(n, 0) for n in names)
+
+
+def _api_children(rt: Runtime) -> list[int]:
+    """The API's processes (uvicorn's workers, children of the `streamrec api` process)."""
+    [api] = [c for c in rt.supervisor.children if c.name == "api"]
+    pid = api.process.pid
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(p) for p in found]
+
+
+def _inject(rt: Runtime, seconds: float, t: Traffic, started: float) -> None:
+    """The faults, at fixed shares of the run."""
+    import os
+    import signal
+
+    def at(share: float, what: str) -> None:
+        time.sleep(max(0.0, started + share * seconds - time.perf_counter()))
+        t.faults.append((round(time.perf_counter() - started, 1), what))
+        print(f"chaos: {what} at {t.faults[-1][0]} s", flush=True)
+
+    def kill_worker() -> None:
+        [worker] = [c for c in rt.supervisor.children if c.name == "worker"]
+        rt.supervisor.kill(worker)
+        rt.start_worker()
+
+    at(0.15, "worker SIGKILLed")
+    kill_worker()
+    at(0.35, "Valkey SIGKILLed, restarted from its AOF")
+    rt.infra.restart_valkey()
+    at(0.55, "Valkey's maxmemory below its use for 10 s")
+    client = redis.Redis.from_url(rt.settings.infra.redis_url)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used // 2)
+    time.sleep(10)
+    client.config_set("maxmemory", 0)
+    client.close()
+    at(0.70, "worker SIGKILLed")
+    kill_worker()
+    at(0.85, "one API process SIGKILLed")
+    os.kill(_api_children(rt)[0], signal.SIGKILL)
+
+
+def _watch(client: redis.Redis, busy: threading.Thread, stall: list[float]) -> None:
+    """The longest time nothing was processed while events were being produced."""
+    last, since = -1, time.perf_counter()
+    while busy.is_alive():
+        try:
+            now_processed = _processed(client)
+        except redis.RedisError:
+            now_processed = last
+        if now_processed != last:
+            last, since = now_processed, time.perf_counter()
+        stall[0] = max(stall[0], time.perf_counter() - since)
+        time.sleep(0.25)
+
+
+def _settle(client: redis.Redis, timeout_s: float = 300.0) -> None:
+    """Until nothing more is processed for 5 s (the worker caught up)."""
+    deadline, last, quiet_since = time.monotonic() + timeout_s, -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 5:
+        now_processed = _processed(client)
+        if now_processed != last:
+            last, quiet_since = now_processed, time.monotonic()
+        time.sleep(0.5)
+
+
+def _check(s: Settings, t: Traffic) -> dict[str, Any]:
+    client = redis.Redis.from_url(s.infra.redis_url, decode_responses=True)
+    secret = s.pseudonym_secret
+    kept = [e for e in t.valid.values() if not e["user_id"].startswith("erasable-")]
+    pipe = client.pipeline(transaction=False)
+    for e in kept:
+        pipe.exists(keys.seen(e["event_id"]))
+    lost = sum(1 for found in pipe.execute() if not found)
+    resurrected = 0
+    for user in t.erased:
+        p = keys.pseudonymize(secret, user)
+        family = [keys.user_items, keys.user_recent, keys.user_counts, keys.user_categories]
+        family += [keys.user_reviews, keys.user_profile, keys.data_key]
+        resurrected += bool(client.exists(*[f(p) for f in family]))
+    stats = {k: int(float(v)) for k, v in client.hgetall(keys.STATS).items()}
+    client.close()
+    actual, _ = asyncio.run(_snapshot(s))
+    pseudonyms = {keys.pseudonymize(secret, e["user_id"]) for e in kept}
+    actual.user_items = {k: v for k, v in actual.user_items.items() if k[0] in pseudonyms}
+    actual.user_counts = {k: v for k, v in actual.user_counts.items() if k[0] in pseudonyms}
+    actual.popular = {}
+    expected = expected_features(
+        pd.DataFrame(kept).assign(value=None), s, lambda u: keys.pseudonymize(secret, u)
+    )
+    expected.popular = {}
+    diff = compare(actual, expected)
+    return {"lost": lost, "missing_cells": diff.missing, "double_counted": diff.extra,
+            "erased_users_resurrected": resurrected, "stats": stats}  # fmt: skip
+
+
+def run_chaos(
+    settings: Settings, seconds: float = 300.0, rate: float = 2000.0, json_path: Path | None = None
+) -> dict[str, Any]:
+    print(f"chaos: {seconds:.0f} s of mixed traffic at {rate:,.0f} records/s, with faults")
+    s = isolated(settings, "chaos").model_copy(update={"api_processes": 2, "monitor": False})
+    rt = Runtime(s, api_port=0, aof=True)
+    t, serving, stall = Traffic(), Serving(), [0.0]
+    try:
+        rt.start()
+        s = rt.settings
+        admin, reader = rt.create_api_key(set(SCOPES), "chaos"), rt.create_api_key({"read"}, "r")
+        asker = threading.Thread(target=_ask, args=(rt.api_url, reader, serving), daemon=True)
+        producer = threading.Thread(
+            target=_produce, args=(s, seconds, rate, t, admin, rt.api_url), daemon=True
+        )
+        started = time.perf_counter()
+        asker.start()
+        producer.start()
+        client = redis.Redis.from_url(s.infra.redis_url, decode_responses=True)
+        watcher = threading.Thread(target=_watch, args=(client, producer, stall), daemon=True)
+        watcher.start()
+        _inject(rt, seconds, t, started)
+        producer.join()
+        _settle(client)
+        serving.stop.set()
+        asker.join()
+        checked = _check(s, t)
+    finally:
+        rt.stop()
+    stats = checked.pop("stats")
+    results = {
+        "seconds": seconds,
+        "produced": t.produced,
+        "valid_events": len(t.valid),
+        "applied": stats.get("events_applied", 0),
+        **checked,
+        "dead_letters": stats.get("dead_letters", 0),
+        "dead_letters_expected": t.poison + t.oversized + t.future,
+        "erased_users": len(t.erased),
+        "redelivered_after_erasure": sum(t.erased.values()),
+        "api_requests": serving.requests,
+        "api_5xx": serving.errors_5xx,
+        "api_connection_errors": serving.connection_errors,
+        "max_stall_s": round(stall[0], 2),
+        "faults": [{"at_s": at, "fault": what} for at, what in t.faults],
+    }
+    return write(json_path, "chaos", results)
