@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -50,6 +51,7 @@ INFRASTRUCTURE_CODES = (
 #: What redis-py raises for those codes it knows (it drops the code from the message); the rest
 #: arrive as `ResponseError` with the code first. BusyLoadingError (LOADING) is a ConnectionError.
 REFUSALS = (
+    NoScriptError,  # a restarted or failed-over Redis forgot the scripts: loaded again on retry
     RedisConnectionError,
     RedisTimeoutError,
     OutOfMemoryError,
