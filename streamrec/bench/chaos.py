@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -316,6 +317,10 @@ def run_chaos(
         checked = _check(s, t)
         checked |= _dead_letters(s)
     finally:
+        if json_path is not None:  # the processes' logs, beside the figures, to read after
+            logs = json_path.parent / "chaos-logs"
+            shutil.rmtree(logs, ignore_errors=True)
+            shutil.copytree(rt.log_dir, logs, dirs_exist_ok=True)
         rt.stop()
     stats = checked.pop("stats")
     results = {
