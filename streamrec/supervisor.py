@@ -55,7 +55,8 @@ class Supervisor:
         cwd: Path | None = None,
     ) -> Child:
         log_path = self._log_dir / f"{name}.log" if self._log_dir else None
-        out: IO[bytes] | int = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        # Appended: a restarted child (a worker after a kill) keeps the log of the one before.
+        out: IO[bytes] | int = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
                 list(argv),

@@ -263,36 +263,21 @@ return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
 """.replace("__USER__", USER_PREFIX)
 
 
-#: Token bucket: KEYS[1] = the key's bucket hash; ARGV = now_ms, rate per second, burst, wanted.
-#: Takes up to `wanted` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0 when
-#: any were taken, else the ms until one is there.
-#: The bucket expires once it would be full again, so idle keys cost nothing.
-#: A charge of ARGV[4] units, admitted while the bucket holds at least one (it may go below
-#: zero: a batch is never split, and the next one waits until the debt is paid back).
-RATE_CHARGE_LUA = """
+#: A token bucket's refill, the start of both rate scripts: KEYS[1] = the key's bucket hash;
+#: ARGV = now_ms, rate per second, burst, n. The bucket expires once it would be full again,
+#: so idle keys cost nothing.
+_BUCKET_LUA = """
 local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
+local n = tonumber(ARGV[4])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - cost
-else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst + cost) * 1000 / rate) + 1000)
-return wait
 """
 
-RATE_LIMIT_LUA = """
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local wanted = tonumber(ARGV[4])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-local taken, wait = math.min(wanted, math.floor(tokens)), 0
+#: Requests: takes up to `n` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0
+#: when any were taken, else the ms until one is there.
+RATE_LIMIT_LUA = _BUCKET_LUA + """
+local taken, wait = math.min(n, math.floor(tokens)), 0
 if taken >= 1 then
   tokens = tokens - taken
 else
@@ -302,4 +287,19 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return {taken, wait}
+"""
+
+#: What a key publishes: a charge of `n` units, admitted while the bucket holds at least one
+#: (it may go below zero: a batch is never split, and the next one waits until the debt is paid
+#: back). Returns the ms to wait, 0 when admitted.
+RATE_CHARGE_LUA = _BUCKET_LUA + """
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - n
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst + n) * 1000 / rate) + 1000)
+return wait
 """
