@@ -276,7 +276,9 @@ tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
 
 #: Requests: takes up to `n` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0
 #: when any were taken, else the ms until one is there.
-RATE_LIMIT_LUA = _BUCKET_LUA + """
+RATE_LIMIT_LUA = (
+    _BUCKET_LUA
+    + """
 local taken, wait = math.min(n, math.floor(tokens)), 0
 if taken >= 1 then
   tokens = tokens - taken
@@ -288,11 +290,14 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return {taken, wait}
 """
+)
 
 #: What a key publishes: a charge of `n` units, admitted while the bucket holds at least one
 #: (it may go below zero: a batch is never split, and the next one waits until the debt is paid
 #: back). Returns the ms to wait, 0 when admitted.
-RATE_CHARGE_LUA = _BUCKET_LUA + """
+RATE_CHARGE_LUA = (
+    _BUCKET_LUA
+    + """
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - n
@@ -303,3 +308,4 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst + n) * 1000 / rate) + 1000)
 return wait
 """
+)
