@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from recommender.errors import StreamrecError
 from recommender.memo import ExpiringMemo
 from recommender.store import keys, scripts
+from recommender.store.faults import is_infrastructure_fault
 
 #: read: recommendations, similar, popular, trending, metrics; explain: `explain=true` (it names
 #: items from the user's history); write: publish events and items; profile: read and write
@@ -72,11 +73,14 @@ class ApiKeyStore:
 
     ``cache_s`` lets a process trust a key it verified for that long without asking Redis again:
     the serving path then costs no extra round trip, and a revocation takes effect within it.
+    While Redis cannot be read (a restart loading its AOF, a failover), a key this process
+    verified before is still taken (a revocation then waits for Redis to answer again).
     """
 
     def __init__(self, redis: aioredis.Redis, cache_s: float = 0.0) -> None:
         self._redis = redis
         self._cache: ExpiringMemo[str, ApiKey] = ExpiringMemo(cache_s, KEYS_KEPT)
+        self._known: dict[str, ApiKey] = {}  # every key verified, for while Redis is away
 
     async def create(self, scopes: set[str], name: str = "") -> IssuedKey:
         unknown = set(scopes) - set(SCOPES)
@@ -122,11 +126,21 @@ class ApiKeyStore:
         cached = self._cache.get(digest)
         if cached is not None:
             return cached
-        raw = await self._redis.hgetall(keys.api_key(key_id))
+        try:
+            raw = await self._redis.hgetall(keys.api_key(key_id))
+        except Exception as exc:
+            known = self._known.get(digest)
+            if known is None or not is_infrastructure_fault(exc):
+                raise
+            return known
         if not raw or not hmac.compare_digest(str(raw.get("hash", "")), digest):
+            self._known.pop(digest, None)
             return None
         key = _parse(key_id, raw)
         self._cache.put(digest, key)
+        if len(self._known) >= KEYS_KEPT:
+            self._known.clear()
+        self._known[digest] = key
         return key
 
 

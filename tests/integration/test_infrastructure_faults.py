@@ -242,3 +242,28 @@ async def test_while_redis_cannot_be_read_recommendations_are_the_popular_items(
     assert {i.reason for i in recs.items} == {reasons.POPULAR}
     with pytest.raises(ValueError):  # not Redis' state: a bug is not hidden
         await service.fallback.recommend(buggy, "x", 1)
+
+
+async def test_a_key_verified_before_is_taken_while_redis_cannot_be_read(redis):
+    """In `bench chaos` three requests answered 500 while Valkey loaded its AOF: the key's
+    5 s cache had expired and its verification read Redis."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from recommender.privacy.access import ApiKeyStore
+    from recommender.store.connections import redis_async
+    from streamrec.embedded import free_port
+
+    store = ApiKeyStore(redis, cache_s=0)
+    issued = await store.create({"read"}, "r")
+    other = await store.create({"read"}, "never verified")
+    assert (await store.verify(issued.token)) is not None
+    store._redis = redis_async(f"redis://127.0.0.1:{free_port()}/0")  # Redis away
+    try:
+        assert (await store.verify(issued.token)) == issued.key
+        with pytest.raises(RedisConnectionError):  # one never seen: not taken on trust
+            await store.verify(other.token)
+    finally:
+        await store._redis.aclose()
+        store._redis = redis
+    await store.revoke(issued.key.key_id)
+    assert await store.verify(issued.token) is None  # Redis back: a revocation holds
