@@ -9,7 +9,6 @@ is sent again, and the batch is acked only after.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -66,6 +65,10 @@ D = TypeVar("D")
 
 
 E = TypeVar("E", Interaction, ItemMeta)
+
+
+def _always(exc: Exception) -> bool:
+    return True
 
 
 async def _enriched(
@@ -141,15 +144,10 @@ class RecordHandler:
         value = dead_letter(
             reason, record.topic, record.partition, record.offset, record.value, pseudonym
         )
-        delay = 0.1
-        while True:
-            try:
-                await self._dead_letters(key, value)
-                break
-            except Exception as exc:
-                log.warning("could not send a dead letter (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # Any failure is retried: a dead letter always fits, so one that is refused is Kafka's.
+        await with_retry(
+            "send a dead letter", partial(self._dead_letters, key, value), retry_if=_always
+        )
         self._rejected += 1
         self._metrics.add("streamrec_dead_letters", topic=record.topic)
 
@@ -240,14 +238,15 @@ class RecordHandler:
         return AppliedBatch(applied, applied_records)
 
     async def _after_erasures(self, events: list[Interaction]) -> list[Interaction]:
-        """``events`` without those of erased users from before their erasure (a redelivery,
-        a retry, an event stamped before it): no recorder keeps their text again. The apply
-        script checks the same tombstones again, atomically with its writes."""
+        """``events`` without the reviews of erased users from before their erasure (a
+        redelivery, a retry, an event stamped before it): no recorder keeps their text again.
+        Only events with text are looked up (a batch without any costs no round trip): the
+        apply script checks every event's tombstone itself, atomically with its writes."""
         store = self._store
-        erased = await store.users.erased_at(store.pseudonym_of(e) for e in events)
+        erased = await store.users.erased_at(store.pseudonym_of(e) for e in events if e.text)
         if not erased:
             return events
-        kept = [e for e in events if e.ts > erased.get(store.pseudonym_of(e), -1)]
+        kept = [e for e in events if not e.text or e.ts > erased.get(store.pseudonym_of(e), -1)]
         self._metrics.add("streamrec_events_erased", len(events) - len(kept))
         return kept
 

@@ -61,7 +61,8 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
     ),
     MetricSpec(
         "streamrec_events_erased", "sum", "{event}", (),
-        "Events of erased users from before their erasure (redelivered, retried), not applied",
+        "Reviews of erased users from before their erasure (redelivered, retried), dropped "
+        "before their text is kept (other such events: `stats.erased_suppressed`)",
     ),
     MetricSpec(
         "streamrec_content_in", "sum", "{item}", (),

@@ -106,20 +106,24 @@ class StallReport:
 
 
 async def with_retry(
-    what: str, call: Callable[[], Awaitable[T]], report: StallReport | None = None
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    report: StallReport | None = None,
+    retry_if: Callable[[Exception], bool] = is_infrastructure_fault,
 ) -> T:
-    """``call()``, retried with backoff while Redis refuses for a reason of its own: blocking
-    the stream loses nothing, skipping or dead-lettering would. Other errors propagate."""
+    """``call()``, retried with backoff while ``retry_if`` the error (by default: Redis
+    refusing for a reason of its own): blocking the stream loses nothing, skipping or
+    dead-lettering would. Other errors propagate."""
     delay = 0.1
     while True:
         try:
             result = await call()
         except Exception as exc:
-            if not is_infrastructure_fault(exc):
+            if not retry_if(exc):
                 raise
             if report is not None:
                 report.stalled(f"{type(exc).__name__}: {exc}")
-            log.warning("%s: Redis refuses (%s); retrying in %.1fs", what, exc, delay)
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
         else:

@@ -30,7 +30,7 @@ from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store import keys
 from recommender.store.verification import compare, expected_features
-from streamrec.bench.faults import _snapshot
+from streamrec.bench.faults import feature_snapshot
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated
 from streamrec.runtime import Runtime
@@ -274,7 +274,7 @@ def _check(s: Settings, t: Traffic) -> dict[str, Any]:
         resurrected += bool(client.exists(*[f(p) for f in family]))
     stats = {k: int(float(v)) for k, v in client.hgetall(keys.STATS).items()}
     client.close()
-    actual, _ = asyncio.run(_snapshot(s))
+    actual, _ = asyncio.run(feature_snapshot(s))
     pseudonyms = {keys.pseudonymize(secret, e["user_id"]) for e in kept}
     actual.user_items = {k: v for k, v in actual.user_items.items() if k[0] in pseudonyms}
     actual.user_counts = {k: v for k, v in actual.user_counts.items() if k[0] in pseudonyms}

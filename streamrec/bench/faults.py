@@ -52,7 +52,7 @@ def _produce(
     producer.close()
 
 
-async def _snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[str, int]]:
+async def feature_snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[str, int]]:
     client = redis_async(settings.infra.redis_url)
     try:
         store = FeatureStore(client, settings)
@@ -100,7 +100,7 @@ def run_faults(
         producer.join()
         rt.wait_for(applied_at_least(events), 180, poll_s=0.1)
         time.sleep(1.0)  # anything still in flight would show up as a double count
-        single, stats = asyncio.run(_snapshot(s))
+        single, stats = asyncio.run(feature_snapshot(s))
 
         # The same input through two workers of a fresh consumer group, into database 2.
         two = s.model_copy(
@@ -111,7 +111,7 @@ def run_faults(
         rt.start_worker("worker-b", two)
         rt.wait_for(applied_at_least(events), 180, redis_url=two.redis_url, poll_s=0.1)
         time.sleep(1.0)
-        pair, _ = asyncio.run(_snapshot(two))
+        pair, _ = asyncio.run(feature_snapshot(two))
         _flush(two.infra.redis_url)
     finally:
         rt.stop()
