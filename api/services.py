@@ -79,7 +79,7 @@ class ApiServices:
         reviews = ReviewStore(redis, cipher, store.pseudonym_of, settings.user_ttl_s)
         impressions = ImpressionStore(redis, settings.attribution_window_s)
         service = RecommendationService(
-            store, cf_state, cf_registry(settings.models_dir), ServingConfig.of(settings)
+            store, cf_state, cf_registry(settings), ServingConfig.of(settings)
         )
         vectors = CFVectors(redis, cf_state)
         privacy = UserDataService(

@@ -1,5 +1,5 @@
-"""Model versions on disk: one directory per family and version, artifact plus metadata, each
-written to a temporary directory and moved into place at once.
+"""Model versions: one directory per family and version, artifact plus metadata, each staged and
+then published at once (on local disk or in object storage: `models.storage`).
 
 The registry knows model *families* (`cf`, and the content models), not classes: the caller hands
 in the `{family: class}` map, so `models/` imports nothing above it. A class stores itself in one
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -29,8 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from models.base import Artifact
 from models.errors import CorruptModelError, ModelError, ModelNotFoundError
-
-METADATA = "metadata.json"
+from models.storage import METADATA, ArtifactStore, open_store
 
 A = TypeVar("A", bound=Artifact)
 
@@ -40,18 +37,21 @@ class UnknownFamilyError(ModelError):
 
 
 class ModelRegistry:
-    """Stores versions of every family under ``root/<family>/<version>/``.
+    """Stores versions of every family under ``<store>/<family>/<version>/``.
 
     Parameters
     ----------
-    root
-        A directory shared by the worker and the API.
+    store
+        Where versions are kept, shared by the worker and the API (a directory, or a
+        `models.storage` store such as an S3 bucket's).
     families
         Family name -> the class that saves and loads its versions.
     """
 
-    def __init__(self, root: Path, families: Mapping[str, type[Artifact]]) -> None:
-        self.root = root
+    def __init__(
+        self, store: ArtifactStore | Path | str, families: Mapping[str, type[Artifact]]
+    ) -> None:
+        self.store: ArtifactStore = open_store(store) if isinstance(store, (Path, str)) else store
         self._families = families
 
     @property
@@ -65,7 +65,7 @@ class ModelRegistry:
                 f"no model family {name!r}; known: {', '.join(self.families) or 'none'}"
             )
         families = self._families
-        return FamilyRegistry(self.root / name, lambda: families[name], name)
+        return FamilyRegistry(self.store, lambda: families[name], name)
 
 
 class FamilyRegistry(Generic[A]):
@@ -74,8 +74,8 @@ class FamilyRegistry(Generic[A]):
     ``cls`` gives the family's class when first needed: a content family's class imports
     torch (two seconds), which a worker that serves no content model never spends."""
 
-    def __init__(self, root: Path, cls: Callable[[], type[A]], family: str) -> None:
-        self.root = root
+    def __init__(self, store: ArtifactStore, cls: Callable[[], type[A]], family: str) -> None:
+        self.store = store
         self._cls = cls
         self.family = family
 
@@ -86,11 +86,8 @@ class FamilyRegistry(Generic[A]):
     def save(self, model: A, metadata: dict[str, Any]) -> str:
         """Write a new version and return its name (sortable by creation time)."""
         version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{version}.tmp"
-        tmp.mkdir()
-        try:
-            artifact = tmp / self.cls.artifact
+        with self.store.staging(self.family, version) as staged:
+            artifact = staged / self.cls.artifact
             model.save(artifact)
             meta = {
                 "version": version,
@@ -100,28 +97,24 @@ class FamilyRegistry(Generic[A]):
                 "artifact_sha256": _sha256(artifact),
                 **metadata,
             }
-            (tmp / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True))
-            for path in (artifact, tmp / METADATA, tmp):
-                _fsync(path)
-            os.replace(tmp, self.root / version)
-            _fsync(self.root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+            (staged / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            self.store.commit(self.family, version, staged)
         return version
 
     def artifact(self, version: str) -> Path:
-        """Where ``version``'s artifact is (it may not exist)."""
-        return self.root / version / self.cls.artifact
+        """A local copy of ``version``'s artifact (downloaded once from an object store), for
+        a reader that opens it by path; `ModelNotFoundError` when there is none."""
+        path = self.store.local_file(self.family, version, self.cls.artifact)
+        if path is None:
+            raise ModelNotFoundError(
+                f"no {self.family} artifact for model version {version!r} in {self.store.location}"
+            )
+        return path
 
     def load(self, version: str) -> A:
         """``version``'s model, verified against the checksum in its metadata (versions saved
         before checksums were kept are read unverified)."""
         path = self.artifact(version)
-        if not path.is_file():
-            raise ModelNotFoundError(
-                f"no {self.family} artifact for model version {version!r} in {self.root}"
-            )
         expected = self.metadata(version).get("artifact_sha256")
         if expected is not None and _sha256(path) != expected:
             raise CorruptModelError(
@@ -135,8 +128,8 @@ class FamilyRegistry(Generic[A]):
             ) from exc
 
     def metadata(self, version: str) -> dict[str, Any]:
-        path = self.root / version / METADATA
-        if not path.is_file():
+        path = self.store.local_file(self.family, version, METADATA)
+        if path is None:
             raise ModelNotFoundError(f"no metadata for {self.family} model version {version!r}")
         try:
             meta: dict[str, Any] = json.loads(path.read_text())
@@ -149,7 +142,7 @@ class FamilyRegistry(Generic[A]):
         versions = sorted(self.versions(), key=self._created_at)  # names sort to the second
         doomed = [v for v in versions[: max(0, len(versions) - newest)] if v not in keep]
         for version in doomed:
-            shutil.rmtree(self.root / version, ignore_errors=True)
+            self.store.delete(self.family, version)
         return doomed
 
     def _created_at(self, version: str) -> tuple[float, str]:
@@ -159,11 +152,7 @@ class FamilyRegistry(Generic[A]):
             return 0.0, version  # unreadable: the first to go
 
     def versions(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        return self.store.versions(self.family)
 
 
 def _sha256(path: Path) -> str:
@@ -172,12 +161,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path`` (a file, or a directory's entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,7 +30,7 @@ def cold_start_ready(settings: Settings) -> tuple[str, str] | None:
         client.close()
     if not cf:
         return None
-    cmap = cf_registry(settings.models_dir).load(str(cf)).content_map
+    cmap = cf_registry(settings).load(str(cf)).content_map
     if cmap is None:
         return None
     return str(cf), cmap.text_version
@@ -56,12 +56,10 @@ def matching_users(
     those before it (serving keeps one place for the closest): the placement the worker will
     compute, scored against every user's vector. With each user, how many items are closer to
     their taste than the new one (serving shows it only below `serve_new_item_within`)."""
-    cf = cf_registry(settings.models_dir).load(cf_version)
+    cf = cf_registry(settings).load(cf_version)
     if cf.content_map is None:
         raise ValueError(f"CF version {cf_version} has no cold-start map")
-    text: TextClassifier = (
-        model_registry(settings.models_dir).family(TEXT).load(cf.content_map.text_version)
-    )
+    text: TextClassifier = model_registry(settings).family(TEXT).load(cf.content_map.text_version)
     secret = settings.pseudonym_secret
     ids = {keys.pseudonymize(secret, u): u for u in user_ids}
     client = redis_sync(settings.infra.redis_url)

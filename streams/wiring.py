@@ -4,6 +4,8 @@ listeners and enrichers on the event path."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from models.errors import ModelError
 from recommender.cf.refits import Trainer
 from recommender.content.cold_start import ColdStartPlacer
 from recommender.content.features import (
@@ -35,6 +38,8 @@ from recommender.store.keys import CF
 from streams.handlers import RecordHandler
 from streams.processes import background_child
 
+log = logging.getLogger(__name__)
+
 
 def open_store(settings: Settings) -> tuple[aioredis.Redis, FeatureStore]:
     _, redis_url = settings.require_infrastructure()
@@ -52,18 +57,23 @@ def build_trainer(
         mp_context=multiprocessing.get_context("spawn"),
         initializer=background_child,
     )
-    registry = model_registry(settings.models_dir)
+    registry = model_registry(settings)
 
     async def served_text() -> tuple[str, Path] | None:
         served = await ModelState(redis, TEXT).current()
         if served is None:
             return None
-        return served.version, registry.family(TEXT).artifact(served.version)
+        try:  # a local copy: the fit's process opens it by path (downloaded once from S3)
+            path = await asyncio.to_thread(registry.family(TEXT).artifact, served.version)
+        except ModelError:
+            log.warning("text model %s unreadable; fitting without it", served.version)
+            return None
+        return served.version, path
 
     trainer = Trainer(
         store,
         ModelState(redis, CF),
-        cf_registry(settings.models_dir),
+        cf_registry(settings),
         settings,
         fit_pool,
         text_model=served_text if settings.content_models else None,
@@ -86,7 +96,7 @@ class ContentParts:
     ) -> ContentParts | None:
         if not settings.content_models:
             return None
-        registry = model_registry(settings.models_dir)
+        registry = model_registry(settings)
         models = ServedContentModels(redis, registry)
         return cls(
             models,

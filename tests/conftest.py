@@ -45,6 +45,47 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         supervisor.stop_all()
 
 
+@dataclass(frozen=True)
+class S3:
+    """A local S3 server (moto's), started once per session; a bucket per test."""
+
+    endpoint: str
+    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                   "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"b-{uuid.uuid4().hex[:12]}"
+        boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+            aws_secret_access_key="test", region_name="us-east-1",
+        ).create_bucket(Bucket=name)  # fmt: skip
+        return name
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs options reaching this server."""
+        return {"endpoint_url": self.endpoint, "key": "test", "secret": "test"}
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    import sys
+
+    from streamrec.embedded import free_port, wait_for_port
+
+    supervisor = Supervisor(tmp_path_factory.mktemp("s3-logs"))
+    port = free_port()
+    moto = Path(sys.executable).parent / "moto_server"
+    supervisor.start("moto", [str(moto), "-H", "127.0.0.1", "-p", str(port)])
+    try:
+        wait_for_port(port)
+        yield S3(f"http://127.0.0.1:{port}")
+    finally:
+        supervisor.stop_all()
+
+
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings isolated by unique topic names, consumer group and data dir."""
     run = uuid.uuid4().hex[:8]

@@ -20,7 +20,7 @@ from recommender.store.features import FeatureStore
 def lifecycle_for(family: str, redis: aioredis.Redis, settings: Settings) -> ModelLifecycle[Any]:
     """One family's lifecycle, as `streamrec models` drives it (CF: a promoted version gets
     every live user's vector first)."""
-    registry = model_registry(settings.models_dir).family(family)
+    registry = model_registry(settings).family(family)
     state = ModelState(redis, family)
     store = FeatureStore(redis, settings)
     prepare = None

@@ -95,7 +95,7 @@ class ContentTrainer:
         self._reviews = reviews
         config = learner_config(settings)
         makers = {TEXT: TextClassifier, SENTIMENT: SentimentClassifier, IMAGE: ImageClassifier}
-        registry = model_registry(settings.models_dir)
+        registry = model_registry(settings)
         self.learners = {f: Learner(f, makers[f], config) for f in makers}
         self.lifecycles: dict[str, ModelLifecycle[Any]] = {
             f: lifecycle_for(f, redis, settings) for f in makers

@@ -14,6 +14,8 @@ from pathlib import Path
 from models.als import ALSModel
 from models.base import Artifact
 from models.registry import FamilyRegistry, ModelRegistry
+from models.storage import ArtifactStore, open_store
+from recommender.settings import Settings
 from recommender.store import keys
 
 #: The content families: text -> categories, review -> sentiment, image -> category.
@@ -48,12 +50,22 @@ class _Families(Mapping[str, type[Artifact]]):
         return len(MODEL_FAMILIES)
 
 
-def model_registry(models_dir: Path) -> ModelRegistry:
-    """Every family's versions under ``models_dir``."""
-    return ModelRegistry(models_dir, _Families())
+def model_store(settings: Settings) -> ArtifactStore:
+    """Where the settings keep model versions (`STREAMREC_MODELS_URL`, or local disk)."""
+    return open_store(
+        settings.models_location,
+        cache_dir=settings.data_dir / "models-cache",
+        options=settings.models_storage_options,
+    )
 
 
-def cf_registry(models_dir: Path) -> FamilyRegistry[ALSModel]:
+def model_registry(where: Settings | ArtifactStore | Path) -> ModelRegistry:
+    """Every family's versions, where the settings keep them (or in a store, or a directory)."""
+    store = model_store(where) if isinstance(where, Settings) else where
+    return ModelRegistry(store, _Families())
+
+
+def cf_registry(where: Settings | ArtifactStore | Path) -> FamilyRegistry[ALSModel]:
     """The collaborative-filtering family's versions."""
-    registry: FamilyRegistry[ALSModel] = model_registry(models_dir).family(keys.CF)
+    registry: FamilyRegistry[ALSModel] = model_registry(where).family(keys.CF)
     return registry

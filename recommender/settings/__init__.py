@@ -94,4 +94,10 @@ class Settings(ServiceSettings, ModelSettings):
 
     @property
     def models_dir(self) -> Path:
+        """Model versions on local disk, when `models_url` names no other place."""
         return self.data_dir / "models"
+
+    @property
+    def models_location(self) -> str | Path:
+        """Where model versions are kept: `models_url`, or `models_dir`."""
+        return self.models_url or self.models_dir

@@ -5,7 +5,7 @@ attribution and A/B, monitoring, metrics, the API and the secrets. Part of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
@@ -44,6 +44,22 @@ class ServiceSettings(BaseSettings):
         description=(
             "model artifacts (shared by worker and API) and the worker's Faust directory "
             "(`faust/`); the only place a streamrec process writes"
+        ),
+    )
+
+    models_url: str | None = Field(
+        None,
+        description=(
+            "where model versions are kept, shared by every worker and API replica: "
+            "`s3://bucket/prefix` (or any fsspec URL) in a fleet; default `data_dir/models` "
+            "on local disk. An object store is read through a cache in `data_dir/models-cache`"
+        ),
+    )
+    models_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            'JSON options for the models\' filesystem (for S3: `{"endpoint_url": ...}`; '
+            "credentials from the AWS chain, an instance role rather than keys here)"
         ),
     )
 

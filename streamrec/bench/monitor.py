@@ -226,7 +226,7 @@ async def promote_shuffled(settings: Settings) -> str:
                   "neighbours": settings.knn_neighbours}  # fmt: skip
         fitted = await asyncio.to_thread(fit_als, data, **params)
         applied = (await store.stats.all()).get("events_applied", 0)
-        version = cf_registry(settings.models_dir).save(
+        version = cf_registry(settings).save(
             fitted.model(**params), {"watermark": applied, "status": "bench: shuffled data"}
         )
         await lifecycle_for(CF, redis, settings).promote(

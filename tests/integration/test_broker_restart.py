@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,26 +88,16 @@ def test_a_log_shorter_than_the_committed_offsets_is_read_from_its_start(
 
 
 def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(
-    infra, tmp_path: Path, redis
+    infra, s3, tmp_path: Path, redis
 ):
-    """Tansu on S3 storage (moto's server, started here): SIGKILLed while the worker is
+    """Tansu on S3 storage (the session's moto server): SIGKILLed while the worker is
     consuming and restarted on the same storage, every event is applied exactly once."""
-    import boto3
-
     (tmp_path / "logs").mkdir()
     supervisor = Supervisor(tmp_path / "logs")
-    s3_port, port = free_port(), free_port()
-    moto = Path(sys.executable).parent / "moto_server"
-    supervisor.start("moto", [str(moto), "-H", "127.0.0.1", "-p", str(s3_port)])
-    wait_for_port(s3_port)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    boto3.client("s3", endpoint_url=endpoint, **{
-        "aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"
-    }).create_bucket(Bucket="tansu")  # fmt: skip
-    env = {**os.environ, **aws, "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
-    broker = start_broker(supervisor, port, "s3://tansu/", env)
+    port = free_port()
+    bucket = s3.bucket()
+    env = {**os.environ, **s3.credentials, "AWS_ENDPOINT": s3.endpoint, "AWS_ALLOW_HTTP": "true"}
+    broker = start_broker(supervisor, port, f"s3://{bucket}/", env)
     wait_for_port(port)
     kafka_url = f"kafka://127.0.0.1:{port}"
     settings = make_settings(tmp_path, kafka_url=kafka_url, redis_url=infra.redis_url)
@@ -118,7 +107,7 @@ def test_a_durable_broker_restarted_mid_stream_loses_and_doubles_nothing(
             publish(kafka_url, settings.topic_events, 0, 1500)
             rt.wait_for(lambda p: p.applied >= 300, 60, poll_s=0.01)
             supervisor.kill(broker)  # mid-stream
-            broker = start_broker(supervisor, port, "s3://tansu/", env)
+            broker = start_broker(supervisor, port, f"s3://{bucket}/", env)
             wait_for_port(port)
             publish(kafka_url, settings.topic_events, 1500, 1500)
             done = rt.wait_for(lambda p: p.applied >= 3000, 120, poll_s=0.2)
