@@ -8,6 +8,7 @@ can be too low, which made table recovery lose records after a kill.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -15,12 +16,14 @@ import faust
 
 from recommender.monitoring.monitor import preload_detector
 from recommender.settings import Settings
-from recommender.store.connections import require_noeviction
+from recommender.store.connections import prepare_store
 from streams.batch_intake import INBOX_ATTR, BatchInbox
 from streams.composition import Outlets, WorkerParts
 from streams.faust_transport import NoTablesManager, consumer_lag, logs_replaced, set_fetch_max_wait
 from streams.faust_transport import rewind_logs_past_end as rewind_past_end
 from streams.kafka import faust_broker, faust_credentials
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -123,7 +126,9 @@ def _faust_app(settings: Settings, kafka_url: str) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in this process until it is stopped."""
     # An evicting memory policy would lose features and count replays twice: refuse to start.
-    require_noeviction(settings.require_infrastructure()[1])
+    renamed = prepare_store(settings.require_infrastructure()[1])
+    if renamed:
+        log.warning("renamed %d keys to the current key schema (hash tags)", renamed)
     app = create_app(settings)
     if settings.monitor:
         # River's import (most of a second) overlaps the consumer group join, when the worker

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from recommender.errors import StreamrecError
 from recommender.store.faults import check_memory_policy
+from recommender.store.migration import migrate
 
 #: How long a connection attempt may take before the URL counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0
@@ -41,17 +42,19 @@ def redis_sync(url: str) -> redis.Redis:
     )
 
 
-def require_noeviction(url: str) -> None:
-    """Raise `faults.EvictingPolicyError` unless Redis at ``url`` keeps every key it is given
-    (`maxmemory-policy noeviction`); `UnreachableError` when it does not answer."""
+def prepare_store(url: str) -> int:
+    """What a worker checks and does before it consumes: raise `faults.EvictingPolicyError`
+    unless Redis at ``url`` keeps every key it is given (`maxmemory-policy noeviction`), and
+    bring an older deployment's keys to the current schema (`migration`); return how many keys
+    were renamed. `UnreachableError` when Redis does not answer."""
     client = redis_sync(url)
     try:
-        info = client.info("memory")
+        check_memory_policy(client.info("memory"))
+        return migrate(client)
     except redis.RedisError as exc:
         raise unreachable_redis(url, exc) from None
     finally:
         client.close()
-    check_memory_policy(info)
 
 
 def unreachable_redis(url: str, exc: BaseException) -> UnreachableError:

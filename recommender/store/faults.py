@@ -8,7 +8,7 @@ nothing lost. The apply script aborts on the same reply codes (`scripts.INFRASTR
 before any write of its call, so a retry applies the whole batch once.
 
 The memory policy streamrec needs is `noeviction`: an evicting policy drops data keys (an erasure
-no one asked for) and dedupe markers (a replay then counts an event twice). `require_noeviction`
+no one asked for) and dedupe markers (a replay then counts an event twice). `prepare_store`
 refuses to start a worker against anything else.
 """
 

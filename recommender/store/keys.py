@@ -30,6 +30,10 @@ def key_part(id_: str) -> str:
     return _RESERVED.sub(lambda m: f"%{ord(m.group()):02X}", id_)
 
 
+#: The key schema this code writes (`recommender.store.migration` upgrades older ones).
+SCHEMA = "schema"
+SCHEMA_VERSION = 2
+
 USERS_ACTIVE = "users:active"
 ITEMS_CATALOGUE = "items:catalogue"
 #: Items that came without categories (the content models predict theirs).
@@ -109,46 +113,59 @@ USER_PREFIX = "u:"
 SEEN_PREFIX = "seen:"
 
 
+def user_base(pseudonym: str) -> str:
+    """`u:{<pseudonym>}`: every key of a user (features, lists, profile, reviews, tombstone,
+    data key, dedupe markers) carries the pseudonym as its hash tag, so a Redis Cluster keeps
+    them in one slot and one script call can write them atomically. Pseudonyms are hex."""
+    return f"{USER_PREFIX}{{{pseudonym}}}"
+
+
 def user_items(pseudonym: str) -> str:
-    return f"{USER_PREFIX}{pseudonym}:items"
+    return f"{user_base(pseudonym)}:items"
 
 
 def user_recent(pseudonym: str) -> str:
-    return f"{USER_PREFIX}{pseudonym}:recent"
+    return f"{user_base(pseudonym)}:recent"
 
 
 def user_counts(pseudonym: str) -> str:
-    return f"{USER_PREFIX}{pseudonym}:counts"
+    return f"{user_base(pseudonym)}:counts"
 
 
 ITEM_PREFIX = "item:"
 
 
+def item_base(item_id: str) -> str:
+    """`item:{<id>}`: every key of the item under one hash tag, so a cluster keeps them in one
+    slot (the id is `key_part`-encoded: it holds no brace to break the tag)."""
+    return f"{ITEM_PREFIX}{{{key_part(item_id)}}}"
+
+
 def item_meta(item_id: str) -> str:
-    return f"{ITEM_PREFIX}{key_part(item_id)}"
+    return item_base(item_id)
 
 
 def item_users(item_id: str) -> str:
-    return f"{ITEM_PREFIX}{key_part(item_id)}:users"
+    return f"{item_base(item_id)}:users"
 
 
 def user_categories(pseudonym: str) -> str:
-    return f"{USER_PREFIX}{pseudonym}:cats"
+    return f"{user_base(pseudonym)}:cats"
 
 
 def user_profile(pseudonym: str) -> str:
     """The user's personal data, only ever as a Fernet token under their data key."""
-    return f"{USER_PREFIX}{pseudonym}:profile"
+    return f"{user_base(pseudonym)}:profile"
 
 
 def user_reviews(pseudonym: str) -> str:
     """The user's review texts, each a Fernet token under their data key (never in clear)."""
-    return f"{USER_PREFIX}{pseudonym}:reviews"
+    return f"{user_base(pseudonym)}:reviews"
 
 
 def item_image(item_id: str) -> str:
     """The item's image (base64 PNG or JPEG, as published), for the content models."""
-    return f"{ITEM_PREFIX}{key_part(item_id)}:image"
+    return f"{item_base(item_id)}:image"
 
 
 def user_lists(pseudonym: str) -> str:
@@ -156,7 +173,7 @@ def user_lists(pseudonym: str) -> str:
     `recommender.monitoring.impressions.MAX_IMPRESSIONS_PER_USER`), one entry each:
     `{recommendation id}|{time ms}|{model version}|{bucket}| {item} {item} ... ` (ids hold no `|`
     or spaces, so an item is found as ` {item} `). TTL: the attribution window, from the newest."""
-    return f"{USER_PREFIX}{pseudonym}:lists"
+    return f"{user_base(pseudonym)}:lists"
 
 
 #: Impressions as versions before 2026-12-05 kept them (a hash per list, `imp:{id}`, listed in
@@ -178,7 +195,7 @@ def legacy_user_shown(pseudonym: str) -> str:
 def user_hits(pseudonym: str) -> str:
     """Recommendation ids of the user's lists that an outcome has hit (a list is a hit once),
     scored by the list's time; those out of the attribution window go. TTL: the window."""
-    return f"{USER_PREFIX}{pseudonym}:hits"
+    return f"{user_base(pseudonym)}:hits"
 
 
 CATEGORY_PREFIX = "cat:"
@@ -188,7 +205,16 @@ def category_items(category: str) -> str:
     return f"{CATEGORY_PREFIX}{key_part(category)}"
 
 
-def seen(event_id: str) -> str:
+def seen(pseudonym: str, event_id: str) -> str:
+    """The dedupe marker of an applied event, under its user's hash tag (written atomically with
+    the user's features). TTL: STREAMREC_DEDUPE_TTL_S."""
+    return f"{SEEN_PREFIX}{{{pseudonym}}}:{key_part(event_id)}"
+
+
+def legacy_seen(event_id: str) -> str:
+    """(Before 2026-12-07) an event's dedupe marker without its user: still honoured by the
+    single-node apply script until the last one expires (STREAMREC_DEDUPE_TTL_S after an
+    upgrade), never written."""
     return f"{SEEN_PREFIX}{key_part(event_id)}"
 
 
@@ -199,14 +225,14 @@ def erased(pseudonym: str) -> str:
     """The user's erasure tombstone: when they were erased (epoch ms). Kept after everything
     else of theirs is gone (STREAMREC_ERASURE_TOMBSTONE_S), so that no writer brings back what
     happened before it: a redelivered or retried event, one stamped before the erasure."""
-    return f"{ERASED_PREFIX}{pseudonym}"
+    return f"{ERASED_PREFIX}{{{pseudonym}}}"
 
 
 DATA_KEY_PREFIX = "dek:"
 
 
 def data_key(pseudonym: str) -> str:
-    return f"{DATA_KEY_PREFIX}{pseudonym}"
+    return f"{DATA_KEY_PREFIX}{{{pseudonym}}}"
 
 
 #: What the content trainer has yet to learn from, in order: items whose content arrived (field

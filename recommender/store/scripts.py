@@ -56,14 +56,15 @@ local erased_at, erased_skipped = {}, 0
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
     ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
-  local seen = '__SEEN__' .. key_part(eid)
+  local seen = '__SEEN__{' .. p .. '}:' .. key_part(eid)
   if erased_at[p] == nil then
-    erased_at[p] = tonumber(redis.call('GET', '__ERASED__' .. p) or '-1')
+    erased_at[p] = tonumber(redis.call('GET', '__ERASED__{' .. p .. '}') or '-1')
   end
   if tonumber(ts) <= erased_at[p] then
     erased_skipped = erased_skipped + 1
-  elseif redis.call('EXISTS', seen) == 0 then
-    local base = '__USER__' .. p
+  -- (and the marker of a version before 2026-12-07, without the user, until it expires)
+  elseif redis.call('EXISTS', seen, '__SEEN__' .. key_part(eid)) == 0 then
+    local base = '__USER__{' .. p .. '}'
     local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
     -- The one write that can fail on valid-looking input goes first, under pcall.
     local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
@@ -88,7 +89,7 @@ for i = 0, n - 1 do
         redis.call('ZINCRBY', bucket, 1, item)
         buckets[bucket] = windows[w + 2]
       end
-      local item_key = '__ITEM__' .. key_part(item)
+      local item_key = '__ITEM__{' .. key_part(item) .. '}'
       redis.call('PFADD', item_key .. ':users', p)
       -- Category affinity in log space: add w * exp((ts - base) / tau); ranking needs no decay
       -- of old fields, and reading multiplies by exp((base - now) / tau).
@@ -114,7 +115,7 @@ for i = 0, n - 1 do
   end
 end
 for p, ts_max in pairs(newest) do
-  local base = '__USER__' .. p
+  local base = '__USER__{' .. p .. '}'
   local recent, counts = base .. ':recent', base .. ':counts'
   redis.call('LTRIM', recent, 0, recent_cap - 1)
   -- last_seen is what the user's vector and kept answers are `as_of`: it moves with every
@@ -166,10 +167,10 @@ local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
 local i = 3
 while i <= #ARGV do
   local p, n = ARGV[i], tonumber(ARGV[i + 1])
-  local key = '__USER__' .. p .. ':lists'
+  local key = '__USER__{' .. p .. '}:lists'
   -- An erased user is not brought back by being served: not until they act again.
-  if redis.call('EXISTS', '__ERASED__' .. p) == 0
-      or redis.call('EXISTS', '__USER__' .. p .. ':counts') == 1 then
+  if redis.call('EXISTS', '__ERASED__{' .. p .. '}') == 0
+      or redis.call('EXISTS', '__USER__{' .. p .. '}:counts') == 1 then
     redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
     redis.call('LTRIM', key, 0, per_user - 1)
     redis.call('EXPIRE', key, ttl)
@@ -189,7 +190,7 @@ for i = 1, #ARGV, 3 do
   local p, rid, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local mine = lists[p]
   if mine == nil then
-    mine = redis.call('LRANGE', '__USER__' .. p .. ':lists', 0, -1)
+    mine = redis.call('LRANGE', '__USER__{' .. p .. '}:lists', 0, -1)
     lists[p] = mine
   end
   local hit = false
@@ -252,7 +253,7 @@ for i, vector in ipairs(vectors) do
       vectors[i] = '='
       candidates[i] = false
     elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
-      local base = '__USER__' .. users[i]
+      local base = '__USER__{' .. users[i] .. '}'
       state = {redis.call('HKEYS', base .. ':items'),
                redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
     end

@@ -283,7 +283,7 @@ def _check(s: Settings, t: Traffic) -> dict[str, Any]:
     kept = [e for e in t.valid.values() if not e["user_id"].startswith("erasable-")]
     pipe = client.pipeline(transaction=False)
     for e in kept:
-        pipe.exists(keys.seen(e["event_id"]))
+        pipe.exists(keys.seen(keys.pseudonymize(secret, e["user_id"]), e["event_id"]))
     lost = sum(1 for found in pipe.execute() if not found)
     resurrected = 0
     for user in t.erased:

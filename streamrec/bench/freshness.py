@@ -190,7 +190,7 @@ def _probe(
         return vec is not None and vec.as_of >= ts
 
     while time.perf_counter() - sent < 30:
-        if probe.applied_ms is None and redis_client.exists(keys.seen(event_id)):
+        if probe.applied_ms is None and redis_client.exists(keys.seen(pseudonym, event_id)):
             probe.applied_ms = now_ms()
         if probe.applied_ms is not None and probe.folded_ms is None and folded():
             probe.folded_ms = now_ms()

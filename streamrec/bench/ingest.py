@@ -135,7 +135,8 @@ def _freshness(
 ) -> tuple[float, float, int]:
     """Send `rate` events/s for `seconds`; time every 10th from send to visible in Redis."""
     producer = _producer(settings, linger_ms=1)
-    outstanding: dict[str, float] = {}
+    secret = settings.pseudonym_secret
+    outstanding: dict[str, float] = {}  # dedupe marker -> sent at
     latencies: list[float] = []
     lock = threading.Lock()
     done = threading.Event()
@@ -146,15 +147,15 @@ def _freshness(
                 pending = list(outstanding.items())
             if pending:
                 pipe = client.pipeline(transaction=False)
-                for eid, _ in pending:
-                    pipe.exists(keys.seen(eid))
+                for marker, _ in pending:
+                    pipe.exists(marker)
                 found = pipe.execute()
                 now = time.perf_counter()
                 with lock:
-                    for (eid, sent), hit in zip(pending, found, strict=True):
+                    for (marker, sent), hit in zip(pending, found, strict=True):
                         if hit:
                             latencies.append((now - sent) * 1000)
-                            del outstanding[eid]
+                            del outstanding[marker]
             time.sleep(0.001)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -167,9 +168,10 @@ def _freshness(
         if delay > 0:
             time.sleep(delay)
         if i % 10 == 0:
-            eid = json.loads(value)["event_id"]
+            event = json.loads(value)
+            marker = keys.seen(keys.pseudonymize(secret, event["user_id"]), event["event_id"])
             with lock:
-                outstanding[eid] = time.perf_counter()
+                outstanding[marker] = time.perf_counter()
         producer.send(settings.topic_events, key=key.encode(), value=value)
     producer.flush()
     done.set()

@@ -76,7 +76,8 @@ def test_a_log_shorter_than_the_committed_offsets_is_read_from_its_start(
             commit(kafka_url, settings.worker_id, settings.topic_events, 500, partitions)
             publish(kafka_url, settings.topic_events, 0, 300)  # ~150 a partition: below 500
             rt.start_worker()
-            new = [keys.seen(f"e{i}") for i in range(300)]
+            secret = settings.pseudonym_secret
+            new = [keys.seen(keys.pseudonymize(secret, f"u{i % 97}"), f"e{i}") for i in range(300)]
             deadline = time.monotonic() + 60
             while sum(redis_sync.exists(k) for k in new) < 300:
                 assert time.monotonic() < deadline, (rt.log_dir / "worker.log").read_text()[-3000:]

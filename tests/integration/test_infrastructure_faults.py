@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from recommender.store import keys
-from recommender.store.connections import require_noeviction
+from recommender.store.connections import prepare_store
 from recommender.store.faults import EvictingPolicyError
 from recommender.store.features import FeatureStore
 from streams.handlers import RawRecord, RecordHandler
@@ -81,7 +81,7 @@ async def test_redis_out_of_memory_stalls_the_batch_and_then_applies_it_whole(re
         await asyncio.sleep(1.5)
         assert not task.done()
         assert handler.stall.stalled_s > 0 and "OutOfMemory" in handler.stall.reason
-        assert not await redis.exists(keys.seen("e0"))
+        assert not await redis.exists(keys.seen(store.pseudonym("alice0@example.com"), "e0"))
     finally:
         await redis.config_set("maxmemory", 0)
     assert await asyncio.wait_for(task, 30) == 100
@@ -105,11 +105,11 @@ async def test_readiness_reports_redis_refusing_writes_and_serves_on(redis, sett
 
 
 async def test_the_worker_refuses_an_evicting_memory_policy(redis, settings):
-    require_noeviction(settings.redis_url or "")  # the embedded Valkey is started with it
+    prepare_store(settings.redis_url or "")  # the embedded Valkey is started with it
     await redis.config_set("maxmemory-policy", "allkeys-lru")
     try:
         with pytest.raises(EvictingPolicyError, match="noeviction"):
-            require_noeviction(settings.redis_url or "")
+            prepare_store(settings.redis_url or "")
     finally:
         await redis.config_set("maxmemory-policy", "noeviction")
 

@@ -1,0 +1,64 @@
+"""The key schema a Redis Cluster needs: every key of a user in one slot, every key of an item
+in one, derived from `keys.py` itself (a key family added there is checked here too)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from recommender.store import keys
+from recommender.store.migration import tagged
+
+
+def _families(param: str) -> dict[str, Any]:
+    """Every public key function of `keys` whose first parameter is ``param``, but the legacy
+    ones (only ever erased, under the names old versions gave them)."""
+    found: dict[str, Any] = {}
+    for name, fn in vars(keys).items():
+        if name.startswith(("_", "legacy")) or not inspect.isfunction(fn):
+            continue
+        if fn.__module__ != keys.__name__:
+            continue
+        params = list(inspect.signature(fn).parameters)
+        if params and params[0] == param:
+            found[name] = fn
+    return found
+
+
+@pytest.mark.parametrize(
+    "p", ["0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff"]
+)
+def test_every_key_of_a_user_is_in_the_slot_of_their_pseudonym(p: str):
+    families = _families("pseudonym")
+    assert {"user_items", "user_recent", "data_key", "erased", "seen", "user_lists"} <= set(
+        families
+    )
+    named = {n: fn(p, "event-1") if n == "seen" else fn(p) for n, fn in families.items()}
+    slots = {n: key_slot(str(k).encode()) for n, k in named.items() if n != "pseudonymize"}
+    assert set(slots.values()) == {key_slot(p.encode())}, slots
+
+
+@pytest.mark.parametrize("item", ["i1", "zz:image", "{evil}", "a}b{c", "üñí"])
+def test_every_key_of_an_item_is_in_one_slot_whatever_its_id(item: str):
+    families = _families("item_id")
+    assert {"item_meta", "item_users", "item_image"} <= set(families)
+    slots = {key_slot(fn(item).encode()) for fn in families.values()}
+    assert len(slots) == 1
+    assert keys.item_users(item) != keys.item_meta(f"{item}:users")  # no id makes another's key
+
+
+def test_schema_1_names_map_to_their_schema_2_names():
+    p = "0123456789abcdef0123456789abcdef"
+    assert tagged(f"u:{p}:items") == keys.user_items(p)
+    assert tagged(f"u:{p}:profile") == keys.user_profile(p)
+    assert tagged(f"dek:{p}") == keys.data_key(p)
+    assert tagged(f"erased:{p}") == keys.erased(p)
+    assert tagged("item:i42") == keys.item_meta("i42")
+    assert tagged("item:i42:users") == keys.item_users("i42")
+    assert tagged("item:i%3A42:image") == keys.item_image("i:42")
+    kept = [keys.user_items(p), keys.item_meta("x"), "items:popular", "dek:_canary"]
+    kept += [f"u:{p}:imps", "seen:e1", "stats", "users:active", "model:cf:current"]
+    assert [name for name in kept if tagged(name) is not None] == []
