@@ -25,7 +25,7 @@ def test_no_two_ids_and_no_id_and_suffix_make_one_key():
     names = [f(i) for i in HOSTILE for f in (keys.item_meta, keys.item_users, keys.item_image)]
     assert len(set(names)) == len(names)
     assert keys.key_part("plain-id_1.2") == "plain-id_1.2"  # ids as most are: unchanged
-    assert "{" not in keys.item_meta("a{b}c")  # room for a cluster's hash tags
+    assert keys.item_meta("a{b}c") == "item:{a%7Bb%7Dc}"  # the tag is ours alone
 
 
 async def test_items_whose_ids_look_like_keys_apply_and_serve(redis, settings):
