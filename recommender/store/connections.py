@@ -7,6 +7,7 @@ unreachable URL is a clear line within seconds, not a hang and a traceback.
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -28,8 +29,25 @@ def redacted(url: str) -> str:
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
+#: The URL schemes of a Redis/Valkey Cluster (any node's address; the client finds the rest).
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_url(url: str) -> str | None:
+    """``url`` as redis-py's cluster client takes it, when it names a cluster; else None."""
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
+
+
 def redis_async(url: str) -> aioredis.Redis:
-    """An asyncio client (text replies); connects on first use."""
+    """An asyncio client (text replies); connects on first use. A cluster URL gives redis-py's
+    `RedisCluster` (it routes by slot and follows MOVED/ASK), typed as the common interface."""
+    seed = cluster_url(url)
+    if seed is not None:
+        client: Any = aioredis.RedisCluster.from_url(
+            seed, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+        return cast(aioredis.Redis, client)
     return aioredis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
     )
@@ -37,6 +55,12 @@ def redis_async(url: str) -> aioredis.Redis:
 
 def redis_sync(url: str) -> redis.Redis:
     """A blocking client (text replies), for the CLI and the runtime's polling."""
+    seed = cluster_url(url)
+    if seed is not None:
+        client: Any = redis.RedisCluster.from_url(
+            seed, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+        return cast(redis.Redis, client)
     return redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
     )
@@ -49,7 +73,9 @@ def prepare_store(url: str) -> int:
     were renamed. `UnreachableError` when Redis does not answer."""
     client = redis_sync(url)
     try:
-        check_memory_policy(client.info("memory"))
+        info: Any = client.info("memory")
+        for node in info.values() if cluster_url(url) else [info]:  # a cluster: each node's
+            check_memory_policy(node)
         return migrate(client)
     except redis.RedisError as exc:
         raise unreachable_redis(url, exc) from None

@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import redis.asyncio as aioredis
 
 from recommender.settings import Settings
 from recommender.store import keys, scripts
 from recommender.store.catalogue import Catalogue
+from recommender.store.cluster import ClusterApply, is_cluster
 from recommender.store.popularity import Popularity
 from recommender.store.stats import Stats
 from recommender.store.users import UserFeatures
@@ -58,11 +58,14 @@ class FeatureStore:
         self._redis = redis
         self._settings = settings
         self._apply = redis.register_script(scripts.APPLY_EVENTS_LUA)
+        self._cluster = ClusterApply(redis, settings) if is_cluster(redis) else None
+        #: The shards of the global aggregates: one unsharded copy on a single node.
+        shards = self._cluster.shards if self._cluster else None
         self._pseudonyms: dict[str, str] = {}
-        self.popularity = Popularity(redis)
-        self.users = UserFeatures(redis, self.pseudonym, self.popularity.clock)
-        self.catalogue = Catalogue(redis)
-        self.stats = Stats(redis)
+        self.popularity = Popularity(redis, shards)
+        self.users = UserFeatures(redis, self.pseudonym, self.popularity.clock, shards)
+        self.catalogue = Catalogue(redis, shards)
+        self.stats = Stats(redis, shards)
 
     def pseudonym(self, user_id: str) -> str:
         # Memoised: one HMAC per user rather than per event (bounded, cleared when full).
@@ -99,14 +102,19 @@ class FeatureStore:
             events = [e for e in events if e.ts <= ahead]
             result = await self.apply_interactions(events, now)
             return ApplyResult(result.applied, result.failed + future)
+        weights = [
+            event_weight(e, s.event_weights, s.rating_scale, s.review_positive_weight)
+            for e in events
+        ]
+        pseudonyms = [self.pseudonym_of(e) for e in events]
+        if self._cluster is not None:
+            ok, refused, _ = await self._cluster.apply(events, weights, pseudonyms, now)
+            return ApplyResult([events[i] for i in ok], [(events[i], why) for i, why in refused])
         head: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
-        lines = []
-        for e in events:
-            weight = event_weight(e, s.event_weights, s.rating_scale, s.review_positive_weight)
-            lines.append(
-                f"{e.event_id}|{self.pseudonym_of(e)}|{e.item_id}|{e.type}|{weight!r}|{e.ts}"
-                f"|{e.recommendation_id or ''}"
-            )
+        lines = [
+            f"{e.event_id}|{p}|{e.item_id}|{e.type}|{w!r}|{e.ts}|{e.recommendation_id or ''}"
+            for e, p, w in zip(events, pseudonyms, weights, strict=True)
+        ]
         script_keys = [keys.USERS_ACTIVE, keys.ITEMS_POPULAR, keys.STATS]
         pipe = self._redis.pipeline(transaction=False)
         starts = range(0, len(lines), APPLY_CHUNK)
@@ -142,9 +150,5 @@ class FeatureStore:
             snap.user_counts.update(
                 {(p, str(t)): float(c) for t, c in type_counts.items() if t != "last_seen"}
             )
-        popular = cast(
-            list[tuple[str, float]],
-            await self._redis.zrange(keys.ITEMS_POPULAR, 0, -1, withscores=True),
-        )
-        snap.popular = {str(i): float(c) for i, c in popular}
+        snap.popular = await self.popularity.all_counts()
         return snap

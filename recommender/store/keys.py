@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import zlib
 from dataclasses import dataclass
 
 #: What an id may hold that a key name must not: the separator `:` (an item `zz:image` would
@@ -49,6 +50,52 @@ MODEL_HISTORY_LEN = 50
 MODEL_LOG_LEN = 200
 POP_PREFIX = "pop:"
 MODEL_PREFIX = "model:"
+
+
+def shard_tag(shard: int) -> str:
+    """On a Redis Cluster, what every event touches (popularity, its windows, the stream clock,
+    the counters, the active users) is split into `STREAMREC_REDIS_CLUSTER_SHARDS` shards, each
+    under a hash tag of its own, so that no one slot takes every write; readers merge them. An
+    item's counts live in one shard (`item_shard`), so the top k of all is among the shards'
+    top k. On one node there is one unsharded copy (`shard` None), named as before."""
+    return f"{{g{shard}}}"
+
+
+def _sharded(name: str, shard: int | None) -> str:
+    return name if shard is None else f"{name}:{shard_tag(shard)}"
+
+
+def _shard_of(value: str, shards: int) -> int:
+    return zlib.crc32(value.encode()) % shards
+
+
+def item_shard(item_id: str, shards: int) -> int:
+    """The shard that counts ``item_id``'s interactions (and marks the events on it)."""
+    return _shard_of(item_id, shards)
+
+
+def user_shard(pseudonym: str, shards: int) -> int:
+    """The shard whose active-users index holds ``pseudonym``."""
+    return _shard_of(pseudonym, shards)
+
+
+def items_popular(shard: int | None = None) -> str:
+    return _sharded(ITEMS_POPULAR, shard)
+
+
+def stats_key(shard: int | None = None) -> str:
+    """The counters the apply script keeps (one shard's, on a cluster); `STATS` keeps the rest."""
+    return _sharded(STATS, shard)
+
+
+def users_active(shard: int | None = None) -> str:
+    return _sharded(USERS_ACTIVE, shard)
+
+
+def shard_seen(shard: int, event_id: str) -> str:
+    """On a cluster, the marker of an event counted in a shard's popularity: the shard's side of
+    an event is applied once by its own marker, as the user's side by `seen`."""
+    return f"{SEEN_PREFIX}{shard_tag(shard)}:{key_part(event_id)}"
 
 
 def model_current(family: str) -> str:
@@ -88,9 +135,11 @@ class Window:
     def ttl_s(self) -> int:
         return self.bucket_ms * (self.buckets + 1) // 1000
 
-    def keys_ending_at(self, ts_ms: int) -> list[str]:
+    def keys_ending_at(self, ts_ms: int, shard: int | None = None) -> list[str]:
+        """The window's bucket keys (one shard's, on a cluster)."""
         last = ts_ms // self.bucket_ms
-        return [f"{POP_PREFIX}{self.name}:{b}" for b in range(last - self.buckets + 1, last + 1)]
+        head = POP_PREFIX if shard is None else f"{POP_PREFIX}{shard_tag(shard)}:"
+        return [f"{head}{self.name}:{b}" for b in range(last - self.buckets + 1, last + 1)]
 
 
 #: Popularity windows; a window's edge is accurate to one bucket.

@@ -24,6 +24,24 @@ local function key_part(id)
 end
 """
 
+
+def _fill(script: str) -> str:
+    """``script`` with `KEY_PART_LUA` in front and `keys`' prefixes and constants in place."""
+    return KEY_PART_LUA + (
+        script.replace("__SEEN__", SEEN_PREFIX)
+        .replace("__ERASED__", ERASED_PREFIX)
+        .replace("__USER__", USER_PREFIX)
+        .replace("__POP__", POP_PREFIX)
+        .replace("__ITEM__", ITEM_PREFIX)
+        .replace("__TAU__", str(AFFINITY_TAU_MS))
+        .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
+        .replace(
+            "__WINDOWS__",
+            json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
+        )
+    )
+
+
 #: Applies a batch of events atomically and idempotently.
 #: KEYS = users:active, items:popular, stats. Per-event keys are built here from the prefixes
 #: above (passing them as KEYS doubled the bytes the worker packs per event).
@@ -141,19 +159,121 @@ redis.call('HINCRBY', stats, 'duplicates_suppressed', n - #applied - #failed / 2
 if erased_skipped > 0 then redis.call('HINCRBY', stats, 'erased_suppressed', erased_skipped) end
 return {applied, failed}
 """
-APPLY_EVENTS_LUA = KEY_PART_LUA + (
-    APPLY_EVENTS_LUA.replace("__SEEN__", SEEN_PREFIX)
-    .replace("__ERASED__", ERASED_PREFIX)
-    .replace("__USER__", USER_PREFIX)
-    .replace("__POP__", POP_PREFIX)
-    .replace("__ITEM__", ITEM_PREFIX)
-    .replace("__TAU__", str(AFFINITY_TAU_MS))
-    .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
-    .replace(
-        "__WINDOWS__",
-        json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
-    )
-)
+APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
+
+
+#: On a Redis Cluster, a batch is applied by two scripts, each atomic in one slot: this one per
+#: user (everything of the user's, under their hash tag, with their dedupe markers), then
+#: `APPLY_SHARD_LUA` per popularity shard. KEYS = the user's `user_base`, tombstone. ARGV =
+#: dedupe_ttl_s, user_ttl_s, recent_cap, pseudonym, then two per event:
+#: `event_id|item|type|weight|ts|recommendation_id` and the item's categories (JSON, '' for none:
+#: the item's keys are in another slot, so the caller reads them). Returns {applied, failed
+#: (index, reason, ...), duplicates, erased} (0-based indexes; erased: how many were from before
+#: the user's erasure).
+APPLY_USER_LUA = """
+local base, tombstone = KEYS[1], KEYS[2]
+local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local p = ARGV[4]
+local n = (#ARGV - 4) / 2
+local tau = __TAU__
+local infrastructure = {}
+for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
+local items, recent = base .. ':items', base .. ':recent'
+local counts, cats = base .. ':counts', base .. ':cats'
+local erased_at = tonumber(redis.call('GET', tombstone) or '-1')
+local applied, failed, duplicates, erased = {}, {}, {}, 0
+local newest, has_cats = nil, false
+for i = 0, n - 1 do
+  local eid, item, etype, weight, ts, rid = string.match(
+    ARGV[5 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
+  local cats_json = ARGV[6 + 2 * i]
+  local seen = '__SEEN__{' .. p .. '}:' .. key_part(eid)
+  local t = tonumber(ts)
+  if t <= erased_at then
+    erased = erased + 1
+  elseif redis.call('EXISTS', seen) == 1 then
+    duplicates[#duplicates + 1] = i
+  else
+    local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
+    if type(ok) == 'table' and ok.err then
+      if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then
+        return redis.error_reply(ok.err)
+      end
+      failed[#failed + 1] = i
+      failed[#failed + 1] = ok.err
+    else
+      local entry = etype .. '|' .. item .. '|' .. ts
+      if rid ~= '' then entry = entry .. '|' .. rid end
+      redis.call('LPUSH', recent, entry)
+      redis.call('HINCRBY', counts, etype, 1)
+      if newest == nil or t > newest then newest = t end
+      if cats_json ~= '' and cats_json ~= '[]' then
+        local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
+        if not cbase then
+          cbase = t
+          redis.call('HSET', cats, '_base', t)
+        end
+        local boost = tonumber(weight) * math.exp((t - cbase) / tau)
+        for _, c in ipairs(cjson.decode(cats_json)) do
+          redis.call('HINCRBYFLOAT', cats, c, boost)
+        end
+        has_cats = true
+      end
+      redis.call('SET', seen, '1', 'EX', dedupe_ttl)
+      applied[#applied + 1] = i
+    end
+  end
+end
+if newest ~= nil then
+  redis.call('LTRIM', recent, 0, recent_cap - 1)
+  local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
+  redis.call('HSET', counts, 'last_seen', math.max(newest, last + 1))
+  redis.call('EXPIRE', items, user_ttl)
+  redis.call('EXPIRE', recent, user_ttl)
+  redis.call('EXPIRE', counts, user_ttl)
+  if has_cats then redis.call('EXPIRE', cats, user_ttl) end
+end
+return {applied, failed, duplicates, erased}
+"""
+
+#: The shard's side of a batch on a cluster: popularity (all time and windows), per-type counts,
+#: the stream clock and the applied/duplicate counters, once per event by the shard's own marker
+#: (`shard_seen`; an event the user's side applied before a crash is counted here on replay).
+#: KEYS = the shard's `stats_key`, `items_popular`. ARGV = now_ms, dedupe_ttl_s, the shard's
+#: tag, then per event `event_id|item|type|ts`. Returns how many were new here.
+APPLY_SHARD_LUA = """
+local stats, popular = KEYS[1], KEYS[2]
+local now, dedupe_ttl, tag = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local windows = cjson.decode('__WINDOWS__')
+local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
+local buckets, per_type, new = {}, {}, 0
+for i = 4, #ARGV do
+  local eid, item, etype, ts = string.match(ARGV[i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+  local seen = '__SEEN__' .. tag .. ':' .. key_part(eid)
+  if redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
+    local t = tonumber(ts)
+    redis.call('ZINCRBY', popular, 1, item)
+    for w = 1, #windows, 3 do
+      local bucket = '__POP__' .. tag .. ':' .. windows[w] .. ':' .. math.floor(t / windows[w + 1])
+      redis.call('ZINCRBY', bucket, 1, item)
+      buckets[bucket] = windows[w + 2]
+    end
+    per_type[etype] = (per_type[etype] or 0) + 1
+    if t > clock then clock = t end
+    new = new + 1
+  end
+end
+for bucket, ttl in pairs(buckets) do redis.call('EXPIRE', bucket, ttl) end
+for etype, count in pairs(per_type) do redis.call('HINCRBY', stats, 'type:' .. etype, count) end
+redis.call('HSET', stats, 'clock', clock, 'applied_at', now)
+redis.call('HINCRBY', stats, 'events_applied', new)
+redis.call('HINCRBY', stats, 'duplicates_suppressed', #ARGV - 3 - new)
+return new
+"""
+
+
+APPLY_USER_LUA = _fill(APPLY_USER_LUA)
+APPLY_SHARD_LUA = _fill(APPLY_SHARD_LUA)
 
 
 #: Served lists: ARGV = attribution window s, lists kept per user, then per user: pseudonym, n,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,21 +17,43 @@ def parse_stats(raw: Mapping[Any, Any]) -> dict[str, int]:
     return {str(k): int(float(v)) for k, v in raw.items()}
 
 
+def merged_counters(hashes: Sequence[Mapping[Any, Any]]) -> dict[str, int]:
+    """`stats` and its shards' counters as one: sums, but the times (the clock, the last apply,
+    the last erasure), which are the newest."""
+    out: dict[str, int] = {}
+    for raw in hashes:
+        for name, v in parse_stats(raw).items():
+            newest = name in ("clock", "applied_at", "last_erasure_ms")
+            out[name] = max(out.get(name, 0), v) if newest else out.get(name, 0) + v
+    return out
+
+
 class Stats:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    """``shards``: on a cluster, the apply scripts' counters are split into that many shards
+    (`keys.stats_key`), which reads merge; None on one node."""
+
+    def __init__(self, redis: aioredis.Redis, shards: int | None = None) -> None:
         self._redis = redis
+        self._shards = shards
 
     async def all(self) -> dict[str, int]:
-        return parse_stats(await self._redis.hgetall(keys.STATS))
+        if self._shards is None:
+            return parse_stats(await self._redis.hgetall(keys.STATS))
+        pipe = self._redis.pipeline(transaction=False)
+        for name in [keys.STATS, *(keys.stats_key(s) for s in range(self._shards))]:
+            pipe.hgetall(name)
+        return merged_counters(await pipe.execute())
 
     async def counts(self) -> tuple[int, int]:
         """(users with live features, items in the catalogue or with interactions)."""
+        shards = [None] if self._shards is None else list(range(self._shards))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(keys.USERS_ACTIVE)
         pipe.zcard(keys.ITEMS_CATALOGUE)
-        pipe.zcard(keys.ITEMS_POPULAR)
-        users, catalogue, popular = await pipe.execute()
-        return int(users), max(int(catalogue), int(popular))
+        for shard in shards:  # a user (an item) is in one shard: the sums are exact
+            pipe.zcard(keys.users_active(shard))
+            pipe.zcard(keys.items_popular(shard))
+        catalogue, *sizes = await pipe.execute()
+        return sum(sizes[0::2]), max(int(catalogue), sum(sizes[1::2]))
 
     async def report_worker(self, instance: str, lag: int, at_ms: int) -> None:
         """A worker's consumer lag now; entries an hour old go (workers that stopped)."""

@@ -46,8 +46,10 @@ class UserFeatures:
         redis: aioredis.Redis,
         pseudonym: Callable[[str], str],
         clock: Callable[[], Awaitable[int]],
+        shards: int | None = None,
     ) -> None:
         self._redis = redis
+        self._shards = shards  # of the active-users index, on a cluster (`keys.user_shard`)
         self.pseudonym = pseudonym
         self._clock = clock  # the stream's clock, which affinity decays to
 
@@ -61,7 +63,12 @@ class UserFeatures:
 
     async def active(self) -> list[str]:
         """Pseudonyms of every user with live features."""
-        return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
+        if self._shards is None:
+            return [str(p) for p in await self._redis.zrange(keys.USERS_ACTIVE, 0, -1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in range(self._shards):
+            pipe.zrange(keys.users_active(shard), 0, -1)
+        return [str(p) for rows in await pipe.execute() for p in rows]
 
     def queue_serving_state(self, pipe: Pipeline, pseudonym: str, recent: int) -> None:
         """Add to ``pipe`` the reads serving needs of a user (their items, their latest ones):
@@ -157,13 +164,15 @@ class UserFeatures:
     async def forget(self, pseudonym: str) -> int:
         """Delete the user's features and their place among the active users; returns how many
         keys went (erasure)."""
-        pipe = self._redis.pipeline(transaction=True)
+        # One transaction on one node; on a cluster the index is in another slot than the user.
+        pipe = self._redis.pipeline(transaction=self._shards is None)
         pipe.delete(
             keys.user_items(pseudonym),
             keys.user_recent(pseudonym),
             keys.user_counts(pseudonym),
             keys.user_categories(pseudonym),
         )
-        pipe.zrem(keys.USERS_ACTIVE, pseudonym)
+        shard = None if self._shards is None else keys.user_shard(pseudonym, self._shards)
+        pipe.zrem(keys.users_active(shard), pseudonym)
         deleted, _ = await pipe.execute()
         return int(deleted)

@@ -14,16 +14,17 @@ from recommender.store.migration import tagged
 
 
 def _families(param: str) -> dict[str, Any]:
-    """Every public key function of `keys` whose first parameter is ``param``, but the legacy
-    ones (only ever erased, under the names old versions gave them)."""
+    """Every public function of `keys` naming a key whose first parameter is ``param``, but the
+    legacy ones (only ever erased, under the names old versions gave them)."""
     found: dict[str, Any] = {}
     for name, fn in vars(keys).items():
         if name.startswith(("_", "legacy")) or not inspect.isfunction(fn):
             continue
         if fn.__module__ != keys.__name__:
             continue
-        params = list(inspect.signature(fn).parameters)
-        if params and params[0] == param:
+        signature = inspect.signature(fn)
+        params = list(signature.parameters)
+        if params and params[0] == param and signature.return_annotation == "str":
             found[name] = fn
     return found
 

@@ -1,0 +1,110 @@
+"""streamrec's feature store on a 3-primary Valkey Cluster (a replica each), through redis-py's
+cluster client: the same features as one node, applied once, with no cross-slot call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from redis.crc import key_slot
+
+from recommender.store import keys
+from recommender.store.cluster import ClusterApply
+from recommender.store.connections import redis_async
+from recommender.store.features import FeatureStore
+from recommender.store.verification import compare, expected_features
+from recommender.types import Interaction, ItemMeta
+from tests.factories import ROMANCE, SCI_FI, clustered_interactions
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def on_cluster(cluster: str, settings) -> AsyncIterator[tuple[FeatureStore, Any]]:
+    s = settings.model_copy(update={"redis_url": cluster, "redis_cluster_shards": 8})
+    client: Any = redis_async(cluster)
+    await client.flushall()
+    try:
+        yield FeatureStore(client, s), client
+    finally:
+        await client.aclose()
+
+
+def _expected(store: FeatureStore, settings, events: list[Interaction]):
+    frame = pd.DataFrame(
+        [
+            {
+                "event_id": e.event_id,
+                "user_id": e.user_id,
+                "item_id": e.item_id,
+                "type": e.type,
+                "value": e.value,
+            }
+            for e in events
+        ]
+    )
+    return expected_features(frame, settings, store.pseudonym)
+
+
+async def test_a_batch_and_its_replay_make_the_features_one_node_makes(on_cluster, settings):
+    store, _ = on_cluster
+    await store.catalogue.upsert_items([ItemMeta(i, i, 1, None, ("scifi",)) for i in SCI_FI])
+    events = clustered_interactions()
+    first = await store.apply_interactions(events[:400])
+    again = await store.apply_interactions(events)  # the first 400 replayed among the rest
+    assert len(first.applied) == 400 and len(again.applied) == len(events) - 400
+    assert compare(await store.snapshot(), _expected(store, settings, events)).equal
+
+    stats = await store.stats.all()
+    assert stats["events_applied"] == len(events) and stats["duplicates_suppressed"] == 400
+    assert await store.popularity.clock() == max(e.ts for e in events)
+    top = await store.popularity.popular(3)
+    assert [i for i, _ in top] == [
+        i
+        for i, _ in sorted(
+            _expected(store, settings, events).popular.items(), key=lambda kv: (-kv[1], kv[0])
+        )[:3]
+    ]
+    assert len(await store.users.active()) == 60
+    assert (await store.stats.counts())[0] == 60
+    assert await store.popularity.popular(5, category="scifi")
+    # Every event is within 7 days of the stream clock: the window holds them all.
+    assert await store.popularity.popular_in("7d", 5) == await store.popularity.popular(5)
+    # A user's categories followed their items' (read from other slots, passed in).
+    assert set(await store.users.category_affinity("a0")) == {"scifi"}
+
+
+async def test_a_worker_killed_between_the_users_side_and_the_shards_loses_nothing(
+    on_cluster, settings, monkeypatch
+):
+    store, _ = on_cluster
+    events = clustered_interactions()[:200]
+
+    async def killed(*args: object) -> None:
+        raise SystemExit("killed after the users' side")
+
+    with monkeypatch.context() as m:
+        m.setattr(ClusterApply, "_count", killed)
+        with pytest.raises(SystemExit):
+            await store.apply_interactions(events)
+    replay = await store.apply_interactions(events)  # the redelivery after the restart
+    assert replay.applied == []  # the users' side was done ...
+    assert compare(
+        await store.snapshot(), _expected(store, settings, events)
+    ).equal  # ... and now all
+    assert (await store.stats.all())["events_applied"] == 200
+
+
+async def test_every_call_stays_in_one_slot_and_the_shards_share_the_writes(on_cluster):
+    store, client = on_cluster
+    events = [Interaction(f"e{n}", f"u{n % 97}", ROMANCE[n % len(ROMANCE)], "view", 1_000 + n)
+              for n in range(2_000)]  # fmt: skip
+    result = await store.apply_interactions(events)  # a CROSSSLOT error would raise here
+    assert len(result.applied) == 2_000
+    names = [str(k) async for k in client.scan_iter(match="items:popular:*", count=1000)]
+    assert 1 < len({key_slot(n.encode()) for n in names}) == len(names)
+    p = store.pseudonym("u1")
+    mine = [keys.user_items(p), keys.user_recent(p), keys.user_counts(p), keys.erased(p)]
+    assert len({key_slot(k.encode()) for k in mine}) == 1
