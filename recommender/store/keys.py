@@ -17,6 +17,30 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from recommender.store.model_keys import (
+    CF,
+    CF_VERSION_KEYS_PATTERN,
+    MODEL_HISTORY_LEN,
+    MODEL_LOG_LEN,
+    MODEL_PREFIX,
+    PENDING_RECS_INDEX,
+    PENDING_RECS_TTL_S,
+    RETIRED_MODEL_TTL_S,
+    USER_RECS_SUFFIX,
+    USER_VECTORS_SUFFIX,
+    item_vectors,
+    items_written_field,
+    model_challenger,
+    model_channel,
+    model_current,
+    model_history,
+    model_log,
+    pending_recs,
+    user_recs,
+    user_vectors,
+    version_keys,
+)
+
 #: What an id may hold that a key name must not: the separator `:` (an item `zz:image` would
 #: be item `zz`'s image key), braces (a cluster's hash tags) and `%`, the escape itself.
 _RESERVED = re.compile(r"[%:{}]")
@@ -44,12 +68,7 @@ STATS = "stats"
 #: Worker instance -> `{lag}|{epoch ms}`: each worker's consumer lag, written every metrics
 #: window (readiness reads it); entries an hour old are dropped by the next write.
 WORKERS = "workers"
-#: Promotions remembered for `streamrec models rollback`.
-MODEL_HISTORY_LEN = 50
-#: Lifecycle decisions remembered for `streamrec models list`.
-MODEL_LOG_LEN = 200
 POP_PREFIX = "pop:"
-MODEL_PREFIX = "model:"
 
 
 def shard_tag(shard: int) -> str:
@@ -96,31 +115,6 @@ def shard_seen(shard: int, event_id: str) -> str:
     """On a cluster, the marker of an event counted in a shard's popularity: the shard's side of
     an event is applied once by its own marker, as the user's side by `seen`."""
     return f"{SEEN_PREFIX}{shard_tag(shard)}:{key_part(event_id)}"
-
-
-def model_current(family: str) -> str:
-    """The family's served version: version, data watermark, pinned, and family extras."""
-    return f"{MODEL_PREFIX}{family}:current"
-
-
-def model_history(family: str) -> str:
-    """The family's served versions, newest first: a stack that `rollback` walks down."""
-    return f"{MODEL_PREFIX}{family}:history"
-
-
-def model_challenger(family: str) -> str:
-    """The family's newest version that was kept but not served, and why."""
-    return f"{MODEL_PREFIX}{family}:challenger"
-
-
-def model_log(family: str) -> str:
-    """The family's lifecycle decisions (JSON), newest first."""
-    return f"{MODEL_PREFIX}{family}:log"
-
-
-def model_channel(family: str) -> str:
-    """Pub/sub channel told the version a family now serves."""
-    return f"{MODEL_PREFIX}{family}:changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,63 +299,6 @@ def train_cursor(stream: str) -> str:
 MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
 
 
-#: The collaborative-filtering family, whose versions also keep vectors in Redis.
-CF = "cf"
-
-
-USER_VECTORS_SUFFIX = ":users"
-USER_RECS_SUFFIX = ":recs"
-#: Every key of every CF version (user vectors, cached candidates, new items' factors).
-CF_VERSION_KEYS_PATTERN = f"{MODEL_PREFIX}{CF}:*:*"
-
-
-def user_vectors(version: str) -> str:
-    """CF version ``version``'s user vectors (pseudonym -> `as_of:base64 float32`)."""
-    return f"{MODEL_PREFIX}{CF}:{version}{USER_VECTORS_SUFFIX}"
-
-
-def user_recs(version: str) -> str:
-    """CF version ``version``'s cached recommendation candidates (pseudonym -> the top items
-    of the user's vector, recent items and history as of `as_of`; see `recommender.cf.vectors`).
-    """
-    return f"{MODEL_PREFIX}{CF}:{version}{USER_RECS_SUFFIX}"
-
-
-#: How long candidates a refit computed wait for their version to be served.
-PENDING_RECS_TTL_S = 3600
-
-
-def pending_recs(token: str) -> str:
-    """Candidates a refit computed before its version has a name (`user_recs`' format): the
-    worker renames the key to `user_recs(version)` before the version serves, or deletes it
-    when the version is held back. TTL: PENDING_RECS_TTL_S."""
-    return f"{MODEL_PREFIX}{CF}:pending-{token}{USER_RECS_SUFFIX}"
-
-
-#: The `pending_recs` keys a refit has written and not yet adopted or discarded (erasure
-#: reaches them through this set, not a scan).
-PENDING_RECS_INDEX = f"{MODEL_PREFIX}{CF}:pending"
-
-
-def item_vectors(version: str) -> str:
-    """Factors of items newer than CF version ``version``'s fit, folded in by the worker."""
-    return f"{MODEL_PREFIX}{CF}:{version}:items"
-
-
-def version_keys(family: str, version: str) -> list[str]:
-    """Keys that belong to one served version of ``family``: kept while it serves, expired
-    `RETIRED_MODEL_TTL_S` after another replaces it."""
-    return (
-        [user_vectors(version), user_recs(version), item_vectors(version)] if family == CF else []
-    )
-
-
-def items_written_field(version: str) -> str:
-    """`model:cf:current` field counting item-vector writes for ``version`` (readers reload
-    the extra items when it moves)."""
-    return f"items_written:{version}"
-
-
 API_KEY_PREFIX = "apikey:"
 
 
@@ -381,5 +318,26 @@ def ingest_bucket(key_id: str) -> str:
     return f"{RATE_PREFIX}{key_id}:ingest"
 
 
-#: How long a replaced model version's user vectors stay readable for requests in flight.
-RETIRED_MODEL_TTL_S = 60
+__all__ = [  # the model families' keys, from `model_keys`
+    "CF",
+    "CF_VERSION_KEYS_PATTERN",
+    "MODEL_HISTORY_LEN",
+    "MODEL_LOG_LEN",
+    "MODEL_PREFIX",
+    "PENDING_RECS_INDEX",
+    "PENDING_RECS_TTL_S",
+    "RETIRED_MODEL_TTL_S",
+    "USER_RECS_SUFFIX",
+    "USER_VECTORS_SUFFIX",
+    "item_vectors",
+    "items_written_field",
+    "model_challenger",
+    "model_channel",
+    "model_current",
+    "model_history",
+    "model_log",
+    "pending_recs",
+    "user_recs",
+    "user_vectors",
+    "version_keys",
+]

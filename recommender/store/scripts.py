@@ -1,5 +1,6 @@
 """Every Lua script streamrec runs in Redis; each builds its key names from `keys`' prefixes, so
-`keys` and this module together own every key."""
+`keys` and this module together own every key. The feature store's apply scripts are here; the
+others (serving, impressions, keys, rate limits) in `service_scripts`, re-exported below."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from recommender.store.keys import (
     SEEN_PREFIX,
     USER_PREFIX,
     WINDOWS,
+)
+from recommender.store.service_scripts import (
+    COMPARE_AND_SET_LUA,
+    FIND_LISTS_LUA,
+    RATE_CHARGE_LUA,
+    RATE_LIMIT_LUA,
+    RECORD_IMPRESSIONS_LUA,
+    SERVING_READ_LUA,
 )
 
 #: `keys.key_part` in Lua: an id as it appears in a key name (`%`, `:`, `{`, `}` percent-encoded).
@@ -276,157 +285,15 @@ APPLY_USER_LUA = _fill(APPLY_USER_LUA)
 APPLY_SHARD_LUA = _fill(APPLY_SHARD_LUA)
 
 
-#: Served lists: ARGV = attribution window s, lists kept per user, then per user: pseudonym, n,
-#: and n entries (`user_lists`' format), oldest first. Three commands per user and none per list:
-#: a list is one element of the user's own list. (Before: a hash per list, a sorted set and a
-#: hash of shown items per user, seven commands per list: ad hoc, 600 lists a call of 671 users'
-#: lists, 23.6-33.4 us of Valkey per list against 5.4-5.8 in the same hour, and calls of 800
-#: lists that every request in flight waited out.)
-RECORD_IMPRESSIONS_LUA = """
-local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
-local i = 3
-while i <= #ARGV do
-  local p, n = ARGV[i], tonumber(ARGV[i + 1])
-  local key = '__USER__{' .. p .. '}:lists'
-  -- An erased user is not brought back by being served: not until they act again.
-  if redis.call('EXISTS', '__ERASED__{' .. p .. '}') == 0
-      or redis.call('EXISTS', '__USER__{' .. p .. '}:counts') == 1 then
-    redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
-    redis.call('LTRIM', key, 0, per_user - 1)
-    redis.call('EXPIRE', key, ttl)
-  end
-  i = i + 2 + n
-end
-return 1
-""".replace("__USER__", USER_PREFIX).replace("__ERASED__", ERASED_PREFIX)
-
-#: The served list each outcome answers: ARGV = triples of pseudonym, the recommendation id the
-#: outcome quotes ('' for none) and its item. For each, the newest of the user's lists with that
-#: id, or else (unquoted) the newest that showed the item; false if none. The search runs here,
-#: so that a user's 200 lists do not travel for one outcome.
-FIND_LISTS_LUA = """
-local lists, found = {}, {}
-for i = 1, #ARGV, 3 do
-  local p, rid, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local mine = lists[p]
-  if mine == nil then
-    mine = redis.call('LRANGE', '__USER__{' .. p .. '}:lists', 0, -1)
-    lists[p] = mine
-  end
-  local hit = false
-  if rid ~= '' then
-    local head = rid .. '|'
-    for _, entry in ipairs(mine) do
-      if string.sub(entry, 1, #head) == head then hit = entry; break end
-    end
-  else
-    local needle = ' ' .. item .. ' '
-    for _, entry in ipairs(mine) do
-      if string.find(entry, needle, 1, true) then hit = entry; break end
-    end
-  end
-  found[#found + 1] = hit
-end
-return found
-""".replace("__USER__", USER_PREFIX)
-
-
-#: Compare-and-set: KEYS[1] = ARGV[2] only if it still equals ARGV[1] (1 if set, else 0).
-COMPARE_AND_SET_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
-#: What serving reads of the users of the requests in flight: KEYS = `user_vectors(v)`,
-#: `user_recs(v)` and the family's pointer (`model_current`); ARGV = the number of recent items
-#: serving blends, then pairs of a pseudonym and the `as_of` of the answer the caller already
-#: holds for it ('' for none). Returns {vectors, candidates, pointer, states}, the lists in ARGV's
-#: order (nil where absent):
-#: - where the vector's `as_of` is the one the caller named, the vector is `=` and the rest nil:
-#:   the caller's answer still stands, and the ~2.5 KB of vector and candidates need not travel
-#:   and be parsed again (a conditional read, as HTTP's If-None-Match);
-#: - where the candidates are missing or older than the vector (the worker folded the user in
-#:   since), the user's state comes along, {their items, their latest recent entries}: what
-#:   computing the candidates afresh needs, without a second round trip;
-#: - the pointer as HGETALL gives it, so that a reader whose served model moved since it last
-#:   looked knows at once (the worker folds users into the version served now).
-#: One call for the reads of every request in flight (`recommender.store.coalesce`).
-SERVING_READ_LUA = """
-local recent = tonumber(ARGV[1])
-local users, held = {}, {}
-for i = 2, #ARGV, 2 do
-  users[#users + 1] = ARGV[i]
-  held[#held + 1] = ARGV[i + 1]
-end
-local vectors = redis.call('HMGET', KEYS[1], unpack(users))
-local candidates = redis.call('HMGET', KEYS[2], unpack(users))
-local states = {}
-for i, vector in ipairs(vectors) do
-  local state = false
-  if vector then
-    local as_of = string.match(vector, '^(%d+):') or ''
-    if as_of ~= '' and as_of == held[i] then
-      vectors[i] = '='
-      candidates[i] = false
-    elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
-      local base = '__USER__{' .. users[i] .. '}'
-      state = {redis.call('HKEYS', base .. ':items'),
-               redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
-    end
-  end
-  states[i] = state
-end
-return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
-""".replace("__USER__", USER_PREFIX)
-
-
-#: A token bucket's refill, the start of both rate scripts: KEYS[1] = the key's bucket hash;
-#: ARGV = now_ms, rate per second, burst, n. The bucket expires once it would be full again,
-#: so idle keys cost nothing.
-_BUCKET_LUA = """
-local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-"""
-
-#: Requests: takes up to `n` whole tokens (a replica's lease). Returns {taken, wait}: wait is 0
-#: when any were taken, else the ms until one is there.
-RATE_LIMIT_LUA = (
-    _BUCKET_LUA
-    + """
-local taken, wait = math.min(n, math.floor(tokens)), 0
-if taken >= 1 then
-  tokens = tokens - taken
-else
-  taken = 0
-  wait = math.ceil((1 - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {taken, wait}
-"""
-)
-
-#: What a key publishes: a charge of `n` units, admitted while the bucket holds at least one
-#: (it may go below zero: a batch is never split, and the next one waits until the debt is paid
-#: back). Returns the ms to wait, 0 when admitted.
-RATE_CHARGE_LUA = (
-    _BUCKET_LUA
-    + """
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - n
-else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst + n) * 1000 / rate) + 1000)
-return wait
-"""
-)
+__all__ = [
+    "APPLY_EVENTS_LUA",
+    "APPLY_SHARD_LUA",
+    "APPLY_USER_LUA",
+    "COMPARE_AND_SET_LUA",
+    "FIND_LISTS_LUA",
+    "KEY_PART_LUA",
+    "RATE_CHARGE_LUA",
+    "RATE_LIMIT_LUA",
+    "RECORD_IMPRESSIONS_LUA",
+    "SERVING_READ_LUA",
+]
