@@ -14,7 +14,7 @@ from tqdm import tqdm
 from recommender.errors import StreamrecError
 from recommender.lifecycle.state import ServedModel
 from recommender.store import keys
-from recommender.store.stats import parse_stats
+from recommender.store.stats import merged_counters
 
 
 class WorkerTimeoutError(StreamrecError):
@@ -52,13 +52,15 @@ def applied_at_least(n: int) -> Callable[[Progress], bool]:
     return lambda progress: progress.applied >= n
 
 
-def read_progress(client: redis.Redis) -> Progress:
-    """Counters and served model, in one round trip."""
+def read_progress(client: redis.Redis, shards: int | None = None) -> Progress:
+    """Counters and served model, in one round trip (``shards``: the counters' on a cluster)."""
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.STATS)
     pipe.hgetall(keys.model_current(keys.CF))
-    stats, current = pipe.execute()
-    return Progress(parse_stats(stats), ServedModel.from_hash(current))
+    pipe.hgetall(keys.STATS)
+    for shard in range(shards or 0):
+        pipe.hgetall(keys.stats_key(shard))
+    current, *stats = pipe.execute()
+    return Progress(merged_counters(stats), ServedModel.from_hash(current))
 
 
 def wait_for(

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from recommender.errors import ConfigurationError, StreamrecError
 from recommender.privacy.access import ApiKeyStore
 from recommender.settings import Settings
-from recommender.store.connections import redis_async, redis_sync
+from recommender.store.connections import cluster_url, redis_async, redis_sync
 from streamrec.embedded import EmbeddedInfrastructure, free_port
 from streamrec.progress import Progress, applied_at_least, read_progress
 from streamrec.progress import wait_for as poll_until
@@ -217,7 +217,8 @@ class Runtime:
         client = self._clients.get(url)
         if client is None:
             client = self._clients[url] = redis_sync(url)
-        return read_progress(client)
+        shards = self.settings.redis_cluster_shards if cluster_url(url) else None
+        return read_progress(client, shards)
 
     def wait_for(
         self,

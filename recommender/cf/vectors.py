@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,7 @@ from redis.asyncio.client import Pipeline
 
 from recommender.lifecycle.state import ModelState, ServedModel
 from recommender.store import keys, scripts
+from recommender.store.cluster import is_cluster
 from recommender.store.coalesce import ReadCoalescer
 
 #: A hash field as Redis answers it.
@@ -103,6 +105,7 @@ class CFVectors:
         self._redis = redis
         self._state = state
         self._script = redis.register_script(scripts.SERVING_READ_LUA)
+        self._cluster = is_cluster(redis)
         self._reads: ReadCoalescer[tuple[str, str, str, int], ServingRead] = ReadCoalescer(
             self._read
         )
@@ -156,8 +159,10 @@ class CFVectors:
             )
             vectors, candidates, pointer, states = await self._script(
                 keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
-                args=[recent, *(x for pair in asked for x in pair)],
+                args=[recent, "0" if self._cluster else "1", *(x for pair in asked for x in pair)],
             )
+            if self._cluster:
+                await self._read_states(states, [p for p, _ in asked], recent)
             served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
             for i, (p, held) in enumerate(asked):
                 state = (set(states[i][0]), list(states[i][1])) if states[i] else None
@@ -165,6 +170,20 @@ class CFVectors:
                     vectors[i], candidates[i], served, state
                 )
         return [found[w] for w in wanted]
+
+    async def _read_states(self, states: list[Any], users: list[str], recent: int) -> None:
+        """On a cluster, the states the script flagged as due (the users' keys are in their own
+        slots): one more round trip, only when some user's candidates are stale."""
+        due = [i for i, state in enumerate(states) if state == 1]
+        if not due:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for i in due:
+            pipe.hkeys(keys.user_items(users[i]))
+            pipe.lrange(keys.user_recent(users[i]), 0, max(recent, 1) - 1)
+        found = await pipe.execute()
+        for n, i in enumerate(due):
+            states[i] = [found[2 * n], found[2 * n + 1]]
 
     async def write_candidates(self, version: str, found: Mapping[str, CachedCandidates]) -> None:
         """Cache what serving computed; a reader uses an entry only while its `as_of` is the

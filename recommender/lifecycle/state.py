@@ -126,8 +126,9 @@ class ModelState:
                 pipe.expire(key, keys.RETIRED_MODEL_TTL_S)
         action = "rolled back" if rollback else "served"
         self.queue_log(pipe, Decision(_now_ms(), version, action, by, reason))
-        pipe.publish(keys.model_channel(self.family), version)
         await pipe.execute()
+        # After the transaction, not in it: a cluster's pipeline refuses PUBLISH.
+        await self._redis.publish(keys.model_channel(self.family), version)
 
     async def set_pinned(self, pinned: bool, by: str = "operator") -> None:
         served = await self.current()

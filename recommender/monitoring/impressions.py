@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from recommender.store import keys, scripts
+from recommender.store.cluster import Call, is_cluster, pipelined_scripts
 
 #: Lists kept per user for attribution and erasure (the newest).
 MAX_IMPRESSIONS_PER_USER = 200
@@ -54,6 +55,9 @@ class ImpressionStore:
         self._pending: list[Impression] = []
         self._record = redis.register_script(scripts.RECORD_IMPRESSIONS_LUA)
         self._find = redis.register_script(scripts.FIND_LISTS_LUA)
+        # On a cluster each user's lists are in their own slot: one call per user, pipelined,
+        # routed by the user's key (the scripts build the names; the key only routes the call).
+        self._cluster = is_cluster(redis)
 
     def _window_start_ms(self) -> int:
         """Lists older than this are out of the attribution window."""
@@ -70,7 +74,15 @@ class ImpressionStore:
             by_user: dict[str, list[str]] = {}
             for imp in pending[start : start + LISTS_PER_CALL]:
                 by_user.setdefault(imp.pseudonym, []).append(imp.encode())
-            args: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER]
+            head: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER]
+            if self._cluster:
+                calls: list[Call] = [
+                    (scripts.RECORD_IMPRESSIONS_LUA, [keys.user_base(p)], [*head, p, len(e), *e])
+                    for p, e in by_user.items()
+                ]
+                await pipelined_scripts(self._redis, calls)
+                continue
+            args = list(head)
             for pseudonym, entries in by_user.items():
                 args += [pseudonym, len(entries), *entries]
             await self._record(args=args)
@@ -84,8 +96,15 @@ class ImpressionStore:
         attribution window. Only the user's own lists are searched."""
         if not outcomes:
             return []
-        args = [x for p, rid, item in outcomes for x in (p, rid or "", item)]
-        found = await self._find(args=args)
+        if self._cluster:
+            calls: list[Call] = [
+                (scripts.FIND_LISTS_LUA, [keys.user_base(p)], [p, rid or "", item])
+                for p, rid, item in outcomes
+            ]
+            found = [answer[0] for answer in await pipelined_scripts(self._redis, calls)]
+        else:
+            args = [x for p, rid, item in outcomes for x in (p, rid or "", item)]
+            found = await self._find(args=args)
         oldest = self._window_start_ms()
         out: list[Impression | None] = []
         for (p, _, _), entry in zip(outcomes, found, strict=True):

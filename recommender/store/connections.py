@@ -73,8 +73,12 @@ def prepare_store(url: str) -> int:
     were renamed. `UnreachableError` when Redis does not answer."""
     client = redis_sync(url)
     try:
-        info: Any = client.info("memory")
-        for node in info.values() if cluster_url(url) else [info]:  # a cluster: each node's
+        if cluster_url(url):  # every primary's policy
+            info: Any = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
+            nodes = list(info.values())
+        else:
+            nodes = [client.info("memory")]
+        for node in nodes:
             check_memory_policy(node)
         return migrate(client)
     except redis.RedisError as exc:

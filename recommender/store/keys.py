@@ -28,6 +28,7 @@ from recommender.store.model_keys import (
     RETIRED_MODEL_TTL_S,
     USER_RECS_SUFFIX,
     USER_VECTORS_SUFFIX,
+    family_base,
     item_vectors,
     items_written_field,
     model_challenger,
@@ -156,11 +157,22 @@ USER_PREFIX = "u:"
 SEEN_PREFIX = "seen:"
 
 
+#: A user's hash tag: the first characters of their pseudonym (65,536 tags, four to a slot), not
+#: the whole of it, so that a dedupe marker, which outlives an erasure until it expires, names
+#: no user: `seen:{ab12}:<event id>` says only that one of 1/65,536 of the users sent it.
+USER_TAG_CHARS = 4
+
+
+def user_bucket(pseudonym: str) -> str:
+    """`{<first USER_TAG_CHARS characters>}`: the hash tag every key of the user carries
+    (features, lists, profile, reviews, tombstone, data key, dedupe markers), so that a Redis
+    Cluster keeps them in one slot and one script call can write them atomically. Not a key."""
+    return f"{{{pseudonym[:USER_TAG_CHARS]}}}"
+
+
 def user_base(pseudonym: str) -> str:
-    """`u:{<pseudonym>}`: every key of a user (features, lists, profile, reviews, tombstone,
-    data key, dedupe markers) carries the pseudonym as its hash tag, so a Redis Cluster keeps
-    them in one slot and one script call can write them atomically. Pseudonyms are hex."""
-    return f"{USER_PREFIX}{{{pseudonym}}}"
+    """`u:{<tag>}:<pseudonym>`, the start of every per-user key name. Not a key."""
+    return f"{USER_PREFIX}{user_bucket(pseudonym)}:{pseudonym}"
 
 
 def user_items(pseudonym: str) -> str:
@@ -251,7 +263,7 @@ def category_items(category: str) -> str:
 def seen(pseudonym: str, event_id: str) -> str:
     """The dedupe marker of an applied event, under its user's hash tag (written atomically with
     the user's features). TTL: STREAMREC_DEDUPE_TTL_S."""
-    return f"{SEEN_PREFIX}{{{pseudonym}}}:{key_part(event_id)}"
+    return f"{SEEN_PREFIX}{user_bucket(pseudonym)}:{key_part(event_id)}"
 
 
 def legacy_seen(event_id: str) -> str:
@@ -268,21 +280,23 @@ def erased(pseudonym: str) -> str:
     """The user's erasure tombstone: when they were erased (epoch ms). Kept after everything
     else of theirs is gone (STREAMREC_ERASURE_TOMBSTONE_S), so that no writer brings back what
     happened before it: a redelivered or retried event, one stamped before the erasure."""
-    return f"{ERASED_PREFIX}{{{pseudonym}}}"
+    return f"{ERASED_PREFIX}{user_bucket(pseudonym)}:{pseudonym}"
 
 
 DATA_KEY_PREFIX = "dek:"
 
 
 def data_key(pseudonym: str) -> str:
-    return f"{DATA_KEY_PREFIX}{{{pseudonym}}}"
+    return f"{DATA_KEY_PREFIX}{user_bucket(pseudonym)}:{pseudonym}"
 
 
 #: What the content trainer has yet to learn from, in order: items whose content arrived (field
 #: `item`), and reviews (fields `p`, `review`: the pseudonym and the review's field in
 #: `u:{p}:reviews`; erasure deletes a user's entries). The trainer trims what it consumed.
-CONTENT_EXAMPLES = "train:content"
-REVIEW_EXAMPLES = "train:reviews"
+#: Both under one hash tag: the trainer reads them in one blocking XREAD, which a cluster serves
+#: only within one slot.
+CONTENT_EXAMPLES = "train:{examples}:content"
+REVIEW_EXAMPLES = "train:{examples}:reviews"
 #: Entries kept at most in a training stream (approximate trim), should the trainer be away.
 TRAIN_STREAM_MAXLEN = 100_000
 #: Which process trains the content models (one at a time, whatever the number of workers).
@@ -329,6 +343,7 @@ __all__ = [  # the model families' keys, from `model_keys`
     "RETIRED_MODEL_TTL_S",
     "USER_RECS_SUFFIX",
     "USER_VECTORS_SUFFIX",
+    "family_base",
     "item_vectors",
     "items_written_field",
     "model_challenger",

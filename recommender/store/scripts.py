@@ -23,6 +23,7 @@ from recommender.store.service_scripts import (
     RATE_LIMIT_LUA,
     RECORD_IMPRESSIONS_LUA,
     SERVING_READ_LUA,
+    USER_TAG_LUA,
 )
 
 #: `keys.key_part` in Lua: an id as it appears in a key name (`%`, `:`, `{`, `}` percent-encoded).
@@ -36,17 +37,21 @@ end
 
 def _fill(script: str) -> str:
     """``script`` with `KEY_PART_LUA` in front and `keys`' prefixes and constants in place."""
-    return KEY_PART_LUA + (
-        script.replace("__SEEN__", SEEN_PREFIX)
-        .replace("__ERASED__", ERASED_PREFIX)
-        .replace("__USER__", USER_PREFIX)
-        .replace("__POP__", POP_PREFIX)
-        .replace("__ITEM__", ITEM_PREFIX)
-        .replace("__TAU__", str(AFFINITY_TAU_MS))
-        .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
-        .replace(
-            "__WINDOWS__",
-            json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
+    return (
+        KEY_PART_LUA
+        + USER_TAG_LUA
+        + (
+            script.replace("__SEEN__", SEEN_PREFIX)
+            .replace("__ERASED__", ERASED_PREFIX)
+            .replace("__USER__", USER_PREFIX)
+            .replace("__POP__", POP_PREFIX)
+            .replace("__ITEM__", ITEM_PREFIX)
+            .replace("__TAU__", str(AFFINITY_TAU_MS))
+            .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
+            .replace(
+                "__WINDOWS__",
+                json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
+            )
         )
     )
 
@@ -83,15 +88,15 @@ local erased_at, erased_skipped = {}, 0
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
     ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
-  local seen = '__SEEN__{' .. p .. '}:' .. key_part(eid)
+  local seen = '__SEEN__' .. ubucket(p) .. ':' .. key_part(eid)
   if erased_at[p] == nil then
-    erased_at[p] = tonumber(redis.call('GET', '__ERASED__{' .. p .. '}') or '-1')
+    erased_at[p] = tonumber(redis.call('GET', '__ERASED__' .. utag(p)) or '-1')
   end
   if tonumber(ts) <= erased_at[p] then
     erased_skipped = erased_skipped + 1
   -- (and the marker of a version before 2026-12-07, without the user, until it expires)
   elseif redis.call('EXISTS', seen, '__SEEN__' .. key_part(eid)) == 0 then
-    local base = '__USER__{' .. p .. '}'
+    local base = '__USER__' .. utag(p)
     local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
     -- The one write that can fail on valid-looking input goes first, under pcall.
     local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
@@ -142,7 +147,7 @@ for i = 0, n - 1 do
   end
 end
 for p, ts_max in pairs(newest) do
-  local base = '__USER__{' .. p .. '}'
+  local base = '__USER__' .. utag(p)
   local recent, counts = base .. ':recent', base .. ':counts'
   redis.call('LTRIM', recent, 0, recent_cap - 1)
   -- last_seen is what the user's vector and kept answers are `as_of`: it moves with every
@@ -196,7 +201,7 @@ for i = 0, n - 1 do
   local eid, item, etype, weight, ts, rid = string.match(
     ARGV[5 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
   local cats_json = ARGV[6 + 2 * i]
-  local seen = '__SEEN__{' .. p .. '}:' .. key_part(eid)
+  local seen = '__SEEN__' .. ubucket(p) .. ':' .. key_part(eid)
   local t = tonumber(ts)
   if t <= erased_at then
     erased = erased + 1

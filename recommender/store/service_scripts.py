@@ -3,7 +3,13 @@ scripts are in `scripts`, which re-exports these: `scripts.SERVING_READ_LUA`).""
 
 from __future__ import annotations
 
-from recommender.store.keys import ERASED_PREFIX, USER_PREFIX
+from recommender.store.keys import ERASED_PREFIX, USER_PREFIX, USER_TAG_CHARS
+
+#: `keys.user_bucket` and the tag part of `keys.user_base` in Lua.
+USER_TAG_LUA = f"""
+local function ubucket(p) return '{{' .. string.sub(p, 1, {USER_TAG_CHARS}) .. '}}' end
+local function utag(p) return ubucket(p) .. ':' .. p end
+"""
 
 #: Served lists: ARGV = attribution window s, lists kept per user, then per user: pseudonym, n,
 #: and n entries (`user_lists`' format), oldest first. Three commands per user and none per list:
@@ -16,10 +22,10 @@ local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
 local i = 3
 while i <= #ARGV do
   local p, n = ARGV[i], tonumber(ARGV[i + 1])
-  local key = '__USER__{' .. p .. '}:lists'
+  local key = '__USER__' .. utag(p) .. ':lists'
   -- An erased user is not brought back by being served: not until they act again.
-  if redis.call('EXISTS', '__ERASED__{' .. p .. '}') == 0
-      or redis.call('EXISTS', '__USER__{' .. p .. '}:counts') == 1 then
+  if redis.call('EXISTS', '__ERASED__' .. utag(p)) == 0
+      or redis.call('EXISTS', '__USER__' .. utag(p) .. ':counts') == 1 then
     redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
     redis.call('LTRIM', key, 0, per_user - 1)
     redis.call('EXPIRE', key, ttl)
@@ -27,7 +33,10 @@ while i <= #ARGV do
   i = i + 2 + n
 end
 return 1
-""".replace("__USER__", USER_PREFIX).replace("__ERASED__", ERASED_PREFIX)
+"""
+RECORD_IMPRESSIONS_LUA = USER_TAG_LUA + RECORD_IMPRESSIONS_LUA.replace(
+    "__USER__", USER_PREFIX
+).replace("__ERASED__", ERASED_PREFIX)
 
 #: The served list each outcome answers: ARGV = triples of pseudonym, the recommendation id the
 #: outcome quotes ('' for none) and its item. For each, the newest of the user's lists with that
@@ -39,7 +48,7 @@ for i = 1, #ARGV, 3 do
   local p, rid, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local mine = lists[p]
   if mine == nil then
-    mine = redis.call('LRANGE', '__USER__{' .. p .. '}:lists', 0, -1)
+    mine = redis.call('LRANGE', '__USER__' .. utag(p) .. ':lists', 0, -1)
     lists[p] = mine
   end
   local hit = false
@@ -57,7 +66,8 @@ for i = 1, #ARGV, 3 do
   found[#found + 1] = hit
 end
 return found
-""".replace("__USER__", USER_PREFIX)
+"""
+FIND_LISTS_LUA = USER_TAG_LUA + FIND_LISTS_LUA.replace("__USER__", USER_PREFIX)
 
 
 #: Compare-and-set: KEYS[1] = ARGV[2] only if it still equals ARGV[1] (1 if set, else 0).
@@ -72,9 +82,10 @@ return 0
 
 #: What serving reads of the users of the requests in flight: KEYS = `user_vectors(v)`,
 #: `user_recs(v)` and the family's pointer (`model_current`); ARGV = the number of recent items
-#: serving blends, then pairs of a pseudonym and the `as_of` of the answer the caller already
-#: holds for it ('' for none). Returns {vectors, candidates, pointer, states}, the lists in ARGV's
-#: order (nil where absent):
+#: serving blends, '1' to read the users' state here (one node) or '0' to have it flagged (1)
+#: for the caller to read (a cluster, where it is in the users' slots), then pairs of a
+#: pseudonym and the `as_of` of the answer the caller already holds for it ('' for none).
+#: Returns {vectors, candidates, pointer, states}, the lists in ARGV's order (nil where absent):
 #: - where the vector's `as_of` is the one the caller named, the vector is `=` and the rest nil:
 #:   the caller's answer still stands, and the ~2.5 KB of vector and candidates need not travel
 #:   and be parsed again (a conditional read, as HTTP's If-None-Match);
@@ -85,9 +96,9 @@ return 0
 #:   looked knows at once (the worker folds users into the version served now).
 #: One call for the reads of every request in flight (`recommender.store.coalesce`).
 SERVING_READ_LUA = """
-local recent = tonumber(ARGV[1])
+local recent, with_state = tonumber(ARGV[1]), ARGV[2] == '1'
 local users, held = {}, {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
   held[#held + 1] = ARGV[i + 1]
 end
@@ -102,15 +113,20 @@ for i, vector in ipairs(vectors) do
       vectors[i] = '='
       candidates[i] = false
     elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
-      local base = '__USER__{' .. users[i] .. '}'
-      state = {redis.call('HKEYS', base .. ':items'),
-               redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
+      if with_state then
+        local base = '__USER__' .. utag(users[i])
+        state = {redis.call('HKEYS', base .. ':items'),
+                 redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
+      else
+        state = 1  -- due, read by the caller: on a cluster the user's keys are in other slots
+      end
     end
   end
   states[i] = state
 end
 return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
-""".replace("__USER__", USER_PREFIX)
+"""
+SERVING_READ_LUA = USER_TAG_LUA + SERVING_READ_LUA.replace("__USER__", USER_PREFIX)
 
 
 #: A token bucket's refill, the start of both rate scripts: KEYS[1] = the key's bucket hash;

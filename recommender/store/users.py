@@ -153,7 +153,13 @@ class UserFeatures:
         wanted = list(dict.fromkeys(pseudonyms))
         if not wanted:
             return {}
-        found = await self._redis.mget([keys.erased(p) for p in wanted])
+        if self._shards is None:
+            found = await self._redis.mget([keys.erased(p) for p in wanted])
+        else:  # a cluster: each tombstone is in its user's slot
+            pipe = self._redis.pipeline(transaction=False)
+            for p in wanted:
+                pipe.get(keys.erased(p))
+            found = await pipe.execute()
         return {p: int(at) for p, at in zip(wanted, found, strict=True) if at is not None}
 
     async def leave_tombstone(self, pseudonym: str, at_ms: int, ttl_s: int) -> None:

@@ -108,3 +108,46 @@ async def test_every_call_stays_in_one_slot_and_the_shards_share_the_writes(on_c
     p = store.pseudonym("u1")
     mine = [keys.user_items(p), keys.user_recent(p), keys.user_counts(p), keys.erased(p)]
     assert len({key_slot(k.encode()) for k in mine}) == 1
+
+
+def test_the_whole_system_on_the_cluster_serves_what_it_learns(cluster: str, infra, tmp_path):
+    """Worker and API processes on the cluster (the broker as every test's): events in through
+    Kafka, a model fitted, a user's recommendations, popular items and an erasure answered."""
+    import httpx
+
+    from streamrec.runtime import Runtime
+    from streams.kafka import bootstrap_servers
+    from streams.producer import EventProducer
+    from streams.records import EventV1
+    from tests.conftest import make_settings
+    from tests.factories import fan_of_scifi
+
+    settings = make_settings(tmp_path, kafka_url=infra.kafka_url, redis_url=cluster)
+    import redis as redis_lib
+
+    redis_lib.RedisCluster.from_url(cluster.replace("redis+cluster", "redis")).flushall()
+    interactions = clustered_interactions() + fan_of_scifi("alice")
+    with Runtime(settings, api_port=0) as rt:
+        with EventProducer(bootstrap_servers(infra.kafka_url), settings.topic_events) as producer:
+            for e in interactions:
+                producer.send_event(EventV1(event_id=e.event_id, user_id=e.user_id,
+                                            item_id=e.item_id, type=e.type, ts=e.ts))  # fmt: skip
+        n = len(interactions)
+        try:
+            rt.wait_for(lambda p: p.applied >= n and p.model_watermark >= n, 90, poll_s=0.2)
+        except TimeoutError:
+            raise AssertionError((rt.log_dir / "worker.log").read_text()[-6000:]) from None
+        auth = {"X-API-Key": rt.create_api_key({"read", "admin"}, "test")}
+        body = httpx.get(f"{rt.api_url}/v1/users/alice/recommendations",
+                         params={"k": 5}, headers=auth).json()  # fmt: skip
+        assert body["model_version"]
+        assert {i["item_id"] for i in body["items"]} <= set(SCI_FI[6:])
+        popular = httpx.get(f"{rt.api_url}/v1/items/popular", headers=auth)
+        # The last 24 h of the stream clock: alice's six events (the rest are a year older).
+        assert popular.status_code == 200
+        assert {i["item_id"] for i in popular.json()["items"]} == {
+            e.item_id for e in fan_of_scifi("alice")
+        }
+        gone = httpx.delete(f"{rt.api_url}/v1/users/alice", headers=auth)
+        assert gone.status_code == 200 and gone.json()["keys_deleted"] >= 3
+        assert rt.progress().applied == n

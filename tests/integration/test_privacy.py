@@ -162,6 +162,7 @@ def _per_user_key_builders() -> list[Callable[[str], str]]:
         if inspect.isfunction(f)
         and f.__module__ == keys.__name__
         and list(inspect.signature(f).parameters) == ["pseudonym"]
+        and name not in ("user_bucket", "user_base")  # the parts of a name, not keys
     ]
 
 

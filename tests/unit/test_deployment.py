@@ -49,24 +49,31 @@ def test_every_setting_is_documented_in_the_configuration_page():
 def test_every_redis_key_family_is_in_the_architecture_pages_table():
     from recommender.store import keys
 
+    # A user's keys as the table writes them: `u:{t}:{p}:items`, the braces around the tag `t`
+    # (the pseudonym's first characters) being part of the name; an item's `item:{id}`.
+    P = "ab12" + "0" * 28
+
+    def placeholders(name: str) -> str:
+        return name.replace(P, "{p}").replace("{ab12}", "{t}")
+
     families = [
-        family.replace("%7B", "{").replace("%7D", "}")  # ids' braces, escaped in real keys
-        for family in [  # a user's and an item's keys carry braces of their own: the hash tag
-            keys.user_items("p"),
-            keys.user_recent("p"),
-            keys.user_counts("p"),
-            keys.user_categories("p"),
+        placeholders(family).replace("%7B", "{").replace("%7D", "}")  # ids' braces, escaped
+        for family in [
+            keys.user_items(P),
+            keys.user_recent(P),
+            keys.user_counts(P),
+            keys.user_categories(P),
             keys.item_meta("id"),
             keys.item_users("id"),
-            keys.seen("p", "{event_id}"),
-            keys.erased("p"),
+            keys.seen(P, "{event_id}"),
+            keys.erased(P),
             keys.user_vectors("{v}"),
             keys.user_recs("{v}"),
             keys.pending_recs("{token}"),
             keys.item_vectors("{v}"),
-            keys.data_key("p"),
+            keys.data_key(P),
             keys.MASTER_KEY_CANARY,
-            keys.user_profile("p"),
+            keys.user_profile(P),
             keys.category_items("{c}"),
             keys.api_key("{key_id}"),
             keys.rate_bucket("{key_id}"),
@@ -74,19 +81,19 @@ def test_every_redis_key_family_is_in_the_architecture_pages_table():
             keys.ITEMS_CATALOGUE,
             keys.ITEMS_POPULAR,
             keys.STATS,
-            keys.model_current("{family}"),
-            keys.model_history("{family}"),
-            keys.model_challenger("{family}"),
-            keys.model_log("{family}"),
-            keys.user_reviews("p"),
+            keys.model_current("family"),
+            keys.model_history("family"),
+            keys.model_challenger("family"),
+            keys.model_log("family"),
+            keys.user_reviews(P),
             keys.item_image("id"),
             keys.ITEMS_UNCATEGORISED,
             keys.CONTENT_EXAMPLES,
             keys.REVIEW_EXAMPLES,
             keys.train_cursor("{stream}"),
             keys.TRAIN_LEASE,
-            keys.user_lists("p"),
-            keys.user_hits("p"),
+            keys.user_lists(P),
+            keys.user_hits(P),
             keys.legacy_user_impressions("{p}"),
             keys.legacy_user_shown("{p}"),
             *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
