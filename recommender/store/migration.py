@@ -3,11 +3,11 @@
 Schema 2 (2026-12-07) puts every user key under the user's hash tag (`u:<p>:items` ->
 `u:{<p[:4]>}:<p>:items`, `erased:{<p[:4]>}:<p>`, `dek:{<p[:4]>}:<p>`), every item key under the
 item's (`item:<id>` -> `item:{<id>}`) and a model family's under the family's
-(`model:cf:current` -> `model:{cf}:current`), so that a Redis Cluster keeps each in one slot. A worker renames the keys of
-schema 1 on its first start after an upgrade, before it consumes (one SCAN of the keyspace, about
-0.8 s a million keys: `bench erasure`'s scan), and records the schema so later starts skip it.
-Dedupe markers are not renamed (they name no user): the apply script honours the old ones until
-they expire.
+(`model:cf:current` -> `model:{cf}:current`), so that a Redis Cluster keeps each in one slot.
+A worker renames the keys of schema 1 on its first start after an upgrade, before it consumes
+(one SCAN of the keyspace, about 0.8 s a million keys: `bench erasure`'s scan), and records the
+schema so later starts skip it. Dedupe markers are not renamed (they name no user): the apply
+script honours the old ones until they expire.
 """
 
 from __future__ import annotations
