@@ -48,7 +48,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from streamrec.runtime import Runtime
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    rt = Runtime(_with_port(settings, args))
+    rt = Runtime(_with_port(settings, args), cluster=args.cluster)
     try:
         rt.start()
         token = rt.create_api_key(set(SCOPES), "embedded") if rt.embedded else None
@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_ENV,
     )
     up.add_argument("--port", type=int, help="API port (default STREAMREC_API_PORT, 8000)")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="embedded only: a 3-primary Valkey Cluster, 6 partitions, 2 workers, 2 API "
+        "processes, model versions in a local S3 server (see docs/operations.md)",
+    )
     up.set_defaults(func=cmd_up)
 
     w = sub.add_parser(
@@ -301,8 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (600)")
     i.set_defaults(func=cmd_import)
 
-    from streamrec.admin import add_models_parser
-    from streamrec.admin import add_parser as add_keys
+    from streamrec.admin import add_models_parser, add_parser as add_keys
 
     add_keys(sub)
     add_models_parser(sub)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +54,10 @@ def start_broker(
     return supervisor.start("tansu", argv, env=env)
 
 
+#: The local S3 server's credentials: moto takes any, and it opens nothing but itself.
+LOCAL_S3_CREDENTIALS = {"key": "embedded", "secret": "embedded"}
+
+
 class EmbeddedInfrastructure:
     """Starts Tansu and Valkey under a supervisor; `stop` removes every trace of them.
 
@@ -60,10 +65,15 @@ class EmbeddedInfrastructure:
     `restart_valkey` brings back what it held (the chaos benchmark's Redis crash)."""
 
     def __init__(
-        self, supervisor: Supervisor, workdir: Path | None = None, aof: bool = False
+        self,
+        supervisor: Supervisor,
+        workdir: Path | None = None,
+        aof: bool = False,
+        cluster: bool = False,
     ) -> None:
         self._supervisor = supervisor
         self._aof = aof
+        self._cluster = cluster
         self._redis_port = 0
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="streamrec-"))
@@ -74,6 +84,9 @@ class EmbeddedInfrastructure:
     def start(self) -> None:
         kafka_port, redis_port = free_port(), free_port()
         broker = start_broker(self._supervisor, kafka_port)
+        if self._cluster:
+            self._start_cluster(broker, kafka_port)
+            return
         valkey = self._start_valkey(redis_port)
         self._children = [broker, valkey]
         for child, port in ((broker, kafka_port), (valkey, redis_port)):
@@ -95,6 +108,18 @@ class EmbeddedInfrastructure:
         finally:
             client.close()
 
+    def _start_cluster(self, broker: Child, kafka_port: int) -> None:
+        """A 3-primary Valkey Cluster instead of one Valkey (`streamrec up --cluster`)."""
+        from streamrec.embedded_cluster import EmbeddedCluster
+
+        cluster = EmbeddedCluster(self._supervisor, self.workdir / "cluster")
+        self._children = [broker]
+        wait_for_port(kafka_port)
+        cluster.start()
+        self._children += [node.child for node in cluster.nodes]
+        self.kafka_url = f"kafka://127.0.0.1:{kafka_port}"
+        self.redis_url = cluster.url.replace("redis://", "redis+cluster://", 1)
+
     def _start_valkey(self, port: int) -> Child:
         valkey_dir = self.workdir / "valkey"
         valkey_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +131,27 @@ class EmbeddedInfrastructure:
         argv += ["--maxmemory-policy", "noeviction"]
         argv += ["--protected-mode", "yes", "--daemonize", "no"]
         return self._supervisor.start("valkey", argv)
+
+    def start_object_store(self) -> str | None:
+        """moto's S3 server (a development dependency) on a free port, with a `models` bucket;
+        its endpoint, or None where moto is not installed."""
+        moto = Path(sys.executable).parent / "moto_server"
+        if not moto.exists():
+            return None
+        port = free_port()
+        self._children.append(
+            self._supervisor.start("s3", [str(moto), "-H", "127.0.0.1", "-p", str(port)])
+        )
+        wait_for_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        import boto3
+
+        key, secret = LOCAL_S3_CREDENTIALS["key"], LOCAL_S3_CREDENTIALS["secret"]
+        boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+            region_name="us-east-1",
+        ).create_bucket(Bucket="models")  # fmt: skip
+        return endpoint
 
     def restart_valkey(self) -> None:
         """SIGKILL Valkey and start it again on its port and directory (from its AOF, if it

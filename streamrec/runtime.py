@@ -25,9 +25,8 @@ from recommender.errors import ConfigurationError, StreamrecError
 from recommender.privacy.access import ApiKeyStore
 from recommender.settings import Settings
 from recommender.store.connections import cluster_url, redis_async, redis_sync
-from streamrec.embedded import EmbeddedInfrastructure, free_port
-from streamrec.progress import Progress, applied_at_least, read_progress
-from streamrec.progress import wait_for as poll_until
+from streamrec.embedded import LOCAL_S3_CREDENTIALS, EmbeddedInfrastructure, free_port
+from streamrec.progress import Progress, applied_at_least, read_progress, wait_for as poll_until
 from streamrec.supervisor import Child, Supervisor
 from streams.kafka import check_kafka, create_topics
 
@@ -76,6 +75,9 @@ def last_line(text: str) -> str:
     return (errors or lines or ["(no output)"])[-1]
 
 
+#: The embedded fleet (`streamrec up --cluster`): partitions a topic, workers.
+CLUSTER_PARTITIONS, CLUSTER_WORKERS = 6, 2
+
 #: The consumer group session timeout with the embedded broker (see `Runtime.start`).
 EMBEDDED_SESSION_TIMEOUT_S = 2.0
 
@@ -91,16 +93,27 @@ class Runtime:
         Port for the API; None takes `settings.api_port`, 0 a free one.
     aof
         The embedded Valkey keeps an append-only file (`infra.restart_valkey` restores it).
+    cluster
+        The embedded fleet (`streamrec up --cluster`): a 3-primary Valkey Cluster, topics of
+        `CLUSTER_PARTITIONS` partitions, `CLUSTER_WORKERS` workers, two API processes, and
+        model versions in a local S3 server (moto's, where it is installed).
     """
 
-    def __init__(self, settings: Settings, api_port: int | None = None, aof: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        api_port: int | None = None,
+        aof: bool = False,
+        cluster: bool = False,
+    ) -> None:
         self.embedded = not (settings.kafka_url and settings.redis_url)
+        self._cluster = cluster and self.embedded
         self._workdir = Path(tempfile.mkdtemp(prefix="streamrec-"))
         self.log_dir = self._workdir / "logs"
         self.log_dir.mkdir()
         self.supervisor = Supervisor(self.log_dir)
         self._infra = (
-            EmbeddedInfrastructure(self.supervisor, self._workdir, aof=aof)
+            EmbeddedInfrastructure(self.supervisor, self._workdir, aof=aof, cluster=cluster)
             if self.embedded
             else None
         )
@@ -147,13 +160,26 @@ class Runtime:
                 updates["pseudonym_key"] = SecretStr(secrets.token_urlsafe(32))
             if self._base_settings.master_keys is None:
                 updates["master_keys"] = SecretStr(Fernet.generate_key().decode())
+        if self._cluster:
+            updates |= self._fleet()
         self.settings = self._base_settings.model_copy(update=updates)
         self.settings.require_secrets()
         create_topics(self.settings)
         if worker:
             self.start_worker()
+            for n in range(2, (CLUSTER_WORKERS if self._cluster else 1) + 1):
+                self.start_worker(f"worker-{n}")
         if api:
             self.start_api()
+
+    def _fleet(self) -> dict[str, object]:
+        """What the embedded fleet changes in the settings (`cluster`)."""
+        fleet: dict[str, object] = {"topic_partitions": CLUSTER_PARTITIONS, "api_processes": 2}
+        endpoint = self.infra.start_object_store()
+        if endpoint is not None:
+            fleet["models_url"] = "s3://models/versions"
+            fleet["models_storage_options"] = {"endpoint_url": endpoint, **LOCAL_S3_CREDENTIALS}
+        return fleet
 
     def start_worker(self, name: str = "worker", settings: Settings | None = None) -> Child:
         """Start a worker; ``settings`` (e.g. another consumer group) default to the runtime's."""

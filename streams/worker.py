@@ -19,8 +19,13 @@ from recommender.settings import Settings
 from recommender.store.connections import prepare_store
 from streams.batch_intake import INBOX_ATTR, BatchInbox
 from streams.composition import Outlets, WorkerParts
-from streams.faust_transport import NoTablesManager, consumer_lag, logs_replaced, set_fetch_max_wait
-from streams.faust_transport import rewind_logs_past_end as rewind_past_end
+from streams.faust_transport import (
+    NoTablesManager,
+    consumer_lag,
+    logs_replaced,
+    rewind_logs_past_end as rewind_past_end,
+    set_fetch_max_wait,
+)
 from streams.kafka import faust_broker, faust_credentials
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,7 @@ refit, for its users, before its version serves (`recommender.cf.refit_job`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Sequence, Set as AbstractSet
 
 from models.als import ALSModel
 from recommender.cf.vectors import CachedCandidates, UserVector

@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
+    ConnectionError as RedisConnectionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    TimeoutError as RedisTimeoutError,
     TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recommender.errors import StreamrecError
 

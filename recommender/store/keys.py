@@ -17,29 +17,29 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from recommender.store.model_keys import (
-    CF,
-    CF_VERSION_KEYS_PATTERN,
-    MODEL_HISTORY_LEN,
-    MODEL_LOG_LEN,
-    MODEL_PREFIX,
-    PENDING_RECS_INDEX,
-    PENDING_RECS_TTL_S,
-    RETIRED_MODEL_TTL_S,
-    USER_RECS_SUFFIX,
-    USER_VECTORS_SUFFIX,
-    family_base,
-    item_vectors,
-    items_written_field,
-    model_challenger,
-    model_channel,
-    model_current,
-    model_history,
-    model_log,
-    pending_recs,
-    user_recs,
-    user_vectors,
-    version_keys,
+from recommender.store.model_keys import (  # re-exported: `keys` names every key
+    CF as CF,
+    CF_VERSION_KEYS_PATTERN as CF_VERSION_KEYS_PATTERN,
+    MODEL_HISTORY_LEN as MODEL_HISTORY_LEN,
+    MODEL_LOG_LEN as MODEL_LOG_LEN,
+    MODEL_PREFIX as MODEL_PREFIX,
+    PENDING_RECS_INDEX as PENDING_RECS_INDEX,
+    PENDING_RECS_TTL_S as PENDING_RECS_TTL_S,
+    RETIRED_MODEL_TTL_S as RETIRED_MODEL_TTL_S,
+    USER_RECS_SUFFIX as USER_RECS_SUFFIX,
+    USER_VECTORS_SUFFIX as USER_VECTORS_SUFFIX,
+    family_base as family_base,
+    item_vectors as item_vectors,
+    items_written_field as items_written_field,
+    model_challenger as model_challenger,
+    model_channel as model_channel,
+    model_current as model_current,
+    model_history as model_history,
+    model_log as model_log,
+    pending_recs as pending_recs,
+    user_recs as user_recs,
+    user_vectors as user_vectors,
+    version_keys as version_keys,
 )
 
 #: What an id may hold that a key name must not: the separator `:` (an item `zz:image` would
@@ -330,29 +330,3 @@ def rate_bucket(key_id: str) -> str:
 def ingest_bucket(key_id: str) -> str:
     """The key's bucket of what it may publish (records and KiB), apart from its requests'."""
     return f"{RATE_PREFIX}{key_id}:ingest"
-
-
-__all__ = [  # the model families' keys, from `model_keys`
-    "CF",
-    "CF_VERSION_KEYS_PATTERN",
-    "MODEL_HISTORY_LEN",
-    "MODEL_LOG_LEN",
-    "MODEL_PREFIX",
-    "PENDING_RECS_INDEX",
-    "PENDING_RECS_TTL_S",
-    "RETIRED_MODEL_TTL_S",
-    "USER_RECS_SUFFIX",
-    "USER_VECTORS_SUFFIX",
-    "family_base",
-    "item_vectors",
-    "items_written_field",
-    "model_challenger",
-    "model_channel",
-    "model_current",
-    "model_history",
-    "model_log",
-    "pending_recs",
-    "user_recs",
-    "user_vectors",
-    "version_keys",
-]
