@@ -187,7 +187,12 @@ def _benchmarks(settings: Settings, args: argparse.Namespace) -> dict[str, Calla
 
         return run_chaos(settings, args.chaos_seconds, args.chaos_rate, json_path=json_for("chaos"))
 
-    benches = (content, faults, quality, freshness, serve, monitor, ingest, erasure, chaos)
+    def scale() -> object:
+        from streamrec.bench.scale import run_scale
+
+        return run_scale(settings, serve_s=args.seconds, json_path=json_for("scale"))
+
+    benches = (content, faults, quality, freshness, serve, monitor, ingest, erasure, chaos, scale)
     return {f.__name__: f for f in benches}
 
 
@@ -338,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
             "monitor",
             "erasure",
             "chaos",
+            "scale",
             "all",
         ],
     )

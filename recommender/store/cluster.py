@@ -26,23 +26,34 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from recommender.memo import ExpiringMemo
 from recommender.settings import Settings
 from recommender.store import keys, scripts
 from recommender.types import Interaction
+
+#: How long an item's categories are remembered between batches (see `ClusterApply`).
+CATEGORIES_MEMO_S = 2.0
 
 #: One script call: the script's body, its keys and its arguments.
 Call = tuple[str, Sequence[str], Sequence[str | int | float]]
 
 
-async def pipelined_scripts(redis: aioredis.Redis, calls: Sequence[Call]) -> list[Any]:
-    """The replies of ``calls`` sent in one cluster pipeline. A cluster pipeline sends EVALSHA
-    without loading the script first (a single node's pipeline loads them), and a replica
-    promoted by a failover has none: the calls a node answers NOSCRIPT are sent again once their
-    scripts are loaded on every primary, and only those (the others ran: sending them again
-    would count their events as duplicates)."""
+async def pipelined_scripts(
+    redis: aioredis.Redis,
+    calls: Sequence[Call],
+    also: Sequence[Sequence[str | int | float]] = (),
+) -> list[Any]:
+    """The replies of ``calls`` sent in one cluster pipeline (with the commands in ``also``,
+    whose replies are dropped: idempotent ones, that ride along to save a round trip). A cluster
+    pipeline sends EVALSHA without loading the script first (a single node's pipeline loads
+    them), and a replica promoted by a failover has none: the calls a node answers NOSCRIPT are
+    sent again once their scripts are loaded on every primary, and only those (the others ran:
+    sending them again would count their events as duplicates)."""
     replies: list[Any] = [NoScriptError()] * len(calls)
     for attempt in range(2):
         todo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if not todo and attempt:
+            break
         if attempt:
             for body in dict.fromkeys(calls[i][0] for i in todo):
                 await redis.script_load(body)
@@ -50,12 +61,16 @@ async def pipelined_scripts(redis: aioredis.Redis, calls: Sequence[Call]) -> lis
         for i in todo:
             body, script_keys, args = calls[i]
             pipe.evalsha(_sha(body), len(script_keys), *script_keys, *args)
-        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+        for command in also if not attempt else ():
+            pipe.execute_command(*command)
+        answered = await pipe.execute(raise_on_error=False)
+        for i, reply in zip(todo, answered, strict=False):
             replies[i] = reply
+        replies += [r for r in answered[len(todo) :] if isinstance(r, Exception)][:1]
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return replies
+    return replies[: len(calls)]
 
 
 def _sha(body: str) -> str:
@@ -75,6 +90,7 @@ class ClusterApply:
         self._redis = redis
         self._settings = settings
         self.shards = settings.redis_cluster_shards
+        self._known: ExpiringMemo[str, str] = ExpiringMemo(CATEGORIES_MEMO_S, 200_000)
 
     async def apply(
         self,
@@ -117,12 +133,20 @@ class ClusterApply:
         return sorted(applied), failed, erased
 
     async def _categories(self, items: set[str]) -> dict[str, str]:
-        order = sorted(items)
-        pipe: Any = self._redis.pipeline()
-        for item in order:
-            pipe.hget(keys.item_meta(item), "categories")
-        found = await pipe.execute()
-        return {item: str(cats) for item, cats in zip(order, found, strict=True) if cats}
+        """Each item's categories (JSON; '' for none), remembered for CATEGORIES_MEMO_S: on one
+        node the apply script reads them in its own call, here they cost a round trip a batch
+        (a change of an item's categories reaches the users' affinity that much later)."""
+        found = {item: self._known.get(item) for item in items}
+        missing = sorted(item for item, cats in found.items() if cats is None)
+        if missing:
+            pipe: Any = self._redis.pipeline()
+            for item in missing:
+                pipe.hget(keys.item_meta(item), "categories")
+            for item, cats in zip(missing, await pipe.execute(), strict=True):
+                value = str(cats or "")
+                found[item] = value
+                self._known.put(item, value)
+        return {item: cats for item, cats in found.items() if cats}
 
     async def _count(
         self,
@@ -146,15 +170,17 @@ class ClusterApply:
             )
             for shard, lines in by_shard.items()
         ]
-        await pipelined_scripts(self._redis, calls)
-        pipe = self._redis.pipeline()
+        # The indexes ride in the same pipeline: idempotent (PFADD, ZADD of a time), they may be
+        # written before or after the shards' side, and again on a replay.
+        also: list[list[str | int | float]] = []
         active: dict[int, dict[str, int]] = defaultdict(dict)
         for i in counted:
-            pipe.pfadd(keys.item_users(events[i].item_id), pseudonyms[i])
+            also.append(["PFADD", keys.item_users(events[i].item_id), pseudonyms[i]])
             active[keys.user_shard(pseudonyms[i], self.shards)][pseudonyms[i]] = now
         for shard, users in active.items():
-            pipe.zadd(keys.users_active(shard), users)
-            pipe.zremrangebyscore(keys.users_active(shard), "-inf", f"({now - s.user_ttl_s * 1000}")
+            also.append(["ZADD", keys.users_active(shard), *(x for p in users for x in (now, p))])
+            also.append(["ZREMRANGEBYSCORE", keys.users_active(shard), "-inf",
+                         f"({now - s.user_ttl_s * 1000}"])  # fmt: skip
         if erased:
-            pipe.hincrby(keys.STATS, "erased_suppressed", erased)
-        await pipe.execute()
+            also.append(["HINCRBY", keys.STATS, "erased_suppressed", erased])
+        await pipelined_scripts(self._redis, calls, also)

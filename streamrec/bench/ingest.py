@@ -42,10 +42,10 @@ def _producer(settings: Settings, linger_ms: int = 20) -> KafkaProducer:
     )
 
 
-def _fill(settings: Settings, n: int) -> float:
+def _fill(settings: Settings, n: int, prefix: str = "b") -> float:
     producer = _producer(settings)
     started = time.perf_counter()
-    for key, value in movielens_events(n):
+    for key, value in movielens_events(n, prefix):
         producer.send(settings.topic_events, key=key.encode(), value=value)
     producer.flush()
     elapsed = time.perf_counter() - started
