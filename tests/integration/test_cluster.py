@@ -147,3 +147,46 @@ def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
         gone = httpx.delete(f"{rt.api_url}/v1/users/alice", headers=auth)
         assert gone.status_code == 200 and gone.json()["keys_deleted"] >= 3
         assert rt.progress().applied == n  # once each, whichever worker took its partition
+
+
+async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(settings, tmp_path):
+    """A primary SIGKILLed between batches: its replica takes over (the cluster's own election),
+    the client follows MOVED, the promoted replica, which has no scripts, gets them loaded again,
+    and the worker's retry (`faults.with_retry`) carries the batch that met the failover: every
+    event applied once. (Writes acknowledged in the last moment before a primary dies and not yet
+    replicated can be lost with it: Redis replicates asynchronously.)"""
+    import asyncio
+
+    from recommender.store.faults import with_retry
+    from streamrec.embedded_cluster import EmbeddedCluster
+    from streamrec.supervisor import Supervisor
+
+    (tmp_path / "logs").mkdir()
+    supervisor = Supervisor(tmp_path / "logs")
+    embedded = EmbeddedCluster(supervisor, tmp_path / "cluster", replicas=1)
+    try:
+        embedded.start()
+        url = embedded.url.replace("redis://", "redis+cluster://", 1)
+        s = settings.model_copy(update={"redis_url": url, "redis_cluster_shards": 8})
+        client: Any = redis_async(url)
+        store = FeatureStore(client, s)
+        events = [Interaction(f"f{n}", f"u{n % 211}", ROMANCE[n % len(ROMANCE)], "view", 10 + n)
+                  for n in range(3_000)]  # fmt: skip
+        batches = [events[i : i + 100] for i in range(0, len(events), 100)]
+        for batch in batches[:15]:
+            await store.apply_interactions(batch)
+        await asyncio.sleep(0.2)  # replicated (asynchronously, as Redis does)
+        supervisor.kill(embedded.nodes[0].child)  # a primary, with a third of the slots
+        for batch in batches[15:]:
+
+            async def apply(b: list[Interaction] = batch) -> object:
+                return await store.apply_interactions(b)
+
+            await with_retry("apply", apply)
+        replay = await with_retry("replay", lambda: store.apply_interactions(events))
+        assert replay.applied == []
+        assert compare(await store.snapshot(), _expected(store, s, events)).equal
+        assert (await store.stats.all())["events_applied"] == 3_000
+        await client.aclose()
+    finally:
+        supervisor.stop_all()
