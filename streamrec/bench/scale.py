@@ -24,7 +24,7 @@ import redis
 from recommender.errors import StreamrecError
 from recommender.settings import Settings
 from recommender.store import keys
-from recommender.store.connections import redis_sync
+from recommender.store.connections import cluster_url, redis_sync
 from streamrec.bench.ingest import _fill, _freshness
 from streamrec.bench.report import write
 from streamrec.bench.serve import LUA, _wrk
@@ -68,6 +68,21 @@ def _bytes(client: redis.Redis, users: int, items: int) -> tuple[float, float]:
     user_bytes = total("u:*") + total("model:*:users") + total("users:active*")
     item_bytes = total("item:*") + total("items:*")
     return user_bytes / max(users, 1), item_bytes / max(items, 1)
+
+
+def _redis_work(url: str) -> tuple[float, int]:
+    """(CPU seconds, commands) Redis has spent so far, over every primary of a cluster."""
+    client: Any = redis_sync(url)
+    try:
+        if cluster_url(url):
+            nodes = client.get_primaries()
+            infos = [client.info(target_nodes=node) for node in nodes]
+        else:
+            infos = [client.info()]
+    finally:
+        client.close()
+    cpu = sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
+    return cpu, sum(int(i["total_commands_processed"]) for i in infos)
 
 
 def _slot_spread(url: str) -> dict[str, Any]:
@@ -118,12 +133,16 @@ def _one(
                 client = redis.Redis(host=node.host, port=node.port)
                 _cmd(client, "CONFIG", "SET", "cluster-slot-stats-enabled", "yes")
                 client.close()
+        cpu_before, commands_before = _redis_work(url)
         for workers in (1, 2):
             run = isolated(rt.settings, f"scale{workers}")
             create_topics(run)
             _fill(run, events, prefix=f"s{workers}{uuid.uuid4().hex[:4]}")
             print(f"  {'cluster' if cluster else 'one node'}: {workers} worker(s)...", flush=True)
             out[f"ingest_{workers}w_events_per_s"] = round(_drain(rt, run, workers, events), 1)
+        cpu, commands = _redis_work(url)  # what the 2 x `events` cost Redis
+        out["redis_cpu_us_per_event"] = round((cpu - cpu_before) * 1e6 / (2 * events), 1)
+        out["redis_commands_per_event"] = round((commands - commands_before) / (2 * events), 3)
         run = isolated(rt.settings, "scalefresh")
         create_topics(run)
         worker = rt.start_worker("scale-fresh", run)
