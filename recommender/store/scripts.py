@@ -35,23 +35,57 @@ end
 """
 
 
+#: One event's writes to its user's keys, shared by the apply scripts of one node and of a
+#: cluster (`_fill` puts it in front of each). The one write that can fail on valid-looking
+#: input (a key of another type) goes first, under pcall; Redis refusing writes (OOM, MISCONF,
+#: READONLY...) is no record's fault and aborts the whole call (such a refusal comes at a call's
+#: first write, so nothing of it was written). Returns the reason Redis refused the record, or
+#: nil and whether the item had categories. Category affinity is kept in log space: add
+#: w * exp((ts - base) / tau); ranking needs no decay of old fields, and reading multiplies by
+#: exp((base - now) / tau).
+USER_EVENT_LUA = """
+local infrastructure = {}
+for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
+local function apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+  local ok = redis.pcall('HINCRBYFLOAT', base .. ':items', item, weight)
+  if type(ok) == 'table' and ok.err then
+    if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then error(ok) end
+    return ok.err
+  end
+  local entry = etype .. '|' .. item .. '|' .. ts
+  if rid ~= '' then entry = entry .. '|' .. rid end
+  redis.call('LPUSH', base .. ':recent', entry)
+  redis.call('HINCRBY', base .. ':counts', etype, 1)
+  if not cats_json or cats_json == '' or cats_json == '[]' then return nil, false end
+  local cats, t = base .. ':cats', tonumber(ts)
+  local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
+  if not cbase then
+    cbase = t
+    redis.call('HSET', cats, '_base', t)
+  end
+  local boost = tonumber(weight) * math.exp((t - cbase) / __TAU__)
+  for _, c in ipairs(cjson.decode(cats_json)) do
+    redis.call('HINCRBYFLOAT', cats, c, boost)
+  end
+  return nil, true
+end
+"""
+
+
 def _fill(script: str) -> str:
-    """``script`` with `KEY_PART_LUA` in front and `keys`' prefixes and constants in place."""
+    """``script`` with the shared Lua in front and `keys`' prefixes and constants in place."""
     return (
-        KEY_PART_LUA
-        + USER_TAG_LUA
-        + (
-            script.replace("__SEEN__", SEEN_PREFIX)
-            .replace("__ERASED__", ERASED_PREFIX)
-            .replace("__USER__", USER_PREFIX)
-            .replace("__POP__", POP_PREFIX)
-            .replace("__ITEM__", ITEM_PREFIX)
-            .replace("__TAU__", str(AFFINITY_TAU_MS))
-            .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
-            .replace(
-                "__WINDOWS__",
-                json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
-            )
+        (KEY_PART_LUA + USER_TAG_LUA + USER_EVENT_LUA + script)
+        .replace("__SEEN__", SEEN_PREFIX)
+        .replace("__ERASED__", ERASED_PREFIX)
+        .replace("__USER__", USER_PREFIX)
+        .replace("__POP__", POP_PREFIX)
+        .replace("__ITEM__", ITEM_PREFIX)
+        .replace("__TAU__", str(AFFINITY_TAU_MS))
+        .replace("__INFRASTRUCTURE__", json.dumps(INFRASTRUCTURE_CODES))
+        .replace(
+            "__WINDOWS__",
+            json.dumps([x for w in WINDOWS.values() for x in (w.name, w.bucket_ms, w.ttl_s)]),
         )
     )
 
@@ -75,9 +109,6 @@ local user_ttl, recent_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = #ARGV - 4
 local applied, failed = {}, {}
 local windows = cjson.decode('__WINDOWS__')
-local tau = __TAU__
-local infrastructure = {}
-for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
 local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 -- What is the same for every event of a user or a bucket (TTLs, the recent list's cap, the
 -- newest event time, the active-users index, per-type counts) is written once per call, after
@@ -97,22 +128,13 @@ for i = 0, n - 1 do
   -- (and the marker of a version before 2026-12-07, without the user, until it expires)
   elseif redis.call('EXISTS', seen, '__SEEN__' .. key_part(eid)) == 0 then
     local base = '__USER__' .. utag(p)
-    local items, recent, counts = base .. ':items', base .. ':recent', base .. ':counts'
-    -- The one write that can fail on valid-looking input goes first, under pcall.
-    local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
-    if type(ok) == 'table' and ok.err then
-      -- Redis refusing writes (OOM, MISCONF, READONLY...) is no record's fault: abort the call.
-      -- Such a refusal comes at a call's first write, so nothing of it was written.
-      if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then
-        return redis.error_reply(ok.err)
-      end
+    local item_key = '__ITEM__{' .. key_part(item) .. '}'
+    local cats_json = redis.call('HGET', item_key, 'categories')
+    local refused, with_cats = apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+    if refused then
       failed[#failed + 1] = i
-      failed[#failed + 1] = ok.err
+      failed[#failed + 1] = refused
     else
-      local entry = etype .. '|' .. item .. '|' .. ts
-      if rid ~= '' then entry = entry .. '|' .. rid end
-      redis.call('LPUSH', recent, entry)
-      redis.call('HINCRBY', counts, etype, 1)
       local t = tonumber(ts)
       if newest[p] == nil or t > newest[p] then newest[p] = t end
       redis.call('ZINCRBY', popular, 1, item)
@@ -121,24 +143,8 @@ for i = 0, n - 1 do
         redis.call('ZINCRBY', bucket, 1, item)
         buckets[bucket] = windows[w + 2]
       end
-      local item_key = '__ITEM__{' .. key_part(item) .. '}'
       redis.call('PFADD', item_key .. ':users', p)
-      -- Category affinity in log space: add w * exp((ts - base) / tau); ranking needs no decay
-      -- of old fields, and reading multiplies by exp((base - now) / tau).
-      local cats_json = redis.call('HGET', item_key, 'categories')
-      if cats_json and cats_json ~= '[]' then
-        local cats = base .. ':cats'
-        local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
-        if not cbase then
-          cbase = t
-          redis.call('HSET', cats, '_base', t)
-        end
-        local boost = tonumber(weight) * math.exp((t - cbase) / tau)
-        for _, c in ipairs(cjson.decode(cats_json)) do
-          redis.call('HINCRBYFLOAT', cats, c, boost)
-        end
-        has_cats[p] = true
-      end
+      if with_cats then has_cats[p] = true end
       per_type[etype] = (per_type[etype] or 0) + 1
       if t > clock then clock = t end
       redis.call('SET', seen, '1', 'EX', dedupe_ttl)
@@ -189,9 +195,6 @@ local base, tombstone = KEYS[1], KEYS[2]
 local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local p = ARGV[4]
 local n = (#ARGV - 4) / 2
-local tau = __TAU__
-local infrastructure = {}
-for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
 local items, recent = base .. ':items', base .. ':recent'
 local counts, cats = base .. ':counts', base .. ':cats'
 local erased_at = tonumber(redis.call('GET', tombstone) or '-1')
@@ -208,31 +211,13 @@ for i = 0, n - 1 do
   elseif redis.call('EXISTS', seen) == 1 then
     duplicates[#duplicates + 1] = i
   else
-    local ok = redis.pcall('HINCRBYFLOAT', items, item, weight)
-    if type(ok) == 'table' and ok.err then
-      if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then
-        return redis.error_reply(ok.err)
-      end
+    local refused, with_cats = apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+    if refused then
       failed[#failed + 1] = i
-      failed[#failed + 1] = ok.err
+      failed[#failed + 1] = refused
     else
-      local entry = etype .. '|' .. item .. '|' .. ts
-      if rid ~= '' then entry = entry .. '|' .. rid end
-      redis.call('LPUSH', recent, entry)
-      redis.call('HINCRBY', counts, etype, 1)
       if newest == nil or t > newest then newest = t end
-      if cats_json ~= '' and cats_json ~= '[]' then
-        local cbase = tonumber(redis.call('HGET', cats, '_base') or '')
-        if not cbase then
-          cbase = t
-          redis.call('HSET', cats, '_base', t)
-        end
-        local boost = tonumber(weight) * math.exp((t - cbase) / tau)
-        for _, c in ipairs(cjson.decode(cats_json)) do
-          redis.call('HINCRBYFLOAT', cats, c, boost)
-        end
-        has_cats = true
-      end
+      if with_cats then has_cats = true end
       redis.call('SET', seen, '1', 'EX', dedupe_ttl)
       applied[#applied + 1] = i
     end

@@ -13,7 +13,6 @@ goal is the cost of the cluster path, not a speed-up (see docs/benchmarks.md).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +26,7 @@ from recommender.store import keys
 from recommender.store.connections import cluster_url, redis_sync
 from streamrec.bench.ingest import _fill, _freshness
 from streamrec.bench.report import write
-from streamrec.bench.serve import LUA, _wrk
+from streamrec.bench.serve import recommendations_under_load
 from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.embedded_cluster import _cmd
 from streamrec.runtime import Runtime
@@ -154,15 +153,11 @@ def _one(
         rt.start_worker()
         rt.start_api()
         seeded = seed_movielens(rt)
-        token = rt.create_api_key({"read"}, "bench")
         users = sorted(seeded["user_id"].unique())
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "recs.lua"
-            script.write_text(LUA % {"users": ",".join(f'"{u}"' for u in users), "token": token})
-            _wrk(rt.api_url, 2, script)
-            recs = _wrk(rt.api_url, serve_s, script)
-        out |= {"serve_rps": round(recs["rps"], 1), "serve_p99_ms": round(recs["p99_ms"], 2),
-                "serve_non_2xx": int(recs["non_2xx"])}  # fmt: skip
+        recs = recommendations_under_load(rt, users, serve_s)
+        out["serve_rps"] = round(recs["rps"], 1)
+        out["serve_p99_ms"] = round(recs["p99_ms"], 2)
+        out["serve_non_2xx"] = int(recs["non_2xx"])
         per_user, per_item = _bytes(client, len(users), int(seeded["item_id"].nunique()))
         out |= {
             "redis_bytes_per_user": round(per_user, 1),

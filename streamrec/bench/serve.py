@@ -131,6 +131,20 @@ def summarize_profile(raw: str, top: int = 15) -> str:
     return "\n".join(lines)
 
 
+def recommendations_under_load(
+    rt: Runtime, users: list[str], seconds: float, profile: Path | None = None
+) -> dict[str, float]:
+    """wrk asking ``rt``'s API for random ``users``' recommendations for ``seconds`` (after a
+    2 s warm-up: the model loaded, the connections open)."""
+    token = rt.create_api_key({"read"}, "bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "recs.lua"
+        script.write_text(LUA % {"users": ",".join(f'"{u}"' for u in users), "token": token})
+        _wrk(rt.api_url, 2, script)
+        with _profiled(rt, profile, seconds):
+            return _wrk(rt.api_url, seconds, script)
+
+
 def run_serve(
     settings: Settings,
     seconds: float = 20.0,
@@ -146,16 +160,9 @@ def run_serve(
         update={"api_rate_per_s": 1e9, "api_rate_burst": 10**9}
     )
     with Runtime(bench_settings, api_port=0) as rt:
-        events = seed_movielens(rt)
-        token = rt.create_api_key({"read"}, "bench")
-        users = sorted(events["user_id"].unique())
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "recs.lua"
-            script.write_text(LUA % {"users": ",".join(f'"{u}"' for u in users), "token": token})
-            _wrk(rt.api_url, 2, script)  # warm-up: model loaded, connections open
-            with _profiled(rt, profile, seconds):
-                recs = _wrk(rt.api_url, seconds, script)
-            trivial = _wrk(f"{rt.api_url}/v1/health/live", seconds, None)
+        users = sorted(seed_movielens(rt)["user_id"].unique())
+        recs = recommendations_under_load(rt, users, seconds, profile)
+        trivial = _wrk(f"{rt.api_url}/v1/health/live", seconds, None)
     results: dict[str, Any] = {
         "load_generator": f"wrk -t1 -c{CONCURRENCY} (C, one thread)",
         "concurrency": CONCURRENCY,
