@@ -14,7 +14,8 @@ COPY recommender recommender
 COPY models models
 COPY api api
 COPY streamrec streamrec
-RUN pip install --no-cache-dir . && useradd --create-home streamrec \
+# The s3 extra: model versions in S3 (docker-compose.cluster.yml keeps them in MinIO).
+RUN pip install --no-cache-dir ".[s3]" && useradd --create-home streamrec \
     && mkdir -p /data && chown streamrec /data
 USER streamrec
 VOLUME ["/data"]

@@ -31,6 +31,32 @@ def test_compose_has_kraft_kafka_aof_redis_worker_and_api():
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
+def test_cluster_compose_has_a_cluster_with_replicas_s3_and_two_of_each_process():
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    services = compose["services"]
+    nodes = [name for name in services if name.startswith("redis-") and name != "redis-init"]
+    assert len(nodes) == 6
+    for name in nodes:
+        command = services[name]["command"][0]
+        assert services[name]["hostname"] == name
+        for needed in (
+            "--cluster-enabled yes",
+            "--maxmemory-policy noeviction",
+            "--user default off",
+            "--appendonly yes",
+            "--masteruser streamrec",
+        ):
+            assert needed in command, (name, needed)
+    assert "--cluster-replicas 1" in services["redis-init"]["command"][0]
+    env = compose["x-streamrec-env"]
+    assert env["STREAMREC_REDIS_URL"].startswith("redis+cluster://streamrec:")
+    assert env["STREAMREC_MODELS_URL"].startswith("s3://")
+    assert services["worker"]["deploy"]["replicas"] == services["api"]["deploy"]["replicas"] == 2
+    assert "volumes" not in services["api"]  # no shared disk: model versions come from S3
+    fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    assert [k for k in env if k.startswith("STREAMREC_") and k not in fields] == []
+
+
 def test_every_streamrec_variable_in_compose_is_a_setting():
     fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
     for service in _compose()["services"].values():
