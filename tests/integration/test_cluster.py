@@ -3,6 +3,7 @@ cluster client: the same features as one node, applied once, with no cross-slot 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from redis.crc import key_slot
 
 from recommender.store import keys
 from recommender.store.cluster import ClusterApply
-from recommender.store.connections import redis_async
+from recommender.store.connections import redis_async, redis_sync
 from recommender.store.features import FeatureStore
 from recommender.store.verification import compare, expected_features
 from recommender.types import Interaction, ItemMeta
@@ -190,3 +191,50 @@ async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(settings, t
         await client.aclose()
     finally:
         supervisor.stop_all()
+
+
+def test_workers_added_and_killed_mid_stream_on_the_fleet_lose_and_double_nothing(tmp_path):
+    """`up --cluster`'s fleet while events arrive: a third worker joins (a rebalance), then one
+    is SIGKILLed (another): every event applied once, by the counters and by popularity."""
+    import threading
+    import time
+
+    from kafka import KafkaProducer
+
+    from recommender.settings import Settings
+    from streamrec.runtime import Runtime
+    from streams.kafka import bootstrap_servers
+
+    n = 6_000
+    with Runtime(Settings(data_dir=tmp_path / "data"), api_port=0, cluster=True) as rt:
+        s = rt.settings
+
+        def produce() -> None:
+            producer = KafkaProducer(bootstrap_servers=bootstrap_servers(s.infra.kafka_url))
+            for i in range(n):
+                user = f"u{i % 307}"
+                event = {"event_id": f"r{i}", "user_id": user,
+                         "item_id": f"i{i % 41}", "type": "view", "ts": 1_000 + i}  # fmt: skip
+                producer.send(s.topic_events, key=user.encode(),
+                              value=json.dumps(event).encode())  # fmt: skip
+                if i % 100 == 0:
+                    time.sleep(0.1)  # about 6 s of traffic
+            producer.flush()
+            producer.close()
+
+        sender = threading.Thread(target=produce)
+        sender.start()
+        time.sleep(2)
+        rt.start_worker("worker-3")  # joins: the partitions move
+        time.sleep(2)
+        [second] = [c for c in rt.supervisor.children if c.name == "worker-2"]
+        rt.supervisor.kill(second)  # leaves without a word: they move again
+        sender.join()
+        rt.wait_for(lambda p: p.applied >= n, 120, poll_s=0.2)
+        time.sleep(2)  # anything applied twice would show by now
+        assert rt.progress().applied == n
+        client: Any = redis_sync(s.infra.redis_url)
+        counts = [client.zrange(keys.items_popular(k), 0, -1, withscores=True)
+                  for k in range(s.redis_cluster_shards)]  # fmt: skip
+        assert sum(score for rows in counts for _, score in rows) == n
+        client.close()
