@@ -56,9 +56,8 @@ def read_progress(client: redis.Redis, shards: int | None = None) -> Progress:
     """Counters and served model, in one round trip (``shards``: the counters' on a cluster)."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.model_current(keys.CF))
-    pipe.hgetall(keys.STATS)
-    for shard in range(shards or 0):
-        pipe.hgetall(keys.stats_key(shard))
+    for name in keys.counter_keys(shards):
+        pipe.hgetall(name)
     current, *stats = pipe.execute()
     return Progress(merged_counters(stats), ServedModel.from_hash(current))
 

@@ -73,7 +73,7 @@ def build_trainer(
     trainer = Trainer(
         store,
         ModelState(redis, CF),
-        cf_registry(settings),
+        cf_registry(registry.store),  # one store, one read cache
         settings,
         fit_pool,
         text_model=served_text if settings.content_models else None,

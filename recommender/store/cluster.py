@@ -12,8 +12,8 @@ cluster it is three pipelined steps, each safe to repeat:
 3. the indexes that are idempotent by nature: an item's distinct users (PFADD) and the active
    users (ZADD with the time).
 
-redis-py's cluster pipeline sends each step's commands to their nodes together (measured: 500
-per-user calls over 3 primaries in 14 ms against 11.5 ms on one node).
+redis-py's cluster pipeline sends each step's commands to their nodes together (an ad hoc run:
+500 per-user calls over 3 primaries in 14 ms, against 11.5 ms on one node).
 """
 
 from __future__ import annotations
@@ -50,27 +50,29 @@ async def pipelined_scripts(
     sent again once their scripts are loaded on every primary, and only those (the others ran:
     sending them again would count their events as duplicates)."""
     replies: list[Any] = [NoScriptError()] * len(calls)
+    failure: Exception | None = None  # the first of ``also``'s commands that failed
     for attempt in range(2):
         todo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if not todo and attempt:
-            break
         if attempt:
+            if not todo:
+                break
             for body in dict.fromkeys(calls[i][0] for i in todo):
                 await redis.script_load(body)
         pipe: Any = redis.pipeline()
         for i in todo:
             body, script_keys, args = calls[i]
             pipe.evalsha(_sha(body), len(script_keys), *script_keys, *args)
-        for command in also if not attempt else ():
+        for command in () if attempt else also:
             pipe.execute_command(*command)
         answered = await pipe.execute(raise_on_error=False)
-        for i, reply in zip(todo, answered, strict=False):
+        for i, reply in zip(todo, answered[: len(todo)], strict=True):
             replies[i] = reply
-        replies += [r for r in answered[len(todo) :] if isinstance(r, Exception)][:1]
-    for reply in replies:
+        if not attempt:
+            failure = next((r for r in answered[len(todo) :] if isinstance(r, Exception)), None)
+    for reply in [*replies, failure]:
         if isinstance(reply, Exception):
             raise reply
-    return replies[: len(calls)]
+    return replies
 
 
 def _sha(body: str) -> str:

@@ -108,6 +108,12 @@ def stats_key(shard: int | None = None) -> str:
     return _sharded(STATS, shard)
 
 
+def counter_keys(shards: int | None) -> list[str]:
+    """Every hash that holds counters: `STATS`, and on a cluster each shard's (readers merge
+    them: `stats.merged_counters`)."""
+    return [STATS, *(stats_key(s) for s in range(shards or 0))]
+
+
 def users_active(shard: int | None = None) -> str:
     return _sharded(USERS_ACTIVE, shard)
 

@@ -40,7 +40,7 @@ class Stats:
         if self._shards is None:
             return parse_stats(await self._redis.hgetall(keys.STATS))
         pipe = self._redis.pipeline(transaction=False)
-        for name in [keys.STATS, *(keys.stats_key(s) for s in range(self._shards))]:
+        for name in keys.counter_keys(self._shards):
             pipe.hgetall(name)
         return merged_counters(await pipe.execute())
 

@@ -55,30 +55,34 @@ def _drain(rt: Runtime, settings: Settings, workers: int, events: int) -> float:
     return (final.applied - counted) / max(last[0] - started, 1e-9)
 
 
-def _bytes(client: redis.Redis, users: int, items: int) -> tuple[float, float]:
+def _primaries(url: str) -> list[redis.Redis]:
+    """A plain client of each primary (on one node, of the node): what counts over the whole
+    store (keys, CPU, slots) is each primary's own."""
+    if not cluster_url(url):
+        return [redis.Redis.from_url(url, decode_responses=True)]
+    cluster: Any = redis_sync(url)
+    nodes = cluster.get_primaries()
+    cluster.close()
+    return [redis.Redis(host=n.host, port=n.port, decode_responses=True) for n in nodes]
+
+
+def _bytes(url: str, users: int, items: int) -> tuple[float, float]:
     """Redis bytes per user (their keys and vectors) and per item (its keys, popularity)."""
-
-    def total(pattern: str) -> int:
-        size = 0
-        for key in client.scan_iter(match=pattern, count=1000):
-            size += int(client.memory_usage(key) or 0)
-        return size
-
-    user_bytes = total("u:*") + total("model:*:users") + total("users:active*")
-    item_bytes = total("item:*") + total("items:*")
-    return user_bytes / max(users, 1), item_bytes / max(items, 1)
+    sizes = dict.fromkeys(("u:*", "model:*:users", "users:active*", "item:*", "items:*"), 0)
+    for client in _primaries(url):
+        for pattern in sizes:
+            for key in client.scan_iter(match=pattern, count=1000):
+                sizes[pattern] += int(client.memory_usage(key) or 0)
+        client.close()
+    user_bytes = sizes["u:*"] + sizes["model:*:users"] + sizes["users:active*"]
+    return user_bytes / max(users, 1), (sizes["item:*"] + sizes["items:*"]) / max(items, 1)
 
 
 def _redis_work(url: str) -> tuple[float, int]:
-    """(CPU seconds, commands) Redis has spent so far, over every primary of a cluster."""
-    client: Any = redis_sync(url)
-    try:
-        if cluster_url(url):
-            nodes = client.get_primaries()
-            infos = [client.info(target_nodes=node) for node in nodes]
-        else:
-            infos = [client.info()]
-    finally:
+    """(CPU seconds, commands) Redis has spent so far, over every primary."""
+    infos = []
+    for client in _primaries(url):
+        infos.append(client.info())
         client.close()
     cpu = sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
     return cpu, sum(int(i["total_commands_processed"]) for i in infos)
@@ -87,19 +91,14 @@ def _redis_work(url: str) -> tuple[float, int]:
 def _slot_spread(url: str) -> dict[str, Any]:
     """How the cluster's work spread: the busiest slot's and the busiest primary's share of the
     CPU time Valkey spent, each over the mean (slots with any work; all primaries)."""
-    cluster: Any = redis_sync(url)
     per_slot: dict[int, int] = {}
     per_node: list[int] = []
-    for node in cluster.get_primaries():
-        client = redis.Redis(host=node.host, port=node.port, decode_responses=True)
-        try:
-            stats = _cmd(client, "CLUSTER", "SLOT-STATS", "SLOTSRANGE", 0, 16383)
-        finally:
-            client.close()
+    for client in _primaries(url):
+        stats = _cmd(client, "CLUSTER", "SLOT-STATS", "SLOTSRANGE", 0, 16383)
+        client.close()
         used = {int(slot): int(s["cpu-usec"]) for slot, s in stats if int(s["cpu-usec"]) > 0}
         per_slot.update(used)
         per_node.append(sum(used.values()))
-    cluster.close()
     slot_mean = sum(per_slot.values()) / max(len(per_slot), 1)
     node_mean = sum(per_node) / max(len(per_node), 1)
     busiest = max(per_slot, key=per_slot.__getitem__) if per_slot else -1
@@ -127,11 +126,10 @@ def _one(
     try:
         rt.start(worker=False, api=False)
         url = rt.settings.infra.redis_url
-        if cluster:
-            for node in redis_sync(url).get_primaries():  # type: ignore[attr-defined]
-                client = redis.Redis(host=node.host, port=node.port)
-                _cmd(client, "CONFIG", "SET", "cluster-slot-stats-enabled", "yes")
-                client.close()
+        if cluster:  # CPU time per slot, for `_slot_spread`
+            for primary in _primaries(url):
+                _cmd(primary, "CONFIG", "SET", "cluster-slot-stats-enabled", "yes")
+                primary.close()
         cpu_before, commands_before = _redis_work(url)
         for workers in (1, 2):
             run = isolated(rt.settings, f"scale{workers}")
@@ -158,7 +156,7 @@ def _one(
         out["serve_rps"] = round(recs["rps"], 1)
         out["serve_p99_ms"] = round(recs["p99_ms"], 2)
         out["serve_non_2xx"] = int(recs["non_2xx"])
-        per_user, per_item = _bytes(client, len(users), int(seeded["item_id"].nunique()))
+        per_user, per_item = _bytes(url, len(users), int(seeded["item_id"].nunique()))
         out |= {
             "redis_bytes_per_user": round(per_user, 1),
             "redis_bytes_per_item": round(per_item, 1),

@@ -80,7 +80,7 @@ def test_every_redis_key_family_is_in_the_architecture_pages_table():
     P = "ab12" + "0" * 28
 
     def placeholders(name: str) -> str:
-        return name.replace(P, "{p}").replace("{ab12}", "{t}")
+        return name.replace(P, "{p}").replace("{ab12}", "{t}").replace("{g0}", "{g}")
 
     families = [
         placeholders(family).replace("%7B", "{").replace("%7D", "}")  # ids' braces, escaped
@@ -123,6 +123,11 @@ def test_every_redis_key_family_is_in_the_architecture_pages_table():
             keys.legacy_user_impressions("{p}"),
             keys.legacy_user_shown("{p}"),
             *(f"{keys.POP_PREFIX}{name}:{{b}}" for name in keys.WINDOWS),
+            keys.items_popular(0),  # a cluster's shards of what every event touches
+            keys.users_active(0),
+            keys.stats_key(0),
+            keys.shard_seen(0, "{event_id}"),
+            keys.WINDOWS["1h"].keys_ending_at(0, 0)[0].rsplit(":", 1)[0] + ":{b}",
         ]
     ]
     table = (ROOT / "docs" / "architecture.md").read_text()
