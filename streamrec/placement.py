@@ -15,7 +15,7 @@ from recommender.cf.vectors import decode_vector
 from recommender.lifecycle.families import TEXT, cf_registry, model_registry
 from recommender.settings import Settings
 from recommender.store import keys
-from recommender.store.connections import redis_sync
+from recommender.store.connections import cluster_url, redis_sync
 from streams.records import ContentV1
 
 
@@ -64,7 +64,11 @@ def matching_users(
     ids = {keys.pseudonymize(secret, u): u for u in user_ids}
     client = redis_sync(settings.infra.redis_url)
     try:
-        raw = client.hmget(keys.user_vectors(cf_version), list(ids))
+        on_cluster = bool(cluster_url(settings.infra.redis_url))
+        pipe = client.pipeline(transaction=False)
+        for p in ids:
+            pipe.hget(keys.user_vectors(cf_version, keys.vector_bucket(p, on_cluster)), p)
+        raw = pipe.execute()
     finally:
         client.close()
     found = [(ids[p], v.vector) for p, r in zip(ids, raw, strict=True) if (v := decode_vector(r))]

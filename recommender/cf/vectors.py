@@ -4,8 +4,10 @@ one owner of those keys."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ from redis.asyncio.client import Pipeline
 
 from recommender.lifecycle.state import ModelState, ServedModel
 from recommender.store import keys, scripts
-from recommender.store.cluster import is_cluster
+from recommender.store.cluster import Call, is_cluster, pipelined_scripts
 from recommender.store.coalesce import ReadCoalescer
 
 #: A hash field as Redis answers it.
@@ -99,7 +101,8 @@ def _b64(vec: npt.NDArray[np.float32]) -> str:
 
 
 class CFVectors:
-    """User vectors (`model:cf:{v}:users`) and new items' factors (`model:cf:{v}:items`)."""
+    """User vectors (`model:{cf}:<v>:users`, on a cluster spread over buckets: see
+    `keys.vector_bucket`) and new items' factors (`model:{cf}:<v>:items`)."""
 
     def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
         self._redis = redis
@@ -110,8 +113,19 @@ class CFVectors:
             self._read
         )
 
+    def _bucket(self, pseudonym: str) -> str:
+        return keys.vector_bucket(pseudonym, self._cluster)
+
+    def _by_bucket(self, pseudonyms: Iterable[str]) -> dict[str, list[str]]:
+        """``pseudonyms`` by their `keys.vector_bucket` (one bucket, '', on one node)."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for p in pseudonyms:
+            found[self._bucket(p)].append(p)
+        return found
+
     async def has_vectors(self, version: str) -> bool:
-        return bool(await self._redis.exists(keys.user_vectors(version)))
+        names = [keys.user_vectors(version, b) for b in keys.vector_buckets(self._cluster)]
+        return bool(await self._redis.exists(*names))
 
     async def write_user_vectors(
         self,
@@ -127,19 +141,35 @@ class CFVectors:
         for start in range(0, len(items), WRITE_CHUNK):
             chunk = items[start : start + WRITE_CHUNK]
             encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
-            await self._redis.hset(keys.user_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+            await self._hset_by_bucket(keys.user_vectors, version, encoded)
+
+    async def _hset_by_bucket(
+        self, key: Callable[[str, str], str], name: str, fields: Mapping[str, str]
+    ) -> None:
+        """HSET ``fields`` (pseudonym -> value) into ``key(name, bucket)`` of their buckets:
+        one command on one node, one per bucket in a pipeline on a cluster."""
+        pipe = self._redis.pipeline(transaction=False)
+        for bucket, users in self._by_bucket(fields).items():
+            pipe.hset(key(name, bucket), mapping={p: fields[p] for p in users})
+        await pipe.execute()
 
     async def raw_user_vectors_of(self, version: str, pseudonyms: Sequence[str]) -> list[Raw]:
         """As stored (`decode_vector` reads one): for a caller that decodes off the loop."""
         if not pseudonyms:
             return []
-        rows: list[Raw] = await self._redis.hmget(keys.user_vectors(version), list(pseudonyms))
-        return rows
+        buckets = self._by_bucket(dict.fromkeys(pseudonyms))
+        pipe = self._redis.pipeline(transaction=False)
+        for bucket, users in buckets.items():
+            pipe.hmget(keys.user_vectors(version, bucket), users)
+        found: dict[str, Raw] = {}
+        for users, rows in zip(buckets.values(), await pipe.execute(), strict=True):
+            found.update(zip(users, rows, strict=True))
+        return [found[p] for p in pseudonyms]
 
     def queue_user_vector(self, pipe: Pipeline, version: str, pseudonym: str) -> None:
         """Add the read of one user's vector to ``pipe`` (decode the reply with
         `decode_vector`): serving reads it in the same round trip as the user's features."""
-        pipe.hget(keys.user_vectors(version), pseudonym)
+        pipe.hget(keys.user_vectors(version, self._bucket(pseudonym)), pseudonym)
 
     async def serving_read(
         self, version: str, pseudonym: str, recent: int, held_as_of: int | None = None
@@ -157,12 +187,14 @@ class CFVectors:
             asked = list(
                 dict.fromkeys((p, held) for v, p, held, n in wanted if (v, n) == (version, recent))
             )
-            vectors, candidates, pointer, states = await self._script(
-                keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
-                args=[recent, "0" if self._cluster else "1", *(x for pair in asked for x in pair)],
-            )
             if self._cluster:
-                await self._read_states(states, [p for p, _ in asked], recent)
+                replies = await self._read_buckets(version, recent, asked)
+            else:
+                replies = await self._script(
+                    keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
+                    args=[recent, "1", *(x for pair in asked for x in pair)],
+                )
+            vectors, candidates, pointer, states = replies
             served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
             for i, (p, held) in enumerate(asked):
                 state = (set(states[i][0]), list(states[i][1])) if states[i] else None
@@ -170,6 +202,36 @@ class CFVectors:
                     vectors[i], candidates[i], served, state
                 )
         return [found[w] for w in wanted]
+
+    async def _read_buckets(
+        self, version: str, recent: int, asked: list[tuple[str, str]]
+    ) -> list[Any]:
+        """The serving script's reply on a cluster: one call per vector bucket of the users
+        asked (in one pipeline), the pointer beside them, and the states due read from the
+        users' own slots. In the order of ``asked``."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (p, _) in enumerate(asked):
+            groups[self._bucket(p)].append(i)
+        calls: list[Call] = [
+            (
+                scripts.SERVING_READ_LUA,
+                [keys.user_vectors(version, bucket), keys.user_recs(version, bucket)],
+                [recent, "0", *(x for i in group for x in asked[i])],
+            )
+            for bucket, group in groups.items()
+        ]
+        replies, pointer = await asyncio.gather(
+            pipelined_scripts(self._redis, calls), self._redis.hgetall(self._state.pointer)
+        )
+        vectors: list[Any] = [None] * len(asked)
+        candidates: list[Any] = [None] * len(asked)
+        states: list[Any] = [None] * len(asked)
+        for group, (v, c, _, st) in zip(groups.values(), replies, strict=True):
+            for n, i in enumerate(group):
+                vectors[i], candidates[i], states[i] = v[n], c[n], st[n]
+        await self._read_states(states, [p for p, _ in asked], recent)
+        flat = [x for kv in pointer.items() for x in kv]
+        return [vectors, candidates, flat, states]
 
     async def _read_states(self, states: list[Any], users: list[str], recent: int) -> None:
         """On a cluster, the states the script flagged as due (the users' keys are in their own
@@ -190,7 +252,7 @@ class CFVectors:
         user's vector's (the worker's next fold-in of the user makes it stale)."""
         if found:
             encoded = {p: encode_candidates(c) for p, c in found.items()}
-            await self._redis.hset(keys.user_recs(version), mapping=encoded)  # type: ignore[arg-type]
+            await self._hset_by_bucket(keys.user_recs, version, encoded)
 
     async def write_pending_candidates(
         self, token: str, found: Mapping[str, CachedCandidates]
@@ -198,25 +260,40 @@ class CFVectors:
         """Candidates computed for a version not yet named (`keys.pending_recs`); returns the
         key, for `adopt_candidates` or `discard_candidates`."""
         key = keys.pending_recs(token)
-        items = list(found.items())
-        for start in range(0, len(items), CANDIDATES_CHUNK):
-            chunk = {p: encode_candidates(c) for p, c in items[start : start + CANDIDATES_CHUNK]}
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.sadd(keys.PENDING_RECS_INDEX, key)
-            pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
-            pipe.expire(key, keys.PENDING_RECS_TTL_S)
-            await pipe.execute()
+        buckets = self._by_bucket(found)
+        for bucket, users in buckets.items():
+            named = keys.in_bucket(key, bucket)
+            for start in range(0, len(users), CANDIDATES_CHUNK):
+                chunk = {
+                    p: encode_candidates(found[p]) for p in users[start : start + CANDIDATES_CHUNK]
+                }
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.sadd(keys.PENDING_RECS_INDEX, key)
+                pipe.hset(named, mapping=chunk)  # type: ignore[arg-type]
+                pipe.expire(named, keys.PENDING_RECS_TTL_S)
+                await pipe.execute()
         return key
 
     async def adopt_candidates(self, pending: str, version: str) -> None:
         """``version``'s cached candidates are the pending ones (before it serves; promoting
         it keeps them as long as its vectors)."""
-        if await self._redis.exists(pending):
-            await self._redis.rename(pending, keys.user_recs(version))
+        buckets = keys.vector_buckets(self._cluster)
+        named = [keys.in_bucket(pending, b) for b in buckets]
+        pipe = self._redis.pipeline(transaction=False)
+        for name in named:
+            pipe.exists(name)
+        present = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        for name, bucket, there in zip(named, buckets, present, strict=True):
+            if there:
+                # (A cluster's pipeline refuses `rename`; both names are in one slot.)
+                pipe.execute_command("RENAME", name, keys.user_recs(version, bucket))
+        await pipe.execute()
         await self._redis.srem(keys.PENDING_RECS_INDEX, pending)
 
     async def discard_candidates(self, pending: str) -> None:
-        await self._redis.delete(pending)
+        names = [keys.in_bucket(pending, b) for b in keys.vector_buckets(self._cluster)]
+        await self._redis.delete(*names)
         await self._redis.srem(keys.PENDING_RECS_INDEX, pending)
 
     async def write_item_vectors(
@@ -250,11 +327,12 @@ class CFVectors:
         versions.add(served.version if served is not None else "")
         live = sorted(v for v in versions if v)
         pending = await self._redis.smembers(keys.PENDING_RECS_INDEX)
+        bucket = self._bucket(pseudonym)
         pipe = self._redis.pipeline(transaction=False)
         for version in live:
-            pipe.hdel(keys.user_vectors(version), pseudonym)
-            pipe.hdel(keys.user_recs(version), pseudonym)
+            pipe.hdel(keys.user_vectors(version, bucket), pseudonym)
+            pipe.hdel(keys.user_recs(version, bucket), pseudonym)
         for key in pending:
-            pipe.hdel(key, pseudonym)
+            pipe.hdel(keys.in_bucket(str(key), bucket), pseudonym)
         done = await pipe.execute()
         return sum(int(x) for x in done[: 2 * len(live) : 2])

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from recommender.store import keys
+from recommender.store.cluster import is_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,15 @@ class ModelState:
         ``rollback``: the served version leaves the history instead of ``version`` being pushed
         on it, so rolling back again goes further back."""
         previous = await self.current()
+        cluster = is_cluster(self._redis)
+        mine = keys.version_keys(self.family, version, cluster)
+        retired = (
+            keys.version_keys(self.family, previous.version, cluster)
+            if previous is not None and previous.version != version
+            else []
+        )
+        if cluster:  # the vectors' buckets are in other slots than the pointer's transaction
+            await self._each_key("persist", mine)
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(self.pointer)  # no field of the previous version survives
         pipe.hset(
@@ -119,16 +129,26 @@ class ModelState:
         else:
             pipe.lpush(self._history, version)
             pipe.ltrim(self._history, 0, keys.MODEL_HISTORY_LEN - 1)
-        for key in keys.version_keys(self.family, version):
+        for key in [] if cluster else mine:
             pipe.persist(key)
-        if previous is not None and previous.version != version:
-            for key in keys.version_keys(self.family, previous.version):
-                pipe.expire(key, keys.RETIRED_MODEL_TTL_S)
+        for key in [] if cluster else retired:
+            pipe.expire(key, keys.RETIRED_MODEL_TTL_S)
         action = "rolled back" if rollback else "served"
         self.queue_log(pipe, Decision(_now_ms(), version, action, by, reason))
         await pipe.execute()
         # After the transaction, not in it: a cluster's pipeline refuses PUBLISH.
         await self._redis.publish(keys.model_channel(self.family), version)
+        if cluster:  # after the pointer moved: the retired version serves no new reader
+            await self._each_key("expire", retired, keys.RETIRED_MODEL_TTL_S)
+
+    async def _each_key(self, command: str, names: list[str], *args: int) -> None:
+        """``command`` on each of ``names`` in one pipeline (a cluster's spans its nodes). A
+        worker that dies between the pointer's move and the expiry leaves the retired
+        version's buckets without an expiry: memory, never a wrong answer."""
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            getattr(pipe, command)(name, *args)
+        await pipe.execute()
 
     async def set_pinned(self, pinned: bool, by: str = "operator") -> None:
         served = await self.current()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from recommender.store.model_keys import (  # re-exported: `keys` names every key
     CF as CF,
     CF_VERSION_KEYS_PATTERN as CF_VERSION_KEYS_PATTERN,
+    CLUSTER_VECTOR_BUCKETS as CLUSTER_VECTOR_BUCKETS,
     MODEL_HISTORY_LEN as MODEL_HISTORY_LEN,
     MODEL_LOG_LEN as MODEL_LOG_LEN,
     MODEL_PREFIX as MODEL_PREFIX,
@@ -29,6 +30,7 @@ from recommender.store.model_keys import (  # re-exported: `keys` names every ke
     USER_RECS_SUFFIX as USER_RECS_SUFFIX,
     USER_VECTORS_SUFFIX as USER_VECTORS_SUFFIX,
     family_base as family_base,
+    in_bucket as in_bucket,
     item_vectors as item_vectors,
     items_written_field as items_written_field,
     model_challenger as model_challenger,
@@ -39,6 +41,8 @@ from recommender.store.model_keys import (  # re-exported: `keys` names every ke
     pending_recs as pending_recs,
     user_recs as user_recs,
     user_vectors as user_vectors,
+    vector_bucket as vector_bucket,
+    vector_buckets as vector_buckets,
     version_keys as version_keys,
 )
 

@@ -81,7 +81,8 @@ return 0
 
 
 #: What serving reads of the users of the requests in flight: KEYS = `user_vectors(v)`,
-#: `user_recs(v)` and the family's pointer (`model_current`); ARGV = the number of recent items
+#: `user_recs(v)` and the family's pointer (`model_current`; on a cluster, where the two are a
+#: bucket's, without it); ARGV = the number of recent items
 #: serving blends, '1' to read the users' state here (one node) or '0' to have it flagged (1)
 #: for the caller to read (a cluster, where it is in the users' slots), then pairs of a
 #: pseudonym and the `as_of` of the answer the caller already holds for it ('' for none).
@@ -124,7 +125,10 @@ for i, vector in ipairs(vectors) do
   end
   states[i] = state
 end
-return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
+-- The pointer, unless in another slot (a cluster's bucket: the caller reads it beside).
+local pointer = {}
+if KEYS[3] then pointer = redis.call('HGETALL', KEYS[3]) end
+return {vectors, candidates, pointer, states}
 """
 SERVING_READ_LUA = USER_TAG_LUA + SERVING_READ_LUA.replace("__USER__", USER_PREFIX)
 

@@ -143,10 +143,19 @@ def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
                          params={"k": 5}, headers=auth).json()  # fmt: skip
         assert body["model_version"] and len(body["items"]) == 5
         assert {i["item_id"] for i in body["items"]} <= set(SCI_FI[6:])
+        # The version's vectors are spread over buckets, not one slot's hash.
+        client = redis_sync(rt.settings.infra.redis_url)
+        p = keys.pseudonymize(rt.settings.pseudonym_secret, "alice")
+        mine = keys.user_vectors(body["model_version"], keys.vector_bucket(p, True))
+        assert client.hexists(mine, p) and not client.exists(
+            keys.user_vectors(body["model_version"])
+        )
         popular = httpx.get(f"{rt.api_url}/v1/items/popular", headers=auth)
         assert popular.status_code == 200 and popular.json()["items"]
         gone = httpx.delete(f"{rt.api_url}/v1/users/alice", headers=auth)
         assert gone.status_code == 200 and gone.json()["keys_deleted"] >= 3
+        assert not client.hexists(mine, p)
+        client.close()
         assert rt.progress().applied == n  # once each, whichever worker took its partition
 
 

@@ -71,3 +71,25 @@ def test_schema_1_names_map_to_their_schema_2_names():
     kept = [keys.user_items(p), keys.item_meta("x"), "items:popular", "dek:_canary"]
     kept += [f"u:{p}:imps", "seen:e1", "stats", "users:active", keys.model_current("cf")]
     assert [name for name in kept if tagged(name) is not None] == []
+
+
+def test_a_cluster_spreads_a_versions_vectors_over_buckets_of_their_own_slots():
+    users = [keys.pseudonymize(b"k", f"u{n}") for n in range(20_000)]
+    buckets = {keys.vector_bucket(p, cluster=True) for p in users}
+    assert buckets <= set(keys.vector_buckets(True))
+    assert len(buckets) == keys.CLUSTER_VECTOR_BUCKETS  # 20,000 users fill every bucket
+    slots = {key_slot(keys.user_vectors("v1", b).encode()) for b in buckets}
+    assert len(slots) > 0.95 * keys.CLUSTER_VECTOR_BUCKETS
+    b = keys.vector_bucket(users[0], cluster=True)
+    pending = keys.pending_recs("t")  # a refit's candidates are renamed within one slot
+    assert key_slot(keys.in_bucket(pending, b).encode()) == key_slot(
+        keys.user_recs("v1", b).encode()
+    )
+    # One node keeps one hash per version, as before buckets.
+    assert keys.vector_bucket(users[0], cluster=False) == ""
+    assert keys.user_vectors("v1") == "model:{cf}:v1:users"
+    assert set(keys.version_keys(keys.CF, "v1")) == {
+        keys.user_vectors("v1"),
+        keys.user_recs("v1"),
+        keys.item_vectors("v1"),
+    }
