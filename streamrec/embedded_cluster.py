@@ -113,6 +113,42 @@ class EmbeddedCluster:
         self.nodes = []
 
 
+def migrate_slot(
+    ports: list[int], slot: int, target_port: int, batch: int = 10, pause_s: float = 0.0
+) -> int:
+    """Move ``slot`` to the primary on ``target_port`` as `redis-cli --cluster reshard` does
+    (Redis 7 and Valkey alike): the target IMPORTING, the owner MIGRATING, the keys MIGRATEd
+    ``batch`` at a time (``pause_s`` apart, to keep clients meeting ASK and TRYAGAIN for a
+    while), then every primary of ``ports`` told the new owner. Returns how many keys moved."""
+    clients = {port: redis.Redis(port=port, decode_responses=True) for port in ports}
+    try:
+        target = clients[target_port]
+        target_id = str(_cmd(target, "CLUSTER MYID"))
+        owner_port = next(
+            int(address.rsplit(":", 1)[1].split("@")[0])
+            for address, node in _known(target).items()
+            if any(int(r[0]) <= slot <= int(r[-1]) for r in node["slots"])  # type: ignore[attr-defined]
+        )
+        owner = clients[owner_port]
+        _cmd(target, "CLUSTER SETSLOT", slot, "IMPORTING", _cmd(owner, "CLUSTER MYID"))
+        _cmd(owner, "CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while names := _cmd(owner, "CLUSTER GETKEYSINSLOT", slot, batch):
+            _cmd(owner, "MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *names)
+            moved += len(names)
+            time.sleep(pause_s)
+        for port in (
+            target_port,
+            owner_port,
+            *(p for p in ports if p not in (target_port, owner_port)),
+        ):
+            _cmd(clients[port], "CLUSTER SETSLOT", slot, "NODE", target_id)
+        return moved
+    finally:
+        for c in clients.values():
+            c.close()
+
+
 def _cmd(client: redis.Redis, *args: object) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 

@@ -109,7 +109,8 @@ class ClusterApply:
             by_user[p].append(i)
         calls: list[Call] = []
         for p, mine in by_user.items():
-            args: list[str | int | float] = [s.dedupe_ttl_s, s.user_ttl_s, s.recent_items, p]
+            args: list[str | int | float] = [s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+            declared = keys.user_apply_keys(p) + [keys.seen(p, events[i].event_id) for i in mine]
             for i in mine:
                 e = events[i]
                 args.append(
@@ -117,7 +118,7 @@ class ClusterApply:
                     f"|{e.recommendation_id or ''}"
                 )
                 args.append(categories.get(e.item_id, ""))
-            calls.append((scripts.APPLY_USER_LUA, [keys.user_base(p), keys.erased(p)], args))
+            calls.append((scripts.APPLY_USER_LUA, declared, args))
         applied: list[int] = []
         failed: list[tuple[int, str]] = []
         counted: list[int] = []  # applied now or before: the shards' side is due for each
@@ -159,19 +160,20 @@ class ClusterApply:
         erased: int,
     ) -> None:
         s = self._settings
-        by_shard: dict[int, list[str]] = defaultdict(list)
+        by_shard: dict[int, list[int]] = defaultdict(list)
         for i in counted:
-            e = events[i]
-            shard = keys.item_shard(e.item_id, self.shards)
-            by_shard[shard].append(f"{e.event_id}|{e.item_id}|{e.type}|{e.ts}")
-        calls: list[Call] = [
-            (
+            by_shard[keys.item_shard(events[i].item_id, self.shards)].append(i)
+        calls: list[Call] = []
+        for shard, mine in by_shard.items():
+            markers = [keys.shard_seen(shard, events[i].event_id) for i in mine]
+            windows = {w.keys_ending_at(events[i].ts, shard)[-1]: None
+                       for i in mine for w in keys.WINDOWS.values()}  # fmt: skip
+            lines = [f"{e.event_id}|{e.item_id}|{e.type}|{e.ts}" for e in (events[i] for i in mine)]
+            calls.append((
                 scripts.APPLY_SHARD_LUA,
-                [keys.stats_key(shard), keys.items_popular(shard)],
+                [keys.stats_key(shard), keys.items_popular(shard), *markers, *windows],
                 [now, s.dedupe_ttl_s, keys.shard_tag(shard), *lines],
-            )
-            for shard, lines in by_shard.items()
-        ]
+            ))  # fmt: skip
         # The indexes ride in the same pipeline: idempotent (PFADD, ZADD of a time), they may be
         # written before or after the shards' side, and again on a replay.
         also: list[list[str | int | float]] = []

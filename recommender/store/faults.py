@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ConnectionError as RedisConnectionError,
     NoScriptError,
     OutOfMemoryError,
@@ -58,6 +59,9 @@ REFUSALS = (
     ReadOnlyError,
     ClusterDownError,
     TryAgainError,
+    # A cluster in motion: the client's redirects and retries ran out (a slot still migrating:
+    # TRYAGAIN until its keys have moved; a failover's election not yet over).
+    ClusterError,
 )
 
 #: The longest wait between two tries while Redis refuses.

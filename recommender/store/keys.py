@@ -270,6 +270,18 @@ def category_items(category: str) -> str:
     return f"{CATEGORY_PREFIX}{key_part(category)}"
 
 
+def user_apply_keys(pseudonym: str) -> list[str]:
+    """What applying an event writes of a user on a cluster (`scripts.APPLY_USER_LUA`'s
+    declared keys, with the events' markers): tombstone, items, recent, counts, cats."""
+    return [
+        erased(pseudonym),
+        user_items(pseudonym),
+        user_recent(pseudonym),
+        user_counts(pseudonym),
+        user_categories(pseudonym),
+    ]
+
+
 def seen(pseudonym: str, event_id: str) -> str:
     """The dedupe marker of an applied event, under its user's hash tag (written atomically with
     the user's features). TTL: STREAMREC_DEDUPE_TTL_S."""

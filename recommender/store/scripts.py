@@ -184,27 +184,28 @@ APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
 
 #: On a Redis Cluster, a batch is applied by two scripts, each atomic in one slot: this one per
 #: user (everything of the user's, under their hash tag, with their dedupe markers), then
-#: `APPLY_SHARD_LUA` per popularity shard. KEYS = the user's `user_base`, tombstone. ARGV =
-#: dedupe_ttl_s, user_ttl_s, recent_cap, pseudonym, then two per event:
+#: `APPLY_SHARD_LUA` per popularity shard. KEYS = the user's tombstone, items, recent, counts and
+#: cats (`USER_APPLY_KEYS`), then each event's dedupe marker: every key it touches is declared, so
+#: that a slot in migration answers TRYAGAIN or ASK before the script runs rather than let it
+#: write a key on the node that no longer (or does not yet) hold the rest of the user. ARGV =
+#: dedupe_ttl_s, user_ttl_s, recent_cap, then two per event:
 #: `event_id|item|type|weight|ts|recommendation_id` and the item's categories (JSON, '' for none:
 #: the item's keys are in another slot, so the caller reads them). Returns {applied, failed
 #: (index, reason, ...), duplicates, erased} (0-based indexes; erased: how many were from before
 #: the user's erasure).
 APPLY_USER_LUA = """
-local base, tombstone = KEYS[1], KEYS[2]
+local tombstone, items, recent, counts, cats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local base = string.sub(items, 1, #items - #':items')
 local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local p = ARGV[4]
-local n = (#ARGV - 4) / 2
-local items, recent = base .. ':items', base .. ':recent'
-local counts, cats = base .. ':counts', base .. ':cats'
+local n = (#ARGV - 3) / 2
 local erased_at = tonumber(redis.call('GET', tombstone) or '-1')
 local applied, failed, duplicates, erased = {}, {}, {}, 0
 local newest, has_cats = nil, false
 for i = 0, n - 1 do
   local eid, item, etype, weight, ts, rid = string.match(
-    ARGV[5 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
-  local cats_json = ARGV[6 + 2 * i]
-  local seen = '__SEEN__' .. ubucket(p) .. ':' .. key_part(eid)
+    ARGV[4 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
+  local cats_json = ARGV[5 + 2 * i]
+  local seen = KEYS[6 + i]
   local t = tonumber(ts)
   if t <= erased_at then
     erased = erased + 1
@@ -238,8 +239,10 @@ return {applied, failed, duplicates, erased}
 #: The shard's side of a batch on a cluster: popularity (all time and windows), per-type counts,
 #: the stream clock and the applied/duplicate counters, once per event by the shard's own marker
 #: (`shard_seen`; an event the user's side applied before a crash is counted here on replay).
-#: KEYS = the shard's `stats_key`, `items_popular`. ARGV = now_ms, dedupe_ttl_s, the shard's
-#: tag, then per event `event_id|item|type|ts`. Returns how many were new here.
+#: KEYS = the shard's `stats_key`, `items_popular`, then each event's `shard_seen` marker, then
+#: the window buckets the events fall in (declared, as the user's side declares its keys). ARGV =
+#: now_ms, dedupe_ttl_s, the shard's tag, then per event `event_id|item|type|ts`. Returns how
+#: many were new here.
 APPLY_SHARD_LUA = """
 local stats, popular = KEYS[1], KEYS[2]
 local now, dedupe_ttl, tag = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -248,7 +251,7 @@ local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
 local buckets, per_type, new = {}, {}, 0
 for i = 4, #ARGV do
   local eid, item, etype, ts = string.match(ARGV[i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
-  local seen = '__SEEN__' .. tag .. ':' .. key_part(eid)
+  local seen = KEYS[i - 1]
   if redis.call('SET', seen, '1', 'NX', 'EX', dedupe_ttl) then
     local t = tonumber(ts)
     redis.call('ZINCRBY', popular, 1, item)

@@ -247,3 +247,76 @@ def test_workers_added_and_killed_mid_stream_on_the_fleet_lose_and_double_nothin
                   for k in range(s.redis_cluster_shards)]  # fmt: skip
         assert sum(score for rows in counts for _, score in rows) == n
         client.close()
+
+
+def _users_in_one_slot(store: FeatureStore, n: int) -> tuple[int, list[str]]:
+    """``n`` user ids whose keys share one slot (the slot of the first user's tag)."""
+    slot = -1
+    found: list[str] = []
+    for m in range(2_000_000):
+        user = f"m{m}"
+        mine = key_slot(keys.user_bucket(store.pseudonym(user))[1:-1].encode())
+        if slot < 0:
+            slot = mine
+        if mine == slot:
+            found.append(user)
+            if len(found) == n:
+                break
+    return slot, found
+
+
+async def test_slots_migrated_mid_stream_lose_and_double_nothing(settings, tmp_path):
+    """A user slot and a popularity shard's slot moved to another primary as `redis-cli
+    --cluster reshard` moves them (IMPORTING/MIGRATING, MIGRATE a few keys at a time) while
+    batches are applied: scripts meet ASK and TRYAGAIN, the client follows them, the worker's
+    retry carries the rest; every event applied once, and each slot ends on its new owner."""
+    import asyncio
+
+    from recommender.store.faults import with_retry
+    from streamrec.embedded_cluster import EmbeddedCluster, migrate_slot
+    from streamrec.supervisor import Supervisor
+
+    (tmp_path / "logs").mkdir()
+    supervisor = Supervisor(tmp_path / "logs")
+    embedded = EmbeddedCluster(supervisor, tmp_path / "cluster")
+    try:
+        embedded.start()
+        url = embedded.url.replace("redis://", "redis+cluster://", 1)
+        s = settings.model_copy(update={"redis_url": url, "redis_cluster_shards": 4})
+        client: Any = redis_async(url)
+        store = FeatureStore(client, s)
+        slot, movers = _users_in_one_slot(store, 12)
+        users = movers + [f"u{n}" for n in range(40)]
+        events = [Interaction(f"g{n}", users[n % len(users)], ROMANCE[n % len(ROMANCE)], "view",
+                              10 + n) for n in range(3_000)]  # fmt: skip
+        batches = [events[i : i + 50] for i in range(0, len(events), 50)]
+        for batch in batches[:10]:
+            await store.apply_interactions(batch)
+        shard = keys.item_shard(ROMANCE[0], 4)
+        shard_slot = key_slot(keys.shard_tag(shard)[1:-1].encode())
+        ports = [n.port for n in embedded.nodes]  # primary i has the i-th third of the slots
+
+        def move() -> int:
+            moved = 0
+            for which in (slot, shard_slot):
+                target = ports[(min(which * 3 // 16384, 2) + 1) % 3]
+                moved += migrate_slot(ports, which, target, batch=3, pause_s=0.02)
+            return moved
+
+        mover = asyncio.create_task(asyncio.to_thread(move))
+        for batch in batches[10:]:
+
+            async def apply(b: list[Interaction] = batch) -> object:
+                return await store.apply_interactions(b)
+
+            await with_retry("apply", apply)
+            await asyncio.sleep(0.005)
+        moved = await mover
+        assert moved > 20  # the users' keys and markers, the shard's keys and markers
+        replay = await with_retry("replay", lambda: store.apply_interactions(events))
+        assert replay.applied == []
+        assert compare(await store.snapshot(), _expected(store, s, events)).equal
+        assert (await store.stats.all())["events_applied"] == 3_000
+        await client.aclose()
+    finally:
+        supervisor.stop_all()
