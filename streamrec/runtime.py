@@ -97,6 +97,8 @@ class Runtime:
         The embedded fleet (`streamrec up --cluster`): a 3-primary Valkey Cluster, topics of
         `CLUSTER_PARTITIONS` partitions, `CLUSTER_WORKERS` workers, two API processes, and
         model versions in a local S3 server (moto's, where it is installed).
+    cluster_replicas
+        With ``cluster``, a replica for each primary (a failover's replacement).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Runtime:
         api_port: int | None = None,
         aof: bool = False,
         cluster: bool = False,
+        cluster_replicas: int = 0,
     ) -> None:
         self.embedded = not (settings.kafka_url and settings.redis_url)
         self._cluster = cluster and self.embedded
@@ -113,7 +116,13 @@ class Runtime:
         self.log_dir.mkdir()
         self.supervisor = Supervisor(self.log_dir)
         self._infra = (
-            EmbeddedInfrastructure(self.supervisor, self._workdir, aof=aof, cluster=cluster)
+            EmbeddedInfrastructure(
+                self.supervisor,
+                self._workdir,
+                aof=aof,
+                cluster=cluster,
+                cluster_replicas=cluster_replicas,
+            )
             if self.embedded
             else None
         )

@@ -29,7 +29,8 @@ def redacted(url: str) -> str:
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
-#: The URL schemes of a Redis/Valkey Cluster (any node's address; the client finds the rest).
+#: The URL schemes of a Redis/Valkey Cluster (one node's address or several, comma-separated;
+#: the client finds the rest).
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
@@ -39,13 +40,32 @@ def cluster_url(url: str) -> str | None:
     return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
 
 
+def seed_nodes(seed: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster URL naming several seed nodes (`redis+cluster://u:p@node-1:6379,node-2:6379`)
+    as redis-py takes it: the URL of the first, and the others. Any live seed is enough to find
+    the cluster, so a process started while one node is down still connects."""
+    scheme, _, rest = seed.partition("://")
+    netloc, slash, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    nodes = []
+    for other in others:
+        host, _, port = other.partition(":")
+        nodes.append((host, int(port or 6379)))
+    return f"{scheme}://{auth}{at}{first}{slash}{path}", nodes
+
+
 def redis_async(url: str) -> aioredis.Redis:
     """An asyncio client (text replies); connects on first use. A cluster URL gives redis-py's
     `RedisCluster` (it routes by slot and follows MOVED/ASK), typed as the common interface."""
     seed = cluster_url(url)
     if seed is not None:
+        first, others = seed_nodes(seed)
         client: Any = aioredis.RedisCluster.from_url(
-            seed, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+            first,
+            startup_nodes=[aioredis.cluster.ClusterNode(h, p) for h, p in others] or None,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
         return cast(aioredis.Redis, client)
     return aioredis.Redis.from_url(
@@ -57,8 +77,12 @@ def redis_sync(url: str) -> redis.Redis:
     """A blocking client (text replies), for the CLI and the runtime's polling."""
     seed = cluster_url(url)
     if seed is not None:
+        first, others = seed_nodes(seed)
         client: Any = redis.RedisCluster.from_url(
-            seed, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S
+            first,
+            startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in others] or None,  # type: ignore[no-untyped-call]
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
         return cast(redis.Redis, client)
     return redis.Redis.from_url(

@@ -26,6 +26,7 @@ from recommender.store import keys
 from recommender.store.connections import cluster_url, redis_sync
 from streamrec.bench.ingest import _fill, _freshness
 from streamrec.bench.report import write
+from streamrec.bench.scale_faults import run_cluster_faults
 from streamrec.bench.serve import recommendations_under_load
 from streamrec.bench.workload import isolated, seed_movielens
 from streamrec.embedded_cluster import _cmd
@@ -184,6 +185,7 @@ def run_scale(
     print(f"scale: one node, then a 3-primary cluster; {events:,} events a drain")
     single = _one(settings, False, events, freshness_rate, freshness_s, serve_s)
     cluster = _one(settings, True, events, freshness_rate, freshness_s, serve_s)
+    faults = run_cluster_faults(settings)
 
     def ratio(name: str) -> float:
         return round(cluster[name] / single[name], 3) if single[name] else 0.0
@@ -197,6 +199,7 @@ def run_scale(
         "serve_ratio_cluster_single": ratio("serve_rps"),
         "crossslot_errors": 0,  # a CROSSSLOT error raises in the worker and the API: none did
         "busiest_slot_share_over_mean": cluster.get("busiest_slot_share_over_mean"),
-        "fault_runs": "not run (failover, migration, rebalance: not built yet)",
+        **faults,
+        "max_stall_s": max(v for k, v in faults.items() if k.endswith("_max_stall_s")),
     }
     return write(json_path, "scale", results)

@@ -50,3 +50,17 @@ def test_a_redis_password_never_shows_in_what_streamrec_prints() -> None:
     assert (
         redacted("rediss://streamrec:s3cret@redis:6380/0") == "rediss://streamrec:***@redis:6380/0"
     )
+
+
+def test_a_cluster_url_may_name_several_seed_nodes_and_keeps_its_credentials():
+    from recommender.store.connections import cluster_url, seed_nodes
+
+    url = "rediss+cluster://streamrec:pw@node-1:6379,node-2:6380,node-3/0"
+    assert seed_nodes(str(cluster_url(url))) == (
+        "rediss://streamrec:pw@node-1:6379/0",
+        [("node-2", 6380), ("node-3", 6379)],
+    )
+    assert seed_nodes(str(cluster_url("redis+cluster://node-1:7000"))) == (
+        "redis://node-1:7000",
+        [],
+    )
