@@ -27,11 +27,18 @@ class ServedALS(ServedModelCache[ALSModel]):
         super().__init__(state, registry, check_every_s)
         self._vectors = vectors
 
-    async def _with_updates(self, version: str, base: ALSModel) -> ALSModel:
-        extra = await self._vectors.item_vectors(version)
+    async def _with_updates(self, version: str, base: ALSModel, updates: int) -> ALSModel:
+        # Only what was written since this process last looked, onto what it serves.
+        since = self._updates_seen if self.model is not None else 0
+        extra = None
+        if 0 < since < updates:
+            extra = await self._vectors.item_vectors(version, since, updates)
+        onto = self.model if extra is not None and self.model is not None else base
+        if extra is None:  # everything, onto the fit
+            extra = await self._vectors.item_vectors(version)
         if not extra:
-            return base
-        return base.with_items(list(extra), np.asarray(list(extra.values()), dtype=np.float32))
+            return onto
+        return onto.with_items(list(extra), np.asarray(list(extra.values()), dtype=np.float32))
 
     def fitted_knows(self, item_id: str) -> bool:
         """Whether the served version's fit (not a fold-in since) has the item."""

@@ -4,7 +4,6 @@ one owner of those keys."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,6 +58,10 @@ class ServingRead:
     # (their items, their latest recent entries as stored) when the candidates were missing or
     # older than the vector; else None.
     state: tuple[set[str], list[str]] | None
+    # Whether `pointer` was read in the same call (on one node); a cluster's read leaves it
+    # out: it is one slot, the family's, that every read would visit (the caller's pointer
+    # check, every `STREAMREC_API_MODEL_CHECK_S`, follows a promotion instead).
+    pointer_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +202,7 @@ class CFVectors:
             for i, (p, held) in enumerate(asked):
                 state = (set(states[i][0]), list(states[i][1])) if states[i] else None
                 found[(version, p, held, recent)] = ServingRead(
-                    vectors[i], candidates[i], served, state
+                    vectors[i], candidates[i], served, state, not self._cluster
                 )
         return [found[w] for w in wanted]
 
@@ -207,8 +210,8 @@ class CFVectors:
         self, version: str, recent: int, asked: list[tuple[str, str]]
     ) -> list[Any]:
         """The serving script's reply on a cluster: one call per vector bucket of the users
-        asked (in one pipeline), the pointer beside them, and the states due read from the
-        users' own slots. In the order of ``asked``."""
+        asked (in one pipeline), and the states due read from the users' own slots; no
+        pointer (`ServingRead.pointer_read`). In the order of ``asked``."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i, (p, _) in enumerate(asked):
             groups[self._bucket(p)].append(i)
@@ -220,9 +223,7 @@ class CFVectors:
             )
             for bucket, group in groups.items()
         ]
-        replies, pointer = await asyncio.gather(
-            pipelined_scripts(self._redis, calls), self._redis.hgetall(self._state.pointer)
-        )
+        replies = await pipelined_scripts(self._redis, calls)
         vectors: list[Any] = [None] * len(asked)
         candidates: list[Any] = [None] * len(asked)
         states: list[Any] = [None] * len(asked)
@@ -230,8 +231,7 @@ class CFVectors:
             for n, i in enumerate(group):
                 vectors[i], candidates[i], states[i] = v[n], c[n], st[n]
         await self._read_states(states, [p for p, _ in asked], recent)
-        flat = [x for kv in pointer.items() for x in kv]
-        return [vectors, candidates, flat, states]
+        return [vectors, candidates, [], states]
 
     async def _read_states(self, states: list[Any], users: list[str], recent: int) -> None:
         """On a cluster, the states the script flagged as due (the users' keys are in their own
@@ -306,14 +306,32 @@ class CFVectors:
         encoded = {item: _b64(vec) for item, vec in vectors.items()}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        pipe.rpush(keys.item_vectors_order(version), *encoded)
         self._state.queue_update(pipe, version, len(encoded))
         await pipe.execute()
 
-    async def item_vectors(self, version: str) -> dict[str, npt.NDArray[np.float32]]:
-        raw = await self._redis.hgetall(keys.item_vectors(version))
+    async def item_vectors(
+        self, version: str, since: int = 0, until: int = 0
+    ) -> dict[str, npt.NDArray[np.float32]] | None:
+        """The factors of items folded into ``version`` since its fit, or (``until`` > 0) only
+        the writes from the ``since``-th to the ``until``-th; None when their order does not
+        have them (written before the order was kept: read them all). Every API process reads
+        them again when they change, and the whole hash grows with every new item."""
+        raw: dict[str, Raw]
+        if not until:
+            everything = await self._redis.hgetall(keys.item_vectors(version))
+            raw = {str(item): b64 for item, b64 in everything.items()}
+        else:
+            order = await self._redis.lrange(keys.item_vectors_order(version), since, until - 1)
+            if len(order) != until - since:
+                return None
+            ids = [str(i) for i in dict.fromkeys(order)]
+            found = await self._redis.hmget(keys.item_vectors(version), ids)
+            raw = dict(zip(ids, found, strict=True))
         return {
             str(item): np.frombuffer(base64.b64decode(b64), dtype=np.float32)
             for item, b64 in raw.items()
+            if b64 is not None
         }
 
     async def forget(self, pseudonym: str) -> int:

@@ -83,7 +83,9 @@ class ServedModelCache(Generic[M]):
                         return served, None
                     self.adopt(served.version, loaded)
                 if served.updates != self._updates_seen and self._base is not None:
-                    self.model = await self._with_updates(served.version, self._base)
+                    self.model = await self._with_updates(
+                        served.version, self._base, served.updates
+                    )
                     self._updates_seen = served.updates
         return served, self.model
 
@@ -93,8 +95,9 @@ class ServedModelCache(Generic[M]):
             and time.monotonic() - self._unreadable_at < UNREADABLE_RETRY_S
         )
 
-    async def _with_updates(self, version: str, base: M) -> M:
-        """``base`` with what was folded into ``version`` since its fit (a family's hook)."""
+    async def _with_updates(self, version: str, base: M, updates: int) -> M:
+        """``base`` with what was folded into ``version`` since its fit, ``updates`` in all (a
+        family's hook)."""
         return base
 
     @property

@@ -175,7 +175,7 @@ class RecommendationService:
             self._config.recent_items,
             held.as_of if held is not None else None,
         )
-        if self._served.moved(read.pointer) and not again:
+        if read.pointer_read and self._served.moved(read.pointer) and not again:
             return _MOVED, None
         if read.vector == UNCHANGED and held is not None:
             return held.recs, None

@@ -32,6 +32,7 @@ from recommender.store.model_keys import (  # re-exported: `keys` names every ke
     family_base as family_base,
     in_bucket as in_bucket,
     item_vectors as item_vectors,
+    item_vectors_order as item_vectors_order,
     items_written_field as items_written_field,
     model_challenger as model_challenger,
     model_channel as model_channel,

@@ -119,6 +119,12 @@ def item_vectors(version: str) -> str:
     return f"{family_base(CF)}:{version}:items"
 
 
+def item_vectors_order(version: str) -> str:
+    """The ids `item_vectors(version)` was written, in order (a list as long as the version's
+    `items_written`): a reader that holds the first n reads only the rest."""
+    return f"{family_base(CF)}:{version}:items-order"
+
+
 def version_keys(family: str, version: str, cluster: bool = False) -> list[str]:
     """Keys that belong to one served version of ``family``: kept while it serves, expired
     `RETIRED_MODEL_TTL_S` after another replaces it."""
@@ -129,6 +135,7 @@ def version_keys(family: str, version: str, cluster: bool = False) -> list[str]:
         *(user_vectors(version, b) for b in buckets),
         *(user_recs(version, b) for b in buckets),
         item_vectors(version),
+        item_vectors_order(version),
     ]
 
 

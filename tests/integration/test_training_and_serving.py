@@ -115,3 +115,36 @@ async def test_a_new_item_reaches_recommendations_before_the_next_refit(parts, r
     recs = await api.recommend("a20", 5)
     assert recs.model_version == version and "scifi-new" in [i.item_id for i in recs.items]
     assert (await state.current()).version == version
+
+
+async def test_a_reader_reads_only_the_item_factors_written_since_it_last_looked(parts, redis):
+    import base64
+
+    import numpy as np
+
+    from recommender.cf.served import ServedALS
+    from recommender.cf.vectors import CFVectors
+
+    store, state, registry, trainer = parts
+    await store.apply_interactions(clustered_interactions())
+    version = await trainer.maybe_refit()
+    assert version is not None
+    vectors = CFVectors(redis, state)
+    reader = ServedALS(state, registry, vectors)
+    f = registry.load(version).item_factors.shape[1]
+    await vectors.write_item_vectors(version, {"new-a": np.ones(f, np.float32)})
+    _, model = await reader.current()
+    assert model is not None and model.knows("new-a")
+    # Changed behind the order's back: a reader that read only what is new does not see it.
+    zeros = base64.b64encode(np.zeros(f, np.float32).tobytes()).decode()
+    await redis.hset(keys.item_vectors(version), "new-a", zeros)
+    await vectors.write_item_vectors(version, {"new-b": np.full(f, 2.0, np.float32)})
+    _, model = await reader.current()
+    assert model is not None and model.knows("new-b")
+    assert (model.item_vectors(["new-a"])["new-a"] > 0).all()  # as first read (unit length)
+    # A version whose writes' order is not kept (written before it was) is read whole.
+    await redis.delete(keys.item_vectors_order(version))
+    await vectors.write_item_vectors(version, {"new-c": np.full(f, 3.0, np.float32)})
+    _, model = await reader.current()
+    assert model is not None and model.knows("new-c") and model.knows("new-b")
+    assert not model.item_vectors(["new-a"])["new-a"].any()  # read again, as stored now
