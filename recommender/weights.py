@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from recommender.types import Interaction
 
@@ -42,3 +42,31 @@ def review_label(value: float | None, rating_scale: float) -> bool | None:
     if share <= 0.4:
         return False
     return None
+
+
+def with_recency(
+    history: Mapping[str, float],
+    recent: Sequence[tuple[str, int]],
+    half_life_s: float,
+) -> dict[str, float]:
+    """``history``'s confidences decayed by age, halving every ``half_life_s`` (0: as they are).
+
+    One weighting for every fit (a refit, a fold-in, the offline evaluation). An item's age
+    counts back from the user's newest event, so a user away for a month keeps their strength
+    and only the balance inside their history moves: the freshest items weigh the most. Ages come
+    from ``recent`` (the user's latest events as the feature store keeps them: (item, epoch ms),
+    newest first); an item older than all of them takes the oldest one's age, a floor that is
+    exact for a user whose whole history the list holds.
+    """
+    if half_life_s <= 0 or not recent:
+        return dict(history)
+    newest = recent[0][1]
+    seen: dict[str, int] = {}
+    for item, ts in recent:
+        seen.setdefault(item, ts)
+    oldest = recent[-1][1]
+    half_life_ms = half_life_s * 1000.0
+    return {
+        item: w * 0.5 ** (max(0, newest - seen.get(item, oldest)) / half_life_ms)
+        for item, w in history.items()
+    }

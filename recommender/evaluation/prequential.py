@@ -23,6 +23,7 @@ from models.als import ALSModel
 from models.data import InteractionMatrix
 from models.fitting import fit_als
 from recommender.evaluation.ranking import RECENT_ITEMS
+from recommender.weights import with_recency
 
 DAY_S = 86_400
 
@@ -34,16 +35,23 @@ class _Users:
     histories: dict[str, dict[str, float]] = field(default_factory=dict)
     recent: dict[str, list[str]] = field(default_factory=dict)
     vectors: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    #: Latest events as (item, epoch ms), newest first, as the store's recent list keeps them.
+    stamps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def copy(self) -> _Users:
         return _Users(
             {u: dict(h) for u, h in self.histories.items()},
             {u: list(r) for u, r in self.recent.items()},
             dict(self.vectors),
+            {u: list(s) for u, s in self.stamps.items()},
         )
 
+    def weighted(self, user: str, half_life_s: float) -> dict[str, float]:
+        """The user's history as a fit sees it (`with_recency`)."""
+        return with_recency(self.histories[user], self.stamps.get(user, []), half_life_s)
 
-def _apply(users: _Users, user: str, item: str, weight: float) -> None:
+
+def _apply(users: _Users, user: str, item: str, weight: float, ts_ms: int) -> None:
     h = users.histories.setdefault(user, {})
     h[item] = h.get(item, 0.0) + weight
     r = users.recent.setdefault(user, [])
@@ -51,11 +59,14 @@ def _apply(users: _Users, user: str, item: str, weight: float) -> None:
         r.remove(item)
     r.insert(0, item)
     del r[RECENT_ITEMS:]
+    s = users.stamps.setdefault(user, [])
+    s.insert(0, (item, ts_ms))
+    del s[RECENT_ITEMS:]
 
 
-def _fit(users: _Users, params: dict[str, Any]) -> ALSModel:
+def _fit(users: _Users, params: dict[str, Any], half_life_s: float = 0.0) -> ALSModel:
     ids = sorted(users.histories)
-    data = InteractionMatrix.from_histories(ids, [users.histories[u] for u in ids])
+    data = InteractionMatrix.from_histories(ids, [users.weighted(u, half_life_s) for u in ids])
     fitted = fit_als(data, **params)
     users.vectors = dict(zip(ids, fitted.user_vectors, strict=True))
     return fitted.model(**params)
@@ -88,18 +99,22 @@ def prequential(
     refit_growth: float,
     max_events: int,
     k: int = 10,
+    half_life_s: float = 0.0,
 ) -> dict[str, Any]:
     """HR@k of each strategy over the first ``max_events`` events after the midpoint of the
     timeline, after a warm-up on everything before it. ``events``: user_id, item_id, weight, ts
-    (seconds or milliseconds: only days matter, and those are computed from ``ts``)."""
+    (seconds or milliseconds). With ``half_life_s``, `streamrec_recency` too: `streamrec` with
+    every fit and fold-in weighted by recency."""
     df = events.sort_values("ts", kind="stable")
     ts = df["ts"].to_numpy()
     to_s = 1000 if ts.max() > 10**11 else 1
     midpoint = (ts.min() + ts.max()) / 2
     warm, replay = df[ts < midpoint], df[ts >= midpoint].head(max_events)
 
-    live, popular = _warm_up(warm)
+    live, popular = _warm_up(warm, 1000 // to_s)
     streaming_model = _fit(live, params)
+    recency = live.copy() if half_life_s > 0 else None
+    recency_model = _fit(recency, params, half_life_s) if recency is not None else None
     frozen, frozen_model, frozen_popular = live.copy(), streaming_model, Counter(popular)
     daily, daily_model, daily_popular = live.copy(), streaming_model, Counter(popular)
     fitted_at, applied = len(warm), len(warm)
@@ -126,15 +141,26 @@ def prequential(
             daily_model, daily, user, k, seen, recent_n, daily_popular
         )
         hits["popularity_live"] += item in _popular(popular, k, seen)
+        if recency is not None and recency_model is not None:
+            hits["streamrec_recency"] += item in _top(
+                recency_model, recency, user, k, seen, recent_n, popular
+            )
 
-        _apply(live, user, item, float(weight))
+        _apply(live, user, item, float(weight), int(t) * (1000 // to_s))
+        if recency is not None:
+            _apply(recency, user, item, float(weight), int(t) * (1000 // to_s))
         popular[item] += 1
         applied += 1
         if applied - fitted_at >= refit_growth * fitted_at:
             streaming_model = _fit(live, params)
+            if recency is not None:
+                recency_model = _fit(recency, params, half_life_s)
             fitted_at = applied
         else:  # the worker's per-batch fold-in, here per event
             live.vectors[user] = streaming_model.user_vectors([live.histories[user]])[0]
+            if recency is not None and recency_model is not None:
+                weighted = recency.weighted(user, half_life_s)
+                recency.vectors[user] = recency_model.user_vectors([weighted])[0]
     return {
         "events": len(rows),
         "warmup_events": len(warm),
@@ -143,11 +169,12 @@ def prequential(
     }
 
 
-def _warm_up(warm: pd.DataFrame) -> tuple[_Users, Counter[str]]:
+def _warm_up(warm: pd.DataFrame, to_ms: int) -> tuple[_Users, Counter[str]]:
     """Every user's history and the items' popularity before the replay."""
     live = _Users()
     popular: Counter[str] = Counter()
-    for user, item, weight in warm[["user_id", "item_id", "weight"]].itertuples(index=False):
-        _apply(live, str(user), str(item), float(weight))
+    columns = ["user_id", "item_id", "weight", "ts"]
+    for user, item, weight, t in warm[columns].itertuples(index=False):
+        _apply(live, str(user), str(item), float(weight), int(t) * to_ms)
         popular[str(item)] += 1
     return live, popular

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from models.base import RecommenderModel
 from models.data import InteractionMatrix
+from recommender.weights import with_recency
 
 if TYPE_CHECKING:  # the worker imports this module; pandas would add a quarter second to its start
     import pandas as pd
@@ -29,10 +30,16 @@ class Split:
     test: dict[str, set[str]]
     #: Each user's latest training items, newest first (for models that use order).
     recent: dict[str, list[str]] = field(default_factory=dict)
+    #: Each user's latest RECENT_ITEMS training events as (item, epoch ms), newest first: the
+    #: ages `with_recency` weighs by, as the feature store's recent list gives them.
+    stamps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
-    def matrix(self) -> InteractionMatrix:
+    def matrix(self, half_life_s: float = 0.0) -> InteractionMatrix:
+        """The training histories, decayed by age when ``half_life_s`` (`with_recency`)."""
         users = sorted(self.train)
-        return InteractionMatrix.from_histories(users, [self.train[u] for u in users])
+        return InteractionMatrix.from_histories(
+            users, [with_recency(self.train[u], self.stamps.get(u, []), half_life_s) for u in users]
+        )
 
 
 @dataclass(frozen=True)
@@ -69,10 +76,15 @@ def temporal_split(events: pd.DataFrame, test_fraction: float = 0.2, min_events:
         if str(item) not in train.get(str(user), {}):
             test.setdefault(str(user), set()).add(str(item))
     recent: dict[str, list[str]] = {}
-    for user, items in df.loc[~in_test].groupby("user_id")["item_id"]:
-        newest_first = [str(i) for i in reversed(items.tolist())]
-        recent[str(user)] = list(dict.fromkeys(newest_first))[:RECENT_ITEMS]
-    return Split(train, {u: items for u, items in test.items() if u in train}, recent)
+    stamps: dict[str, list[tuple[str, int]]] = {}
+    to_ms = 1 if len(df) and df["ts"].max() > 10**11 else 1000
+    for user, rows in df.loc[~in_test].groupby("user_id")[["item_id", "ts"]]:
+        newest_first = [
+            (str(i), int(t) * to_ms) for i, t in reversed(list(rows.itertuples(index=False)))
+        ]
+        recent[str(user)] = list(dict.fromkeys(i for i, _ in newest_first))[:RECENT_ITEMS]
+        stamps[str(user)] = newest_first[:RECENT_ITEMS]
+    return Split(train, {u: items for u, items in test.items() if u in train}, recent, stamps)
 
 
 def _latest(df: pd.DataFrame, fraction: float, min_events: int) -> pd.Series:

@@ -54,6 +54,15 @@ class ModelSettings(BaseSettings):
     als_iterations: int = Field(15, ge=1, le=200, description="ALS sweeps per full fit")
     als_alpha: float = Field(0.25, gt=0, description="confidence = 1 + alpha * weight")
     als_min_events: int = Field(1000, ge=1, description="events needed before the first fit")
+    recency_half_life_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "an interaction's confidence halves every this many seconds of age, counted back "
+            "from the user's newest event, in every refit and fold-in (0: no decay; see "
+            "docs/models.md)"
+        ),
+    )
     knn_neighbours: int = Field(
         100,
         ge=0,

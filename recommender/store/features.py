@@ -63,7 +63,9 @@ class FeatureStore:
         shards = self._cluster.shards if self._cluster else None
         self._pseudonyms: dict[str, str] = {}
         self.popularity = Popularity(redis, shards)
-        self.users = UserFeatures(redis, self.pseudonym, self.popularity.clock, shards)
+        self.users = UserFeatures(
+            redis, self.pseudonym, self.popularity.clock, shards, settings.recency_half_life_s
+        )
         self.catalogue = Catalogue(redis, shards)
         self.stats = Stats(redis, shards)
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from recommender.store import keys
+from recommender.weights import with_recency
 
 #: Users whose histories are read per round trip (see `histories_and_last_seen`).
 HISTORY_CHUNK = 100
@@ -37,6 +38,15 @@ def _latest_items(recent_rows: Sequence[Any], n: int) -> list[str]:
     return list(dict.fromkeys(str(r).split("|", 2)[1] for r in recent_rows))[:n]
 
 
+def _stamps(recent_rows: Sequence[Any]) -> list[tuple[str, int]]:
+    """A user's `recent` list (`type|item|ts...`, newest first) as (item, ts)."""
+    found = []
+    for row in recent_rows:
+        _, item, rest = str(row).split("|", 2)
+        found.append((item, int(rest.split("|", 1)[0])))
+    return found
+
+
 class UserFeatures:
     """Reads of every user's features, and their erasure. The apply script writes them
     (`FeatureStore.apply_interactions`)."""
@@ -47,8 +57,10 @@ class UserFeatures:
         pseudonym: Callable[[str], str],
         clock: Callable[[], Awaitable[int]],
         shards: int | None = None,
+        half_life_s: float = 0.0,
     ) -> None:
         self._redis = redis
+        self._half_life_s = half_life_s  # of a fit's confidences (`weights.with_recency`)
         self._shards = shards  # of the active-users index, on a cluster (`keys.user_shard`)
         self.pseudonym = pseudonym
         self._clock = clock  # the stream's clock, which affinity decays to
@@ -91,7 +103,9 @@ class UserFeatures:
     async def histories_and_last_seen(
         self, pseudonyms: Sequence[str]
     ) -> tuple[list[dict[str, float]], dict[str, int]]:
-        """`histories`, and each user's newest event time (the as-of of their vector).
+        """`histories` as a fit weighs them (decayed by recency: `weights.with_recency`, with
+        ages from the user's recent list), and each user's newest event time (the as-of of
+        their vector).
 
         Read HISTORY_CHUNK users per round trip: a refit reads every live user, and one reply
         would hold the worker's event loop (and every event behind it) for the whole parse
@@ -100,14 +114,21 @@ class UserFeatures:
         last_seen: dict[str, int] = {}
         for start in range(0, len(pseudonyms), HISTORY_CHUNK):
             chunk = pseudonyms[start : start + HISTORY_CHUNK]
+            step = 3 if self._half_life_s > 0 else 2
             pipe = self._redis.pipeline(transaction=False)
             for p in chunk:
                 pipe.hgetall(keys.user_items(p))
                 pipe.hget(keys.user_counts(p), "last_seen")
+                if step == 3:
+                    pipe.lrange(keys.user_recent(p), 0, -1)
             rows = await pipe.execute()
-            histories += [{item: float(w) for item, w in row.items()} for row in rows[::2]]
+            for n in range(len(chunk)):
+                history = {item: float(w) for item, w in rows[step * n].items()}
+                if step == 3:
+                    history = with_recency(history, _stamps(rows[3 * n + 2]), self._half_life_s)
+                histories.append(history)
             last_seen.update(
-                (p, int(float(t or 0))) for p, t in zip(chunk, rows[1::2], strict=True)
+                (p, int(float(t or 0))) for p, t in zip(chunk, rows[1::step], strict=True)
             )
         return histories, last_seen
 

@@ -5,6 +5,7 @@ the training part (never on the test set); then a prequential replay; a table, J
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from streamrec.ratings_csv import clean_history, with_weights
 ALS_GRID = {"factors": (32, 64), "regularization": (1.0, 10.0), "alpha": (0.25, 1.0)}
 BLEND_GRID = {"knn_weight": (0.25, 0.5, 1.0), "recent_decay": (0.8, 0.95), "recent": (10, 50)}
 KNN_GRID = (50, 100, 200)
+#: Half-lives of an interaction's confidence (`with_recency`), 0 for none: a day to a year.
+RECENCY_GRID = (0.0, 86_400.0, 7 * 86_400.0, 30 * 86_400.0, 365 * 86_400.0)
 EASE_GRID = (100.0, 500.0)
 
 
@@ -42,7 +45,7 @@ def _grid(grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 
 def _truncated(split: Split, n: int) -> Split:
-    return Split(split.train, split.test, {u: r[:n] for u, r in split.recent.items()})
+    return Split(split.train, split.test, {u: r[:n] for u, r in split.recent.items()}, split.stamps)
 
 
 def _tune(settings: Settings, val: Split) -> dict[str, Any]:
@@ -65,6 +68,17 @@ def _tune(settings: Settings, val: Split) -> dict[str, Any]:
 
     blend, blend_val = _best(_grid(BLEND_GRID), blend_score)
 
+    def recency_score(c: dict[str, Any]) -> float:
+        decayed = ALSModel(iterations=iterations, **als)
+        decayed.fit(val.matrix(c["half_life_s"]))
+        return evaluate(decayed, val).ndcg
+
+    scored = [(recency_score({"half_life_s": h}), h) for h in RECENCY_GRID]
+    recency: dict[str, Any] = {"half_life_s": max(scored, key=lambda t: (t[0], -t[1]))[1]}
+    recency["validation_ndcg@10"] = {f"{h:g}": round(score, 4) for score, h in scored}
+    # The best half-life that decays at all, for the prequential replay when none wins here.
+    recency["best_decaying_s"] = max(scored[1:], key=lambda t: (t[0], -t[1]))[1]
+
     def knn_score(c: dict[str, Any]) -> float:
         knn = ItemKNNModel(c["neighbours"])
         knn.fit(vdata)
@@ -83,6 +97,7 @@ def _tune(settings: Settings, val: Split) -> dict[str, Any]:
         "blend": blend,
         "item_knn": knn,
         "ease": ease,
+        "recency": recency,
         "validation_ndcg@10": {"als": round(als_val, 4), "blend": round(blend_val, 4)},
     }
 
@@ -121,10 +136,12 @@ def run_quality(
         ("als", default_als, split),
         ("streamrec_als_only", tuned_als, split),
         ("streamrec", chain, _truncated(split, blend["recent"])),
+        ("streamrec_recency", copy.deepcopy(chain), _truncated(split, blend["recent"])),
     ]
-    data = split.matrix()
+    half_life = tuned["recency"]["half_life_s"]
     rows: dict[str, dict[str, float]] = {}
     for name, model, s in entries:
+        data = split.matrix(half_life if name == "streamrec_recency" else 0.0)
         t0 = time.perf_counter()
         model.fit(data)
         fit_s = time.perf_counter() - t0
@@ -134,7 +151,13 @@ def run_quality(
     params |= {"knn_weight": blend["knn_weight"], "recent_decay": blend["recent_decay"]}
     t0 = time.perf_counter()
     replay = prequential(
-        weighted, params, blend["recent"], settings.refit_growth, prequential_events, k
+        weighted,
+        params,
+        blend["recent"],
+        settings.refit_growth,
+        prequential_events,
+        k,
+        half_life_s=half_life or tuned["recency"]["best_decaying_s"],
     )
     replay_s = time.perf_counter() - t0
 

@@ -94,18 +94,26 @@ def _slot_spread(url: str) -> dict[str, Any]:
     CPU time Valkey spent, each over the mean (slots with any work; all primaries)."""
     per_slot: dict[int, int] = {}
     per_node: list[int] = []
-    for client in _primaries(url):
+    primaries = _primaries(url)
+    for client in primaries:
         stats = _cmd(client, "CLUSTER", "SLOT-STATS", "SLOTSRANGE", 0, 16383)
-        client.close()
         used = {int(slot): int(s["cpu-usec"]) for slot, s in stats if int(s["cpu-usec"]) > 0}
         per_slot.update(used)
         per_node.append(sum(used.values()))
     slot_mean = sum(per_slot.values()) / max(len(per_slot), 1)
     node_mean = sum(per_node) / max(len(per_node), 1)
     busiest = max(per_slot, key=per_slot.__getitem__) if per_slot else -1
+    # What lives there (names hold pseudonyms and ids, no personal data), to tell data skew (one
+    # heavy user) from a key every event or request visits.
+    sample = sorted(
+        {str(name) for c in primaries for name in c.cluster("GETKEYSINSLOT", busiest, 4)}
+    )
+    for client in primaries:
+        client.close()
     return {
         "slots_used": len(per_slot),
         "busiest_slot": busiest,
+        "busiest_slot_keys": " ".join(sample),
         "busiest_slot_share_over_mean": round(per_slot.get(busiest, 0) / max(slot_mean, 1), 1),
         "busiest_primary_share_over_mean": round(max(per_node, default=0) / max(node_mean, 1), 2),
     }

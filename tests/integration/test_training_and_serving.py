@@ -148,3 +148,27 @@ async def test_a_reader_reads_only_the_item_factors_written_since_it_last_looked
     _, model = await reader.current()
     assert model is not None and model.knows("new-c") and model.knows("new-b")
     assert not model.item_vectors(["new-a"])["new-a"].any()  # read again, as stored now
+
+
+@pytest.mark.parametrize(("half_life_s", "taste"), [(0.0, ROMANCE), (7 * 86_400.0, SCI_FI)])
+async def test_a_fold_in_follows_a_change_of_taste_with_a_half_life(
+    redis, settings, half_life_s, taste
+):
+    """Ten romance purchases, then (a hundred days on) three sci-fi ones folded in: with equal
+    weights the user still gets romance; with a week's half-life (`recency_half_life_s`), sci-fi."""
+    s = settings.model_copy(update={"recency_half_life_s": half_life_s})
+    store, state = FeatureStore(redis, s), ModelState(redis)
+    registry = cf_registry(s.models_dir)
+    trainer = Trainer(store, state, registry, s)
+    day, t0 = 86_400_000, 1_700_000_000_000
+    old = [Interaction(f"z{n}", "zoe", item, "purchase", t0 + n * day)
+           for n, item in enumerate(ROMANCE[:10])]  # fmt: skip
+    await store.apply_interactions(clustered_interactions() + old)
+    assert await trainer.refit() is not None
+    new = [Interaction(f"z-new{n}", "zoe", item, "purchase", t0 + (100 + n) * day)
+           for n, item in enumerate(SCI_FI[:3])]  # fmt: skip
+    await trainer.updater.on_applied((await store.apply_interactions(new)).applied)
+    service = RecommendationService(store, state, registry, PLAIN_SERVING)
+    recs = await service.recommend("zoe", 5)
+    assert [i.reason for i in recs.items] == [reasons.CF] * 5
+    assert {i.item_id for i in recs.items} <= set(taste)
