@@ -260,18 +260,17 @@ class CFVectors:
         """Candidates computed for a version not yet named (`keys.pending_recs`); returns the
         key, for `adopt_candidates` or `discard_candidates`."""
         key = keys.pending_recs(token)
-        buckets = self._by_bucket(found)
-        for bucket, users in buckets.items():
-            named = keys.in_bucket(key, bucket)
-            for start in range(0, len(users), CANDIDATES_CHUNK):
-                chunk = {
-                    p: encode_candidates(found[p]) for p in users[start : start + CANDIDATES_CHUNK]
-                }
-                pipe = self._redis.pipeline(transaction=False)
-                pipe.sadd(keys.PENDING_RECS_INDEX, key)
-                pipe.hset(named, mapping=chunk)  # type: ignore[arg-type]
+        await self._redis.sadd(keys.PENDING_RECS_INDEX, key)
+        users = list(found)
+        # CANDIDATES_CHUNK users a round trip, whatever their buckets: a cluster's 1,024 buckets
+        # would otherwise cost a round trip each.
+        for start in range(0, len(users), CANDIDATES_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for bucket, mine in self._by_bucket(users[start : start + CANDIDATES_CHUNK]).items():
+                named = keys.in_bucket(key, bucket)
+                pipe.hset(named, mapping={p: encode_candidates(found[p]) for p in mine})
                 pipe.expire(named, keys.PENDING_RECS_TTL_S)
-                await pipe.execute()
+            await pipe.execute()
         return key
 
     async def adopt_candidates(self, pending: str, version: str) -> None:

@@ -16,7 +16,11 @@ per list, at `RATE` lists a second. Phases, in order:
 4. drift: every cluster's taste moves to the next item cluster; the lists served from the drift
    to the last window the monitor had read when it asked for a refit (the detector's delay;
    the lists served until its record arrived are reported beside it), and the seconds to a
-   refit promoted after it.
+   refit promoted after it; the hit rate in the 60 s after the drift, and the seconds until the
+   last 10 s hit at 0.8 of the rate before it (`drift_recovered_s`, watched for 120 s).
+
+Before all that, without the system: the taste-switch simulation
+(`recommender.evaluation.taste_switch`), with the recency weighting and with equal weights.
 
 Refits come only when the monitor asks (growth, idle and interval triggers are set out of
 reach), so every version change in the run is the operator's or the monitor's doing.
@@ -42,6 +46,7 @@ from river.drift import ADWIN
 from models.data import InteractionMatrix
 from models.fitting import fit_als
 from recommender.cf.lifecycle import lifecycle_for
+from recommender.evaluation.taste_switch import TasteSwitch, events_to_new_taste
 from recommender.lifecycle.families import cf_registry
 from recommender.lifecycle.state import ModelState
 from recommender.monitoring.monitor import MonitorConfig
@@ -69,6 +74,11 @@ RATE = 100.0
 WARM_S = 20.0
 QUIET_EVENTS = 10_000
 PHASE_LIMIT_S = 120.0
+#: How long after the drift the hit rate is watched for its recovery (`drift_recovered_s`).
+RECOVERY_LIMIT_S = 120.0
+#: The taste-switch simulation's half-life when `STREAMREC_RECENCY_HALF_LIFE_S` sets none: a
+#: day, for its users' hourly events.
+TASTE_SWITCH_HALF_LIFE_S = 86_400.0
 
 
 def _item(cluster: int, n: int) -> str:
@@ -265,6 +275,12 @@ def _settled_by(decided_ms: int) -> float:
     return (settled - settled % 1000) / 1000
 
 
+def _recovered(sim: Simulator, drift_at: float, rate: float) -> bool:
+    """Whether the last 10 s after the drift hit at ``rate`` or better."""
+    now = time.time()
+    return now - drift_at >= 10 and _hit_rate(sim.between(now - 10, now)) >= rate
+
+
 def _hit_rate(served: list[Served]) -> float:
     return sum(s.clicked for s in served) / len(served) if served else 0.0
 
@@ -354,6 +370,12 @@ def _scenarios(settings: Settings) -> dict[str, Any]:
             if promoted is not None:
                 refit_version = asyncio.run(served_version(rt.settings))
                 time.sleep(20)  # the refit's hit rate while it serves, and what became of it
+        before_drift = _hit_rate(sim.between(drift_at - 10, drift_at))
+        recovered = _wait(
+            "the hit rate back to 0.8 of the rate before the drift",
+            lambda: _recovered(sim, drift_at, 0.8 * before_drift),
+            max(0.0, drift_at + RECOVERY_LIMIT_S - time.time()),
+        )
         after_drift = sim.log[drift_n:]
         out = {
             "baseline_hit_rate": round(baseline, 3),
@@ -373,7 +395,9 @@ def _scenarios(settings: Settings) -> dict[str, Any]:
             "detection_delay_lists_served": (
                 len([x for x in after_drift if x.at < detected[0]]) if detected else None
             ),
-            "hit_rate_before_drift": round(_hit_rate(sim.between(drift_at - 10, drift_at)), 3),
+            "hit_rate_before_drift": round(before_drift, 3),
+            "hit_rate_60s_after_drift": round(_hit_rate(sim.between(drift_at, drift_at + 60)), 3),
+            "drift_recovered_s": round(recovered - drift_at, 1) if recovered else None,
             "refit_version": refit_version,
             "refit_hit_rate": (
                 round(_hit_rate([x for x in after_drift if x.version == refit_version]), 3)
@@ -410,8 +434,20 @@ def river_stream_delay() -> int | None:
     return None
 
 
+def taste_switch(settings: Settings) -> dict[str, Any]:
+    """`events_to_new_taste` with the recency weighting and with equal weights."""
+    half_life = settings.recency_half_life_s or TASTE_SWITCH_HALF_LIFE_S
+    sim = TasteSwitch()
+    return {
+        "events_to_new_taste": events_to_new_taste(sim, half_life, settings.recent_items),
+        "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0, settings.recent_items),
+        "taste_switch_half_life_s": half_life,
+    }
+
+
 def run_monitor_bench(settings: Settings, json_path: Path | None = None) -> dict[str, Any]:
-    results = _scenarios(settings)
+    results = taste_switch(settings)
+    results |= _scenarios(settings)
     results["detection_delay_river_stream"] = river_stream_delay()
     results |= run_metrics_costs(settings)
     return write(json_path, "monitor", results)
