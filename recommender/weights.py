@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from recommender.types import Interaction
 
@@ -45,28 +45,21 @@ def review_label(value: float | None, rating_scale: float) -> bool | None:
 
 
 def with_recency(
-    history: Mapping[str, float],
-    recent: Sequence[tuple[str, int]],
-    half_life_s: float,
+    history: Mapping[str, float], last_at: Mapping[str, int], half_life_s: float
 ) -> dict[str, float]:
     """``history``'s confidences decayed by age, halving every ``half_life_s`` (0: as they are).
 
-    One weighting for every fit (a refit, a fold-in, the offline evaluation). An item's age
-    counts back from the user's newest event, so a user away for a month keeps their strength
-    and only the balance inside their history moves: the freshest items weigh the most. Ages come
-    from ``recent`` (the user's latest events as the feature store keeps them: (item, epoch ms),
-    newest first); an item older than all of them takes the oldest one's age, a floor that is
-    exact for a user whose whole history the list holds.
+    One weighting for every fit (a refit, a fold-in, the offline evaluation). An item's age is
+    that of the user's newest event on it (``last_at``: item -> epoch ms, as the feature store
+    keeps it), counted back from the user's newest event: a user away for a month keeps their
+    strength, and only the balance inside their history moves, towards their latest items. An
+    item without a time (written before times were kept) takes the oldest known one's age.
     """
-    if half_life_s <= 0 or not recent:
+    if half_life_s <= 0 or not last_at:
         return dict(history)
-    newest = recent[0][1]
-    seen: dict[str, int] = {}
-    for item, ts in recent:
-        seen.setdefault(item, ts)
-    oldest = recent[-1][1]
+    newest, oldest = max(last_at.values()), min(last_at.values())
     half_life_ms = half_life_s * 1000.0
     return {
-        item: w * 0.5 ** (max(0, newest - seen.get(item, oldest)) / half_life_ms)
+        item: w * 0.5 ** (max(0, newest - last_at.get(item, oldest)) / half_life_ms)
         for item, w in history.items()
     }

@@ -15,13 +15,20 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from recommender.cf.codec import (  # re-exported: the family's vectors are read through here
+    CachedCandidates as CachedCandidates,
+    Raw as Raw,
+    UserVector as UserVector,
+    b64,
+    decode_candidates as decode_candidates,
+    decode_vector as decode_vector,
+    encode_candidates as encode_candidates,
+)
 from recommender.lifecycle.state import ModelState, ServedModel
 from recommender.store import keys, scripts
 from recommender.store.cluster import Call, is_cluster, pipelined_scripts
 from recommender.store.coalesce import ReadCoalescer
 
-#: A hash field as Redis answers it.
-Raw = str | bytes | None
 #: A `ServingRead`'s vector when it still has the `as_of` the caller named (the candidates are
 #: then None): the caller's answer from them still stands.
 UNCHANGED = "="
@@ -31,21 +38,6 @@ WRITE_CHUNK = 2000
 #: Users' candidates written per round trip: ~2.3 KB each, so that one write holds Valkey (and
 #: every event and request behind it) for well under a millisecond.
 CANDIDATES_CHUNK = 250
-
-
-@dataclass(frozen=True, slots=True)
-class UserVector:
-    vector: npt.NDArray[np.float32]
-    as_of: int  # epoch ms of the newest event folded in
-
-
-def decode_vector(raw: Raw) -> UserVector | None:
-    """A user vector as `write_user_vectors` stored it (`as_of:base64 float32`), or None."""
-    if raw is None:
-        return None
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    as_of, _, b64 = text.partition(":")
-    return UserVector(np.frombuffer(base64.b64decode(b64), dtype=np.float32), int(as_of))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,45 +54,6 @@ class ServingRead:
     # out: it is one slot, the family's, that every read would visit (the caller's pointer
     # check, every `STREAMREC_API_MODEL_CHECK_S`, follows a promotion instead).
     pointer_read: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class CachedCandidates:
-    """A user's best items by the served version (their history left out), best first, and
-    the items newer than its fit that they touched, as of their vector's `as_of`."""
-
-    as_of: int
-    items: list[tuple[str, float]]
-    seen_new: frozenset[str]
-
-
-def encode_candidates(c: CachedCandidates) -> str:
-    # Ids hold no spaces or `|` (`recommender.types.ID_PATTERN`); repr keeps a float exactly.
-    ids = " ".join(i for i, _ in c.items)
-    scores = " ".join(repr(s) for _, s in c.items)
-    return f"{c.as_of}|{' '.join(sorted(c.seen_new))}|{ids}|{scores}"
-
-
-def decode_candidates(raw: Raw, n: int | None = None) -> CachedCandidates | None:
-    """What `encode_candidates` wrote, with only its first ``n`` items (a request wants ten of
-    a hundred: turning the rest into floats was a twentieth of the API's time)."""
-    if raw is None:
-        return None
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    as_of, seen_new, ids, scores = text.split("|", 3)
-    # Split no further than needed: the rest of the hundred stays one string.
-    id_list = ids.split(" ", n)[:n] if n is not None and ids else ids.split()
-    score_list = scores.split(" ", n)[:n] if n is not None and scores else scores.split()
-    return CachedCandidates(
-        int(as_of),
-        [(i, float(score)) for i, score in zip(id_list, score_list, strict=True)],
-        frozenset(seen_new.split()),
-    )
-
-
-def _b64(vec: npt.NDArray[np.float32]) -> str:
-    # base64 keeps one decode_responses=True client for every key.
-    return base64.b64encode(vec.astype(np.float32).tobytes()).decode()
 
 
 class CFVectors:
@@ -143,7 +96,7 @@ class CFVectors:
         # the worker's event loop (and the events behind it) for the whole encoding.
         for start in range(0, len(items), WRITE_CHUNK):
             chunk = items[start : start + WRITE_CHUNK]
-            encoded = {p: f"{as_of.get(p, 0)}:{_b64(vec)}" for p, vec in chunk}
+            encoded = {p: f"{as_of.get(p, 0)}:{b64(vec)}" for p, vec in chunk}
             await self._hset_by_bucket(keys.user_vectors, version, encoded)
 
     async def _hset_by_bucket(
@@ -302,7 +255,7 @@ class CFVectors:
         version's update count moves in the same transaction)."""
         if not vectors:
             return
-        encoded = {item: _b64(vec) for item, vec in vectors.items()}
+        encoded = {item: b64(vec) for item, vec in vectors.items()}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
         pipe.rpush(keys.item_vectors_order(version), *encoded)

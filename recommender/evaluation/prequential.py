@@ -35,20 +35,20 @@ class _Users:
     histories: dict[str, dict[str, float]] = field(default_factory=dict)
     recent: dict[str, list[str]] = field(default_factory=dict)
     vectors: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
-    #: Latest events as (item, epoch ms), newest first, as the store's recent list keeps them.
-    stamps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    #: Each user's newest event on each item (epoch ms), as the feature store keeps it.
+    times: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def copy(self) -> _Users:
         return _Users(
             {u: dict(h) for u, h in self.histories.items()},
             {u: list(r) for u, r in self.recent.items()},
             dict(self.vectors),
-            {u: list(s) for u, s in self.stamps.items()},
+            {u: dict(t) for u, t in self.times.items()},
         )
 
     def weighted(self, user: str, half_life_s: float) -> dict[str, float]:
         """The user's history as a fit sees it (`with_recency`)."""
-        return with_recency(self.histories[user], self.stamps.get(user, []), half_life_s)
+        return with_recency(self.histories[user], self.times.get(user, {}), half_life_s)
 
 
 def _apply(users: _Users, user: str, item: str, weight: float, ts_ms: int) -> None:
@@ -59,9 +59,8 @@ def _apply(users: _Users, user: str, item: str, weight: float, ts_ms: int) -> No
         r.remove(item)
     r.insert(0, item)
     del r[RECENT_ITEMS:]
-    s = users.stamps.setdefault(user, [])
-    s.insert(0, (item, ts_ms))
-    del s[RECENT_ITEMS:]
+    times = users.times.setdefault(user, {})
+    times[item] = max(ts_ms, times.get(item, ts_ms))
 
 
 def _fit(users: _Users, params: dict[str, Any], half_life_s: float = 0.0) -> ALSModel:
@@ -92,6 +91,27 @@ def _top(
     return [str(i) for i in ids]
 
 
+@dataclass
+class _Streaming:
+    """The worker's way, on one copy of the users: every event folded in at once, a refit when
+    the data grew by `refit_growth`; every fit weighs by recency (``half_life_s``)."""
+
+    users: _Users
+    params: dict[str, Any]
+    half_life_s: float = 0.0
+    model: ALSModel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model = _fit(self.users, self.params, self.half_life_s)
+
+    def refit(self) -> None:
+        self.model = _fit(self.users, self.params, self.half_life_s)
+
+    def fold_in(self, user: str) -> None:
+        weighted = self.users.weighted(user, self.half_life_s)
+        self.users.vectors[user] = self.model.user_vectors([weighted])[0]
+
+
 def prequential(
     events: pd.DataFrame,
     params: dict[str, Any],
@@ -105,18 +125,14 @@ def prequential(
     timeline, after a warm-up on everything before it. ``events``: user_id, item_id, weight, ts
     (seconds or milliseconds). With ``half_life_s``, `streamrec_recency` too: `streamrec` with
     every fit and fold-in weighted by recency."""
-    df = events.sort_values("ts", kind="stable")
-    ts = df["ts"].to_numpy()
-    to_s = 1000 if ts.max() > 10**11 else 1
-    midpoint = (ts.min() + ts.max()) / 2
-    warm, replay = df[ts < midpoint], df[ts >= midpoint].head(max_events)
-
+    warm, replay, to_s = _halves(events, max_events)
     live, popular = _warm_up(warm, 1000 // to_s)
-    streaming_model = _fit(live, params)
-    recency = live.copy() if half_life_s > 0 else None
-    recency_model = _fit(recency, params, half_life_s) if recency is not None else None
-    frozen, frozen_model, frozen_popular = live.copy(), streaming_model, Counter(popular)
-    daily, daily_model, daily_popular = live.copy(), streaming_model, Counter(popular)
+    streaming = {"streamrec": _Streaming(live, params)}
+    if half_life_s > 0:
+        streaming["streamrec_recency"] = _Streaming(live.copy(), params, half_life_s)
+    frozen, frozen_model = live.copy(), streaming["streamrec"].model
+    frozen_popular, daily_popular = Counter(popular), Counter(popular)
+    daily, daily_model = live.copy(), frozen_model
     fitted_at, applied = len(warm), len(warm)
     day = int(replay["ts"].iloc[0] // to_s // DAY_S) if len(replay) else 0
 
@@ -133,40 +149,38 @@ def prequential(
             daily_model = _fit(daily, params)
             daily_popular = Counter(popular)
         seen = set(live.histories.get(user, {}))
-        hits["streamrec"] += item in _top(streaming_model, live, user, k, seen, recent_n, popular)
-        hits["streamrec_frozen"] += item in _top(
-            frozen_model, frozen, user, k, seen, recent_n, frozen_popular
-        )
-        hits["streamrec_daily"] += item in _top(
-            daily_model, daily, user, k, seen, recent_n, daily_popular
-        )
+        for name, way in streaming.items():
+            hits[name] += item in _top(way.model, way.users, user, k, seen, recent_n, popular)
+        for name, (model, users, fallback) in (
+            ("streamrec_frozen", (frozen_model, frozen, frozen_popular)),
+            ("streamrec_daily", (daily_model, daily, daily_popular)),
+        ):
+            hits[name] += item in _top(model, users, user, k, seen, recent_n, fallback)
         hits["popularity_live"] += item in _popular(popular, k, seen)
-        if recency is not None and recency_model is not None:
-            hits["streamrec_recency"] += item in _top(
-                recency_model, recency, user, k, seen, recent_n, popular
-            )
 
-        _apply(live, user, item, float(weight), int(t) * (1000 // to_s))
-        if recency is not None:
-            _apply(recency, user, item, float(weight), int(t) * (1000 // to_s))
+        for way in streaming.values():
+            _apply(way.users, user, item, float(weight), int(t) * (1000 // to_s))
         popular[item] += 1
         applied += 1
-        if applied - fitted_at >= refit_growth * fitted_at:
-            streaming_model = _fit(live, params)
-            if recency is not None:
-                recency_model = _fit(recency, params, half_life_s)
-            fitted_at = applied
-        else:  # the worker's per-batch fold-in, here per event
-            live.vectors[user] = streaming_model.user_vectors([live.histories[user]])[0]
-            if recency is not None and recency_model is not None:
-                weighted = recency.weighted(user, half_life_s)
-                recency.vectors[user] = recency_model.user_vectors([weighted])[0]
+        refit = applied - fitted_at >= refit_growth * fitted_at
+        fitted_at = applied if refit else fitted_at
+        for way in streaming.values():  # a refit, or the worker's per-batch fold-in per event
+            way.refit() if refit else way.fold_in(user)
     return {
         "events": len(rows),
         "warmup_events": len(warm),
         "days": len({int(t // to_s // DAY_S) for *_, t in rows}),
         "hr@10": {name: round(h / max(len(rows), 1), 4) for name, h in sorted(hits.items())},
     }
+
+
+def _halves(events: pd.DataFrame, max_events: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(everything before the timeline's midpoint, the first ``max_events`` after it, the
+    units of a second in `ts`)."""
+    df = events.sort_values("ts", kind="stable")
+    ts = df["ts"].to_numpy()
+    midpoint = (ts.min() + ts.max()) / 2
+    return df[ts < midpoint], df[ts >= midpoint].head(max_events), 1000 if ts.max() > 10**11 else 1
 
 
 def _warm_up(warm: pd.DataFrame, to_ms: int) -> tuple[_Users, Counter[str]]:

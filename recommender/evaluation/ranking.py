@@ -30,15 +30,15 @@ class Split:
     test: dict[str, set[str]]
     #: Each user's latest training items, newest first (for models that use order).
     recent: dict[str, list[str]] = field(default_factory=dict)
-    #: Each user's latest RECENT_ITEMS training events as (item, epoch ms), newest first: the
-    #: ages `with_recency` weighs by, as the feature store's recent list gives them.
-    stamps: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    #: Each user's newest training event on each item (epoch ms), as the feature store keeps
+    #: it: the ages `with_recency` weighs by.
+    times: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def matrix(self, half_life_s: float = 0.0) -> InteractionMatrix:
         """The training histories, decayed by age when ``half_life_s`` (`with_recency`)."""
         users = sorted(self.train)
         return InteractionMatrix.from_histories(
-            users, [with_recency(self.train[u], self.stamps.get(u, []), half_life_s) for u in users]
+            users, [with_recency(self.train[u], self.times.get(u, {}), half_life_s) for u in users]
         )
 
 
@@ -76,15 +76,13 @@ def temporal_split(events: pd.DataFrame, test_fraction: float = 0.2, min_events:
         if str(item) not in train.get(str(user), {}):
             test.setdefault(str(user), set()).add(str(item))
     recent: dict[str, list[str]] = {}
-    stamps: dict[str, list[tuple[str, int]]] = {}
+    times: dict[str, dict[str, int]] = {}
     to_ms = 1 if len(df) and df["ts"].max() > 10**11 else 1000
     for user, rows in df.loc[~in_test].groupby("user_id")[["item_id", "ts"]]:
-        newest_first = [
-            (str(i), int(t) * to_ms) for i, t in reversed(list(rows.itertuples(index=False)))
-        ]
-        recent[str(user)] = list(dict.fromkeys(i for i, _ in newest_first))[:RECENT_ITEMS]
-        stamps[str(user)] = newest_first[:RECENT_ITEMS]
-    return Split(train, {u: items for u, items in test.items() if u in train}, recent, stamps)
+        in_order = [(str(i), int(t) * to_ms) for i, t in rows.itertuples(index=False)]
+        recent[str(user)] = list(dict.fromkeys(i for i, _ in reversed(in_order)))[:RECENT_ITEMS]
+        times[str(user)] = dict(in_order)  # each item's newest: they are in time order
+    return Split(train, {u: items for u, items in test.items() if u in train}, recent, times)
 
 
 def _latest(df: pd.DataFrame, fraction: float, min_events: int) -> pd.Series:

@@ -45,21 +45,20 @@ def _model(sim: TasteSwitch, rng: random.Random) -> ALSModel:
 
 
 class _User:
-    """A switching user's history and recent list, as the feature store keeps them."""
+    """A switching user's history and items' times, as the feature store keeps them."""
 
-    def __init__(self, recent_cap: int) -> None:
+    def __init__(self) -> None:
         self.history: dict[str, float] = {}
-        self.recent: list[tuple[str, int]] = []  # newest first
-        self._cap, self._ts = recent_cap, 0
+        self.times: dict[str, int] = {}  # item -> newest event on it
+        self._ts = 0
 
     def event(self, item: str) -> None:
         self._ts += HOUR_MS
         self.history[item] = self.history.get(item, 0.0) + 1.0
-        self.recent.insert(0, (item, self._ts))
-        del self.recent[self._cap :]
+        self.times[item] = self._ts
 
 
-def events_to_new_taste(sim: TasteSwitch, half_life_s: float, recent_cap: int = 50) -> float:
+def events_to_new_taste(sim: TasteSwitch, half_life_s: float) -> float:
     """The median, over ``sim.users``, of new-taste events folded in until half of the top k
     is the new taste (``sim.max_events`` for a user it never reached)."""
     rng = random.Random(sim.seed)
@@ -67,14 +66,14 @@ def events_to_new_taste(sim: TasteSwitch, half_life_s: float, recent_cap: int = 
     counts = []
     for u in range(sim.users):
         old, new = u % sim.clusters, (u + 1) % sim.clusters
-        user = _User(recent_cap)
+        user = _User()
         for _ in range(sim.history):
             user.event(rng.choice(sim.catalogue(old)))
         target = set(sim.catalogue(new))
         n = sim.max_events
         for m in range(1, sim.max_events + 1):
             user.event(rng.choice(sim.catalogue(new)))
-            weighted = with_recency(user.history, user.recent, half_life_s)
+            weighted = with_recency(user.history, user.times, half_life_s)
             vector = model.user_vectors([weighted])[0]
             ids, _ = model.recommend_vector(vector, sim.k, set(user.history))
             if sum(str(i) in target for i in ids) * 2 >= sim.k:

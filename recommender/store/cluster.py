@@ -79,6 +79,19 @@ def _sha(body: str) -> str:
     return hashlib.sha1(body.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 
 
+def _user_apply_keys(pseudonym: str) -> list[str]:
+    """What applying an event writes of a user on a cluster (`scripts.APPLY_USER_LUA`'s
+    declared keys, with the events' markers): tombstone, items, recent, counts, cats, times."""
+    return [
+        keys.erased(pseudonym),
+        keys.user_items(pseudonym),
+        keys.user_recent(pseudonym),
+        keys.user_counts(pseudonym),
+        keys.user_categories(pseudonym),
+        keys.user_item_times(pseudonym),
+    ]
+
+
 def is_cluster(redis: object) -> bool:
     """Whether ``redis`` is a cluster client (`connections.redis_async` of a cluster URL)."""
     return isinstance(redis, aioredis.RedisCluster)
@@ -110,7 +123,7 @@ class ClusterApply:
         calls: list[Call] = []
         for p, mine in by_user.items():
             args: list[str | int | float] = [s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
-            declared = keys.user_apply_keys(p) + [keys.seen(p, events[i].event_id) for i in mine]
+            declared = _user_apply_keys(p) + [keys.seen(p, events[i].event_id) for i in mine]
             for i in mine:
                 e = events[i]
                 args.append(

@@ -219,6 +219,12 @@ def user_categories(pseudonym: str) -> str:
     return f"{user_base(pseudonym)}:cats"
 
 
+def user_item_times(pseudonym: str) -> str:
+    """Item -> the time of the user's newest event on it: the ages a fit weighs by
+    (`weights.with_recency`)."""
+    return f"{user_base(pseudonym)}:times"
+
+
 def user_profile(pseudonym: str) -> str:
     """The user's personal data, only ever as a Fernet token under their data key."""
     return f"{user_base(pseudonym)}:profile"
@@ -269,18 +275,6 @@ CATEGORY_PREFIX = "cat:"
 
 def category_items(category: str) -> str:
     return f"{CATEGORY_PREFIX}{key_part(category)}"
-
-
-def user_apply_keys(pseudonym: str) -> list[str]:
-    """What applying an event writes of a user on a cluster (`scripts.APPLY_USER_LUA`'s
-    declared keys, with the events' markers): tombstone, items, recent, counts, cats."""
-    return [
-        erased(pseudonym),
-        user_items(pseudonym),
-        user_recent(pseudonym),
-        user_counts(pseudonym),
-        user_categories(pseudonym),
-    ]
 
 
 def seen(pseudonym: str, event_id: str) -> str:

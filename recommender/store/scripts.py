@@ -52,6 +52,10 @@ local function apply_to_user(base, item, etype, weight, ts, rid, cats_json)
     if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then error(ok) end
     return ok.err
   end
+  local times = base .. ':times'
+  if tonumber(ts) > tonumber(redis.call('HGET', times, item) or '-1') then
+    redis.call('HSET', times, item, ts)
+  end
   local entry = etype .. '|' .. item .. '|' .. ts
   if rid ~= '' then entry = entry .. '|' .. rid end
   redis.call('LPUSH', base .. ':recent', entry)
@@ -161,6 +165,7 @@ for p, ts_max in pairs(newest) do
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
   redis.call('HSET', counts, 'last_seen', math.max(ts_max, last + 1))
   redis.call('EXPIRE', base .. ':items', user_ttl)
+  redis.call('EXPIRE', base .. ':times', user_ttl)
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
   if has_cats[p] then redis.call('EXPIRE', base .. ':cats', user_ttl) end
@@ -184,10 +189,11 @@ APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
 
 #: On a Redis Cluster, a batch is applied by two scripts, each atomic in one slot: this one per
 #: user (everything of the user's, under their hash tag, with their dedupe markers), then
-#: `APPLY_SHARD_LUA` per popularity shard. KEYS = the user's tombstone, items, recent, counts and
-#: cats (`USER_APPLY_KEYS`), then each event's dedupe marker: every key it touches is declared, so
-#: that a slot in migration answers TRYAGAIN or ASK before the script runs rather than let it
-#: write a key on the node that no longer (or does not yet) hold the rest of the user. ARGV =
+#: `APPLY_SHARD_LUA` per popularity shard. KEYS = the user's tombstone, items, recent, counts, cats
+#: and times (`cluster._user_apply_keys`), then each event's dedupe marker: every key it touches is
+#: declared, so that a slot in migration answers TRYAGAIN or ASK before the script runs rather
+#: than let it write a key on the node that no longer (or does not yet) hold the rest of the
+#: user. ARGV =
 #: dedupe_ttl_s, user_ttl_s, recent_cap, then two per event:
 #: `event_id|item|type|weight|ts|recommendation_id` and the item's categories (JSON, '' for none:
 #: the item's keys are in another slot, so the caller reads them). Returns {applied, failed
@@ -195,6 +201,7 @@ APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
 #: the user's erasure).
 APPLY_USER_LUA = """
 local tombstone, items, recent, counts, cats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local times = KEYS[6]
 local base = string.sub(items, 1, #items - #':items')
 local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = (#ARGV - 3) / 2
@@ -205,7 +212,7 @@ for i = 0, n - 1 do
   local eid, item, etype, weight, ts, rid = string.match(
     ARGV[4 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
   local cats_json = ARGV[5 + 2 * i]
-  local seen = KEYS[6 + i]
+  local seen = KEYS[7 + i]
   local t = tonumber(ts)
   if t <= erased_at then
     erased = erased + 1
@@ -229,6 +236,7 @@ if newest ~= nil then
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
   redis.call('HSET', counts, 'last_seen', math.max(newest, last + 1))
   redis.call('EXPIRE', items, user_ttl)
+  redis.call('EXPIRE', times, user_ttl)
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
   if has_cats then redis.call('EXPIRE', cats, user_ttl) end

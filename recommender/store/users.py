@@ -38,15 +38,6 @@ def _latest_items(recent_rows: Sequence[Any], n: int) -> list[str]:
     return list(dict.fromkeys(str(r).split("|", 2)[1] for r in recent_rows))[:n]
 
 
-def _stamps(recent_rows: Sequence[Any]) -> list[tuple[str, int]]:
-    """A user's `recent` list (`type|item|ts...`, newest first) as (item, ts)."""
-    found = []
-    for row in recent_rows:
-        _, item, rest = str(row).split("|", 2)
-        found.append((item, int(rest.split("|", 1)[0])))
-    return found
-
-
 class UserFeatures:
     """Reads of every user's features, and their erasure. The apply script writes them
     (`FeatureStore.apply_interactions`)."""
@@ -103,9 +94,8 @@ class UserFeatures:
     async def histories_and_last_seen(
         self, pseudonyms: Sequence[str]
     ) -> tuple[list[dict[str, float]], dict[str, int]]:
-        """`histories` as a fit weighs them (decayed by recency: `weights.with_recency`, with
-        ages from the user's recent list), and each user's newest event time (the as-of of
-        their vector).
+        """`histories` as a fit weighs them (decayed by recency: `weights.with_recency`), and
+        each user's newest event time (the as-of of their vector).
 
         Read HISTORY_CHUNK users per round trip: a refit reads every live user, and one reply
         would hold the worker's event loop (and every event behind it) for the whole parse
@@ -120,12 +110,13 @@ class UserFeatures:
                 pipe.hgetall(keys.user_items(p))
                 pipe.hget(keys.user_counts(p), "last_seen")
                 if step == 3:
-                    pipe.lrange(keys.user_recent(p), 0, -1)
+                    pipe.hgetall(keys.user_item_times(p))
             rows = await pipe.execute()
             for n in range(len(chunk)):
                 history = {item: float(w) for item, w in rows[step * n].items()}
                 if step == 3:
-                    history = with_recency(history, _stamps(rows[3 * n + 2]), self._half_life_s)
+                    times = {str(i): int(t) for i, t in rows[3 * n + 2].items()}
+                    history = with_recency(history, times, self._half_life_s)
                 histories.append(history)
             last_seen.update(
                 (p, int(float(t or 0))) for p, t in zip(chunk, rows[1::step], strict=True)
@@ -198,6 +189,7 @@ class UserFeatures:
             keys.user_recent(pseudonym),
             keys.user_counts(pseudonym),
             keys.user_categories(pseudonym),
+            keys.user_item_times(pseudonym),
         )
         shard = None if self._shards is None else keys.user_shard(pseudonym, self._shards)
         pipe.zrem(keys.users_active(shard), pseudonym)

@@ -439,8 +439,8 @@ def taste_switch(settings: Settings) -> dict[str, Any]:
     half_life = settings.recency_half_life_s or TASTE_SWITCH_HALF_LIFE_S
     sim = TasteSwitch()
     return {
-        "events_to_new_taste": events_to_new_taste(sim, half_life, settings.recent_items),
-        "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0, settings.recent_items),
+        "events_to_new_taste": events_to_new_taste(sim, half_life),
+        "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0),
         "taste_switch_half_life_s": half_life,
     }
 

@@ -45,7 +45,7 @@ def _grid(grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 
 def _truncated(split: Split, n: int) -> Split:
-    return Split(split.train, split.test, {u: r[:n] for u, r in split.recent.items()}, split.stamps)
+    return Split(split.train, split.test, {u: r[:n] for u, r in split.recent.items()}, split.times)
 
 
 def _tune(settings: Settings, val: Split) -> dict[str, Any]:

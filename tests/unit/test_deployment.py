@@ -89,6 +89,7 @@ def test_every_redis_key_family_is_in_the_architecture_pages_table():
             keys.user_recent(P),
             keys.user_counts(P),
             keys.user_categories(P),
+            keys.user_item_times(P),
             keys.item_meta("id"),
             keys.item_users("id"),
             keys.seen(P, "{event_id}"),

@@ -92,4 +92,5 @@ def test_a_cluster_spreads_a_versions_vectors_over_buckets_of_their_own_slots():
         keys.user_vectors("v1"),
         keys.user_recs("v1"),
         keys.item_vectors("v1"),
+        keys.item_vectors_order("v1"),
     }

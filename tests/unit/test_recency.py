@@ -14,22 +14,17 @@ DAY_MS = 86_400_000
 
 def test_no_half_life_leaves_the_history_as_it_is():
     history = {"a": 2.0, "b": 1.0}
-    assert with_recency(history, [("a", 10 * DAY_MS), ("b", 0)], 0) == history
+    assert with_recency(history, {"a": 10 * DAY_MS, "b": 0}, 0) == history
 
 
 def test_confidence_halves_every_half_life_back_from_the_users_newest_event():
-    recent = [
-        ("new", 30 * DAY_MS),
-        ("mid", 20 * DAY_MS),
-        ("new", 12 * DAY_MS),
-        ("old", 10 * DAY_MS),
-    ]
-    history = {"new": 2.0, "mid": 1.0, "old": 1.0, "older": 4.0}
-    got = with_recency(history, recent, half_life_s=10 * 86_400)
+    times = {"new": 30 * DAY_MS, "mid": 20 * DAY_MS, "old": 10 * DAY_MS}
+    history = {"new": 2.0, "mid": 1.0, "old": 1.0, "unknown": 4.0}
+    got = with_recency(history, times, half_life_s=10 * 86_400)
     assert got["new"] == pytest.approx(2.0)  # its newest event is the user's newest
     assert got["mid"] == pytest.approx(0.5)
     assert got["old"] == pytest.approx(0.25)
-    assert got["older"] == pytest.approx(1.0)  # not among the recent: the oldest one's age
+    assert got["unknown"] == pytest.approx(1.0)  # no time kept (older data): the oldest age
 
 
 def test_decay_moves_a_user_to_their_new_taste():
@@ -39,12 +34,12 @@ def test_decay_moves_a_user_to_their_new_taste():
     model.fit(clustered_matrix())
     old = [(item, n * DAY_MS) for n, item in enumerate(ROMANCE[:10])]
     new = [(item, (100 + n) * DAY_MS) for n, item in enumerate(SCI_FI[:3])]
-    recent = sorted(old + new, key=lambda e: -e[1])
-    history = dict.fromkeys([i for i, _ in recent], 1.0)
+    times = dict(old + new)
+    history = dict.fromkeys(times, 1.0)
 
     def top(h: dict[str, float]) -> set[str]:
         ids, _ = model.recommend(h, 5)
         return set(ids)
 
     assert top(history) <= set(ROMANCE)
-    assert top(with_recency(history, recent, half_life_s=7 * 86_400)) <= set(SCI_FI)
+    assert top(with_recency(history, times, half_life_s=7 * 86_400)) <= set(SCI_FI)
