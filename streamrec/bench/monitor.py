@@ -79,6 +79,8 @@ RECOVERY_LIMIT_S = 120.0
 #: The taste-switch simulation's half-life when `STREAMREC_RECENCY_HALF_LIFE_S` sets none: a
 #: day, for its users' hourly events.
 TASTE_SWITCH_HALF_LIFE_S = 86_400.0
+#: Half-lives the simulation is also run with: 6 hours, a day, a week.
+TASTE_SWITCH_GRID_S = (6 * 3600.0, 86_400.0, 7 * 86_400.0)
 
 
 def _item(cluster: int, n: int) -> str:
@@ -442,6 +444,9 @@ def taste_switch(settings: Settings) -> dict[str, Any]:
         "events_to_new_taste": events_to_new_taste(sim, half_life),
         "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0),
         "taste_switch_half_life_s": half_life,
+        "events_to_new_taste_by_half_life_s": {
+            f"{h:g}": events_to_new_taste(sim, h) for h in TASTE_SWITCH_GRID_S
+        },
     }
 
 
