@@ -20,9 +20,14 @@ from kafka import KafkaProducer
 
 from recommender.settings import Settings
 from recommender.store import keys
-from recommender.store.connections import redis_async
+from recommender.store.connections import redis_async, redis_sync
 from recommender.store.features import FeatureStore
-from recommender.store.verification import FeatureSnapshot, compare, expected_features
+from recommender.store.verification import (
+    FeatureSnapshot,
+    SnapshotDiff,
+    compare,
+    expected_features,
+)
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated, movielens_events
 from streamrec.runtime import Runtime, applied_at_least
@@ -59,6 +64,30 @@ async def feature_snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[st
         return await store.snapshot(), await store.stats.all()
     finally:
         await client.aclose()
+
+
+def against_fold(s: Settings, events: list[dict[str, Any]]) -> tuple[int, SnapshotDiff]:
+    """(how many of ``events`` have no dedupe marker, the store's features of their users
+    against a pandas fold of them, popularity left out: other runs' events count there too).
+    ``events`` as produced (`value` absent or None where an event has none)."""
+    secret = s.pseudonym_secret
+    client: Any = redis_sync(s.infra.redis_url)
+    pipe = client.pipeline(transaction=False)
+    for e in events:
+        pipe.exists(keys.seen(keys.pseudonymize(secret, e["user_id"]), e["event_id"]))
+    lost = sum(1 for found in pipe.execute() if not found)
+    client.close()
+    actual, _ = asyncio.run(feature_snapshot(s))
+    mine = {keys.pseudonymize(secret, e["user_id"]) for e in events}
+    actual.user_items = {k: v for k, v in actual.user_items.items() if k[0] in mine}
+    actual.user_counts = {k: v for k, v in actual.user_counts.items() if k[0] in mine}
+    actual.popular = {}
+    frame = pd.DataFrame(events)
+    if "value" not in frame:
+        frame = frame.assign(value=None)
+    expected = expected_features(frame, s, lambda u: keys.pseudonymize(secret, u))
+    expected.popular = {}
+    return lost, compare(actual, expected)
 
 
 def run_faults(

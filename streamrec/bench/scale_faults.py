@@ -13,7 +13,6 @@ redirect or retry the client made.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -31,8 +30,7 @@ from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store import keys
 from recommender.store.connections import redis_sync
-from recommender.store.verification import compare, expected_features
-from streamrec.bench.faults import feature_snapshot
+from streamrec.bench.faults import against_fold
 from streamrec.bench.workload import isolated
 from streamrec.embedded_cluster import migrate_slot
 from streamrec.movielens import load_ratings
@@ -73,21 +71,8 @@ def _produce(s: Settings, events: list[dict[str, Any]], rate: float) -> None:
 
 def _check(s: Settings, events: list[dict[str, Any]]) -> tuple[int, int]:
     """(lost, double_counted) of ``events`` against what the store holds."""
-    secret = s.pseudonym_secret
-    client: Any = redis_sync(s.infra.redis_url)
-    pipe = client.pipeline()
-    for e in events:
-        pipe.exists(keys.seen(keys.pseudonymize(secret, e["user_id"]), e["event_id"]))
-    lost = sum(1 for found in pipe.execute() if not found)
-    client.close()
-    actual, _ = asyncio.run(feature_snapshot(s))
-    mine = {keys.pseudonymize(secret, e["user_id"]) for e in events}
-    actual.user_items = {k: v for k, v in actual.user_items.items() if k[0] in mine}
-    actual.user_counts = {k: v for k, v in actual.user_counts.items() if k[0] in mine}
-    actual.popular = {}
-    expected = expected_features(pd.DataFrame(events), s, lambda u: keys.pseudonymize(secret, u))
-    expected.popular = {}
-    return lost, compare(actual, expected).extra
+    lost, diff = against_fold(s, events)
+    return lost, diff.extra
 
 
 def _redirects(ports: list[int]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pandas as pd
@@ -159,6 +160,57 @@ def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
         assert rt.progress().applied == n  # once each, whichever worker took its partition
 
 
+@asynccontextmanager
+async def _own_cluster(
+    settings: Any, tmp_path: Any, replicas: int, shards: int
+) -> AsyncIterator[tuple[Any, FeatureStore, Any]]:
+    """A 3-primary cluster of this test's own (it will be hurt), and a feature store on it."""
+    from streamrec.embedded_cluster import EmbeddedCluster
+    from streamrec.supervisor import Supervisor
+
+    (tmp_path / "logs").mkdir()
+    embedded = EmbeddedCluster(
+        Supervisor(tmp_path / "logs"), tmp_path / "cluster", replicas=replicas
+    )
+    try:
+        embedded.start()
+        url = embedded.url.replace("redis://", "redis+cluster://", 1)
+        s = settings.model_copy(update={"redis_url": url, "redis_cluster_shards": shards})
+        client: Any = redis_async(url)
+        try:
+            yield embedded, FeatureStore(client, s), s
+        finally:
+            await client.aclose()
+    finally:
+        embedded.supervisor.stop_all()
+
+
+async def _apply_then_replay(
+    store: FeatureStore,
+    s: Any,
+    batches: list[list[Interaction]],
+    events: list[Interaction],
+    pause_s: float = 0.0,
+) -> None:
+    """Apply ``batches`` as the worker does (retrying while Redis refuses), then replay all of
+    ``events``: nothing new, and the features a pandas fold of ``events`` makes."""
+    import asyncio
+
+    from recommender.store.faults import with_retry
+
+    for batch in batches:
+
+        async def apply(b: list[Interaction] = batch) -> object:
+            return await store.apply_interactions(b)
+
+        await with_retry("apply", apply)
+        await asyncio.sleep(pause_s)
+    replay = await with_retry("replay", lambda: store.apply_interactions(events))
+    assert replay.applied == []
+    assert compare(await store.snapshot(), _expected(store, s, events)).equal
+    assert (await store.stats.all())["events_applied"] == len(events)
+
+
 async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(settings, tmp_path):
     """A primary SIGKILLed between batches: its replica takes over (the cluster's own election),
     the client follows MOVED, the promoted replica, which has no scripts, gets them loaded again,
@@ -167,39 +219,15 @@ async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(settings, t
     replicated can be lost with it: Redis replicates asynchronously.)"""
     import asyncio
 
-    from recommender.store.faults import with_retry
-    from streamrec.embedded_cluster import EmbeddedCluster
-    from streamrec.supervisor import Supervisor
-
-    (tmp_path / "logs").mkdir()
-    supervisor = Supervisor(tmp_path / "logs")
-    embedded = EmbeddedCluster(supervisor, tmp_path / "cluster", replicas=1)
-    try:
-        embedded.start()
-        url = embedded.url.replace("redis://", "redis+cluster://", 1)
-        s = settings.model_copy(update={"redis_url": url, "redis_cluster_shards": 8})
-        client: Any = redis_async(url)
-        store = FeatureStore(client, s)
+    async with _own_cluster(settings, tmp_path, replicas=1, shards=8) as (embedded, store, s):
         events = [Interaction(f"f{n}", f"u{n % 211}", ROMANCE[n % len(ROMANCE)], "view", 10 + n)
                   for n in range(3_000)]  # fmt: skip
         batches = [events[i : i + 100] for i in range(0, len(events), 100)]
         for batch in batches[:15]:
             await store.apply_interactions(batch)
         await asyncio.sleep(0.2)  # replicated (asynchronously, as Redis does)
-        supervisor.kill(embedded.nodes[0].child)  # a primary, with a third of the slots
-        for batch in batches[15:]:
-
-            async def apply(b: list[Interaction] = batch) -> object:
-                return await store.apply_interactions(b)
-
-            await with_retry("apply", apply)
-        replay = await with_retry("replay", lambda: store.apply_interactions(events))
-        assert replay.applied == []
-        assert compare(await store.snapshot(), _expected(store, s, events)).equal
-        assert (await store.stats.all())["events_applied"] == 3_000
-        await client.aclose()
-    finally:
-        supervisor.stop_all()
+        embedded.supervisor.kill(embedded.nodes[0].child)  # a primary, a third of the slots
+        await _apply_then_replay(store, s, batches[15:], events)
 
 
 def test_workers_added_and_killed_mid_stream_on_the_fleet_lose_and_double_nothing(tmp_path):
@@ -272,19 +300,9 @@ async def test_slots_migrated_mid_stream_lose_and_double_nothing(settings, tmp_p
     retry carries the rest; every event applied once, and each slot ends on its new owner."""
     import asyncio
 
-    from recommender.store.faults import with_retry
-    from streamrec.embedded_cluster import EmbeddedCluster, migrate_slot
-    from streamrec.supervisor import Supervisor
+    from streamrec.embedded_cluster import migrate_slot
 
-    (tmp_path / "logs").mkdir()
-    supervisor = Supervisor(tmp_path / "logs")
-    embedded = EmbeddedCluster(supervisor, tmp_path / "cluster")
-    try:
-        embedded.start()
-        url = embedded.url.replace("redis://", "redis+cluster://", 1)
-        s = settings.model_copy(update={"redis_url": url, "redis_cluster_shards": 4})
-        client: Any = redis_async(url)
-        store = FeatureStore(client, s)
+    async with _own_cluster(settings, tmp_path, replicas=0, shards=4) as (embedded, store, s):
         slot, movers = _users_in_one_slot(store, 12)
         users = movers + [f"u{n}" for n in range(40)]
         events = [Interaction(f"g{n}", users[n % len(users)], ROMANCE[n % len(ROMANCE)], "view",
@@ -304,19 +322,5 @@ async def test_slots_migrated_mid_stream_lose_and_double_nothing(settings, tmp_p
             return moved
 
         mover = asyncio.create_task(asyncio.to_thread(move))
-        for batch in batches[10:]:
-
-            async def apply(b: list[Interaction] = batch) -> object:
-                return await store.apply_interactions(b)
-
-            await with_retry("apply", apply)
-            await asyncio.sleep(0.005)
-        moved = await mover
-        assert moved > 20  # the users' keys and markers, the shard's keys and markers
-        replay = await with_retry("replay", lambda: store.apply_interactions(events))
-        assert replay.applied == []
-        assert compare(await store.snapshot(), _expected(store, s, events)).equal
-        assert (await store.stats.all())["events_applied"] == 3_000
-        await client.aclose()
-    finally:
-        supervisor.stop_all()
+        await _apply_then_replay(store, s, batches[10:], events, pause_s=0.005)
+        assert await mover > 20  # the users' keys and markers, the shard's keys and markers
