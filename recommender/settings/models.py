@@ -59,8 +59,8 @@ class ModelSettings(BaseSettings):
         ge=0,
         description=(
             "an interaction's confidence halves every this many seconds of age, counted back "
-            "from the user's newest event, in every refit and fold-in (0: no decay; see "
-            "docs/models.md)"
+            "from the user's newest event, in every refit and fold-in; while set, each item's "
+            "newest event time is kept per user (0: no decay, nothing kept; see docs/models.md)"
         ),
     )
     knn_neighbours: int = Field(

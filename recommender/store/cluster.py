@@ -123,6 +123,7 @@ class ClusterApply:
         calls: list[Call] = []
         for p, mine in by_user.items():
             args: list[str | int | float] = [s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+            args.append("1" if s.recency_half_life_s > 0 else "0")
             declared = _user_apply_keys(p) + [keys.seen(p, events[i].event_id) for i in mine]
             for i in mine:
                 e = events[i]

@@ -113,6 +113,7 @@ class FeatureStore:
             ok, refused, _ = await self._cluster.apply(events, weights, pseudonyms, now)
             return ApplyResult([events[i] for i in ok], [(events[i], why) for i, why in refused])
         head: list[str | int | float] = [now, s.dedupe_ttl_s, s.user_ttl_s, s.recent_items]
+        head.append("1" if s.recency_half_life_s > 0 else "0")
         lines = [
             f"{e.event_id}|{p}|{e.item_id}|{e.type}|{w!r}|{e.ts}|{e.recommendation_id or ''}"
             for e, p, w in zip(events, pseudonyms, weights, strict=True)

@@ -221,7 +221,7 @@ def user_categories(pseudonym: str) -> str:
 
 def user_item_times(pseudonym: str) -> str:
     """Item -> the time of the user's newest event on it: the ages a fit weighs by
-    (`weights.with_recency`)."""
+    (`weights.with_recency`), kept while a recency half-life is set."""
     return f"{user_base(pseudonym)}:times"
 
 

@@ -46,15 +46,17 @@ end
 USER_EVENT_LUA = """
 local infrastructure = {}
 for _, code in ipairs(cjson.decode('__INFRASTRUCTURE__')) do infrastructure[code] = true end
-local function apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+local function apply_to_user(base, item, etype, weight, ts, rid, cats_json, keep_times)
   local ok = redis.pcall('HINCRBYFLOAT', base .. ':items', item, weight)
   if type(ok) == 'table' and ok.err then
     if infrastructure[string.match(ok.err, '^%-?(%u+)') or ''] then error(ok) end
     return ok.err
   end
-  local times = base .. ':times'
-  if tonumber(ts) > tonumber(redis.call('HGET', times, item) or '-1') then
-    redis.call('HSET', times, item, ts)
+  if keep_times then  -- each item's newest event, for a fit that weighs by recency
+    local times = base .. ':times'
+    if tonumber(ts) > tonumber(redis.call('HGET', times, item) or '-1') then
+      redis.call('HSET', times, item, ts)
+    end
   end
   local entry = etype .. '|' .. item .. '|' .. ts
   if rid ~= '' then entry = entry .. '|' .. rid end
@@ -97,7 +99,8 @@ def _fill(script: str) -> str:
 #: Applies a batch of events atomically and idempotently.
 #: KEYS = users:active, items:popular, stats. Per-event keys are built here from the prefixes
 #: above (passing them as KEYS doubled the bytes the worker packs per event).
-#: ARGV = now_ms, dedupe_ttl_s, user_ttl_s, recent_cap, then one per event:
+#: ARGV = now_ms, dedupe_ttl_s, user_ttl_s, recent_cap, keep_times ('1': keep each item's newest
+#:        event time, `keys.user_item_times`, when fits weigh by recency), then one per event:
 #:        `event_id|pseudonym|item|type|weight|ts|recommendation_id` (the last may be empty; ids
 #:        cannot hold `|`: the schema forbids it; one joined argument is 7x fewer for redis-py
 #:        to pack). The recommendation id stays with the event in the user's recent list.
@@ -110,7 +113,8 @@ APPLY_EVENTS_LUA = """
 local users, popular, stats = KEYS[1], KEYS[2], KEYS[3]
 local now, dedupe_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local user_ttl, recent_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = #ARGV - 4
+local keep_times = ARGV[5] == '1'
+local n = #ARGV - 5
 local applied, failed = {}, {}
 local windows = cjson.decode('__WINDOWS__')
 local clock = tonumber(redis.call('HGET', stats, 'clock') or '0')
@@ -122,7 +126,7 @@ local newest, has_cats, buckets, per_type = {}, {}, {}, {}  -- newest: pseudonym
 local erased_at, erased_skipped = {}, 0
 for i = 0, n - 1 do
   local eid, p, item, etype, weight, ts, rid = string.match(
-    ARGV[5 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
+    ARGV[6 + i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
   local seen = '__SEEN__' .. ubucket(p) .. ':' .. key_part(eid)
   if erased_at[p] == nil then
     erased_at[p] = tonumber(redis.call('GET', '__ERASED__' .. utag(p)) or '-1')
@@ -134,7 +138,8 @@ for i = 0, n - 1 do
     local base = '__USER__' .. utag(p)
     local item_key = '__ITEM__{' .. key_part(item) .. '}'
     local cats_json = redis.call('HGET', item_key, 'categories')
-    local refused, with_cats = apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+    local refused, with_cats = apply_to_user(
+      base, item, etype, weight, ts, rid, cats_json, keep_times)
     if refused then
       failed[#failed + 1] = i
       failed[#failed + 1] = refused
@@ -165,7 +170,7 @@ for p, ts_max in pairs(newest) do
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
   redis.call('HSET', counts, 'last_seen', math.max(ts_max, last + 1))
   redis.call('EXPIRE', base .. ':items', user_ttl)
-  redis.call('EXPIRE', base .. ':times', user_ttl)
+  if keep_times then redis.call('EXPIRE', base .. ':times', user_ttl) end
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
   if has_cats[p] then redis.call('EXPIRE', base .. ':cats', user_ttl) end
@@ -194,7 +199,8 @@ APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
 #: declared, so that a slot in migration answers TRYAGAIN or ASK before the script runs rather
 #: than let it write a key on the node that no longer (or does not yet) hold the rest of the
 #: user. ARGV =
-#: dedupe_ttl_s, user_ttl_s, recent_cap, then two per event:
+#: dedupe_ttl_s, user_ttl_s, recent_cap, keep_times (as `APPLY_EVENTS_LUA`'s), then two per
+#: event:
 #: `event_id|item|type|weight|ts|recommendation_id` and the item's categories (JSON, '' for none:
 #: the item's keys are in another slot, so the caller reads them). Returns {applied, failed
 #: (index, reason, ...), duplicates, erased} (0-based indexes; erased: how many were from before
@@ -204,14 +210,15 @@ local tombstone, items, recent, counts, cats = KEYS[1], KEYS[2], KEYS[3], KEYS[4
 local times = KEYS[6]
 local base = string.sub(items, 1, #items - #':items')
 local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = (#ARGV - 3) / 2
+local keep_times = ARGV[4] == '1'
+local n = (#ARGV - 4) / 2
 local erased_at = tonumber(redis.call('GET', tombstone) or '-1')
 local applied, failed, duplicates, erased = {}, {}, {}, 0
 local newest, has_cats = nil, false
 for i = 0, n - 1 do
   local eid, item, etype, weight, ts, rid = string.match(
-    ARGV[4 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
-  local cats_json = ARGV[5 + 2 * i]
+    ARGV[5 + 2 * i], '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]*)$')
+  local cats_json = ARGV[6 + 2 * i]
   local seen = KEYS[7 + i]
   local t = tonumber(ts)
   if t <= erased_at then
@@ -219,7 +226,8 @@ for i = 0, n - 1 do
   elseif redis.call('EXISTS', seen) == 1 then
     duplicates[#duplicates + 1] = i
   else
-    local refused, with_cats = apply_to_user(base, item, etype, weight, ts, rid, cats_json)
+    local refused, with_cats = apply_to_user(
+      base, item, etype, weight, ts, rid, cats_json, keep_times)
     if refused then
       failed[#failed + 1] = i
       failed[#failed + 1] = refused
@@ -236,7 +244,7 @@ if newest ~= nil then
   local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
   redis.call('HSET', counts, 'last_seen', math.max(newest, last + 1))
   redis.call('EXPIRE', items, user_ttl)
-  redis.call('EXPIRE', times, user_ttl)
+  if keep_times then redis.call('EXPIRE', times, user_ttl) end
   redis.call('EXPIRE', recent, user_ttl)
   redis.call('EXPIRE', counts, user_ttl)
   if has_cats then redis.call('EXPIRE', cats, user_ttl) end

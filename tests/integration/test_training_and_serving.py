@@ -172,3 +172,6 @@ async def test_a_fold_in_follows_a_change_of_taste_with_a_half_life(
     recs = await service.recommend("zoe", 5)
     assert [i.reason for i in recs.items] == [reasons.CF] * 5
     assert {i.item_id for i in recs.items} <= set(taste)
+    # Items' times are kept only while a half-life asks for them.
+    kept = await redis.exists(keys.user_item_times(store.pseudonym("zoe")))
+    assert kept == (half_life_s > 0)
