@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from recommender.store.model_keys import (  # re-exported: `keys` names every key
     CF as CF,
-    CF_VERSION_KEYS_PATTERN as CF_VERSION_KEYS_PATTERN,
     CLUSTER_VECTOR_BUCKETS as CLUSTER_VECTOR_BUCKETS,
     MODEL_HISTORY_LEN as MODEL_HISTORY_LEN,
     MODEL_LOG_LEN as MODEL_LOG_LEN,
@@ -27,8 +26,6 @@ from recommender.store.model_keys import (  # re-exported: `keys` names every ke
     PENDING_RECS_INDEX as PENDING_RECS_INDEX,
     PENDING_RECS_TTL_S as PENDING_RECS_TTL_S,
     RETIRED_MODEL_TTL_S as RETIRED_MODEL_TTL_S,
-    USER_RECS_SUFFIX as USER_RECS_SUFFIX,
-    USER_VECTORS_SUFFIX as USER_VECTORS_SUFFIX,
     family_base as family_base,
     in_bucket as in_bucket,
     item_vectors as item_vectors,

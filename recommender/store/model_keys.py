@@ -49,9 +49,6 @@ CF = "cf"
 
 USER_VECTORS_SUFFIX = ":users"
 USER_RECS_SUFFIX = ":recs"
-#: Every key of every CF version on one node (user vectors, cached candidates, new items'
-#: factors); on a cluster a version's vectors and candidates are also in `vector_buckets`.
-CF_VERSION_KEYS_PATTERN = f"{MODEL_PREFIX}{{{CF}}}:*:*"
 
 #: On a Redis Cluster a CF version's user vectors and cached candidates are spread over this many
 #: hashes by the user, each under a tag of its own (`vector_bucket`): in one hash they were one

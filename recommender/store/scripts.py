@@ -75,6 +75,20 @@ local function apply_to_user(base, item, etype, weight, ts, rid, cats_json, keep
   end
   return nil, true
 end
+-- What is the same for every event of a user, written once a call after their events: the
+-- recent list's cap, last_seen (what the user's vector and kept answers are `as_of`: it moves
+-- with every applied event, a late one too, by a millisecond past the last) and the TTLs.
+local function close_user(base, newest, user_ttl, recent_cap, has_cats, keep_times)
+  local recent, counts = base .. ':recent', base .. ':counts'
+  redis.call('LTRIM', recent, 0, recent_cap - 1)
+  local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
+  redis.call('HSET', counts, 'last_seen', math.max(newest, last + 1))
+  redis.call('EXPIRE', base .. ':items', user_ttl)
+  if keep_times then redis.call('EXPIRE', base .. ':times', user_ttl) end
+  redis.call('EXPIRE', recent, user_ttl)
+  redis.call('EXPIRE', counts, user_ttl)
+  if has_cats then redis.call('EXPIRE', base .. ':cats', user_ttl) end
+end
 """
 
 
@@ -162,18 +176,7 @@ for i = 0, n - 1 do
   end
 end
 for p, ts_max in pairs(newest) do
-  local base = '__USER__' .. utag(p)
-  local recent, counts = base .. ':recent', base .. ':counts'
-  redis.call('LTRIM', recent, 0, recent_cap - 1)
-  -- last_seen is what the user's vector and kept answers are `as_of`: it moves with every
-  -- applied event, a late one (older than the newest) too, by a millisecond past the last.
-  local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
-  redis.call('HSET', counts, 'last_seen', math.max(ts_max, last + 1))
-  redis.call('EXPIRE', base .. ':items', user_ttl)
-  if keep_times then redis.call('EXPIRE', base .. ':times', user_ttl) end
-  redis.call('EXPIRE', recent, user_ttl)
-  redis.call('EXPIRE', counts, user_ttl)
-  if has_cats[p] then redis.call('EXPIRE', base .. ':cats', user_ttl) end
+  close_user('__USER__' .. utag(p), ts_max, user_ttl, recent_cap, has_cats[p], keep_times)
   redis.call('ZADD', users, now, p)
 end
 for bucket, ttl in pairs(buckets) do
@@ -206,8 +209,8 @@ APPLY_EVENTS_LUA = _fill(APPLY_EVENTS_LUA)
 #: (index, reason, ...), duplicates, erased} (0-based indexes; erased: how many were from before
 #: the user's erasure).
 APPLY_USER_LUA = """
-local tombstone, items, recent, counts, cats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local times = KEYS[6]
+-- KEYS[2..6] are the user's keys (`base .. ':items'` first), declared for the cluster only.
+local tombstone, items = KEYS[1], KEYS[2]
 local base = string.sub(items, 1, #items - #':items')
 local dedupe_ttl, user_ttl, recent_cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local keep_times = ARGV[4] == '1'
@@ -240,14 +243,7 @@ for i = 0, n - 1 do
   end
 end
 if newest ~= nil then
-  redis.call('LTRIM', recent, 0, recent_cap - 1)
-  local last = tonumber(redis.call('HGET', counts, 'last_seen') or '0')
-  redis.call('HSET', counts, 'last_seen', math.max(newest, last + 1))
-  redis.call('EXPIRE', items, user_ttl)
-  if keep_times then redis.call('EXPIRE', times, user_ttl) end
-  redis.call('EXPIRE', recent, user_ttl)
-  redis.call('EXPIRE', counts, user_ttl)
-  if has_cats then redis.call('EXPIRE', cats, user_ttl) end
+  close_user(base, newest, user_ttl, recent_cap, has_cats, keep_times)
 end
 return {applied, failed, duplicates, erased}
 """

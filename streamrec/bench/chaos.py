@@ -27,7 +27,7 @@ from kafka import KafkaProducer
 from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store import keys
-from streamrec.bench.faults import against_fold
+from streamrec.bench.faults import against_fold, watch_stall
 from streamrec.bench.report import write
 from streamrec.bench.workload import isolated
 from streamrec.runtime import Runtime
@@ -218,20 +218,6 @@ def _inject(rt: Runtime, seconds: float, t: Traffic, started: float) -> None:
     os.kill(_api_children(rt)[0], signal.SIGKILL)
 
 
-def _watch(client: redis.Redis, busy: threading.Thread, stall: list[float]) -> None:
-    """The longest time nothing was processed while events were being produced."""
-    last, since = -1, time.perf_counter()
-    while busy.is_alive():
-        try:
-            now_processed = _processed(client)
-        except redis.RedisError:
-            now_processed = last
-        if now_processed != last:
-            last, since = now_processed, time.perf_counter()
-        stall[0] = max(stall[0], time.perf_counter() - since)
-        time.sleep(0.25)
-
-
 def _settle(client: redis.Redis, timeout_s: float = 300.0) -> None:
     """Until nothing more is processed for 5 s (the worker caught up)."""
     deadline, last, quiet_since = time.monotonic() + timeout_s, -1, time.monotonic()
@@ -310,7 +296,9 @@ def run_chaos(
         asker.start()
         producer.start()
         client = redis.Redis.from_url(s.infra.redis_url, decode_responses=True)
-        watcher = threading.Thread(target=_watch, args=(client, producer, stall), daemon=True)
+        watcher = threading.Thread(
+            target=watch_stall, args=(lambda: _processed(client), producer, stall), daemon=True
+        )
         watcher.start()
         _inject(rt, seconds, t, started)
         producer.join()

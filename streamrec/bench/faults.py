@@ -11,6 +11,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,22 @@ async def feature_snapshot(settings: Settings) -> tuple[FeatureSnapshot, dict[st
         return await store.snapshot(), await store.stats.all()
     finally:
         await client.aclose()
+
+
+def watch_stall(count: Callable[[], int], busy: threading.Thread, stall: list[float]) -> None:
+    """``stall[0]``: the longest time ``count()`` (events processed so far) stood still while
+    ``busy`` ran. Measured before the mark moves, so that a read that waited out a fault
+    counts its wait; a read Redis refuses counts as standing still."""
+    last, since = -1, time.perf_counter()
+    while busy.is_alive():
+        try:
+            now_count = count()
+        except redis.RedisError:
+            now_count = last
+        stall[0] = max(stall[0], time.perf_counter() - since)
+        if now_count != last:
+            last, since = now_count, time.perf_counter()
+        time.sleep(0.25)
 
 
 def against_fold(s: Settings, events: list[dict[str, Any]]) -> tuple[int, SnapshotDiff]:

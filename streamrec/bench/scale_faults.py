@@ -30,7 +30,7 @@ from recommender.privacy.access import SCOPES
 from recommender.settings import Settings
 from recommender.store import keys
 from recommender.store.connections import redis_sync
-from streamrec.bench.faults import against_fold
+from streamrec.bench.faults import against_fold, watch_stall
 from streamrec.bench.workload import isolated
 from streamrec.embedded_cluster import migrate_slot
 from streamrec.movielens import load_ratings
@@ -149,24 +149,6 @@ def _failover(rt: Runtime, s: Settings, _: list[Child], __: list[dict[str, Any]]
     rt.supervisor.kill(cluster.nodes[0].child)  # its replica is elected in about 2-4 s
 
 
-def _watch(rt: Runtime, busy: threading.Thread, stall: list[float]) -> None:
-    """The longest time nothing was applied while ``busy`` produced."""
-    client = redis_sync(rt.settings.infra.redis_url)
-    shards = rt.settings.redis_cluster_shards
-    last, since = -1, time.perf_counter()
-    while busy.is_alive():
-        try:
-            applied = read_progress(client, shards).applied
-        except redis.RedisError:
-            applied = last
-        # Measured before `since` moves: a read that waited out the fault counts its wait.
-        stall[0] = max(stall[0], time.perf_counter() - since)
-        if applied != last:
-            last, since = applied, time.perf_counter()
-        time.sleep(0.25)
-    client.close()
-
-
 def _run(rt: Runtime, name: str, fault: Fault, n: int, rate: float, token: str) -> dict[str, Any]:
     s = isolated(rt.settings, name)
     create_topics(s)
@@ -177,7 +159,13 @@ def _run(rt: Runtime, name: str, fault: Fault, n: int, rate: float, token: str) 
     producer = threading.Thread(target=_produce, args=(s, events, rate))
     probe = _Probe(rt, sorted({e["user_id"] for e in events})[:50], token)
     stall = [0.0]
-    watcher = threading.Thread(target=_watch, args=(rt, producer, stall), daemon=True)
+    client = redis_sync(rt.settings.infra.redis_url)
+    shards = rt.settings.redis_cluster_shards
+
+    def applied() -> int:
+        return read_progress(client, shards).applied
+
+    watcher = threading.Thread(target=watch_stall, args=(applied, producer, stall), daemon=True)
     producer.start()
     watcher.start()
     time.sleep(n / rate / 3)
@@ -185,6 +173,7 @@ def _run(rt: Runtime, name: str, fault: Fault, n: int, rate: float, token: str) 
     fault(rt, s, workers, events)
     producer.join()
     watcher.join()
+    client.close()
     with contextlib.suppress(TimeoutError):  # what did not arrive is counted as lost below
         rt.wait_for(lambda p: p.applied - base >= n, 240, poll_s=0.5)
     probe.stop()
