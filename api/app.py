@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.fast_path import ROUTE_PATH, RecommendationsFastPath
 from api.middleware import HardeningMiddleware
-from api.routes import dashboard, events, health, items, metrics, users
+from api.routes import dashboard, events, health, items, metrics, sessions, users
 from api.services import ApiServices
 from api.telemetry import ApiMetrics
 from recommender.monitoring.metrics import MetricsWindow
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_size=settings.api_max_body_bytes,  # 413 beyond it, declared or streamed
     )
     _document_max_k(app, settings.max_k)
-    routers = (users, items, events, health, metrics, dashboard)
+    routers = (users, sessions, items, events, health, metrics, dashboard)
     for module in routers:
         app.include_router(module.router)
     app.add_exception_handler(RedisError, _redis_refused)

@@ -19,7 +19,8 @@ from api.metrics_feed import MetricsFeed
 from api.publisher import Publisher
 from api.telemetry import ApiMetrics
 from recommender.cf.vectors import CFVectors
-from recommender.lifecycle.families import cf_registry
+from recommender.lifecycle.families import SEQUENTIAL, cf_registry, model_registry
+from recommender.lifecycle.served import ServedModelCache
 from recommender.lifecycle.state import ModelState
 from recommender.monitoring.impressions import ImpressionStore
 from recommender.privacy.access import ApiKeyStore, RateLimiter
@@ -37,6 +38,14 @@ from streams.metrics import MetricsPublisher, now_ms
 from streams.signing import metrics_key, signed
 
 log = logging.getLogger(__name__)
+
+
+def _sequential(redis: aioredis.Redis, settings: Settings) -> ServedModelCache[Any] | None:
+    """The served sequential family, when on (its class, and torch, load with a version)."""
+    if settings.sequential_weight <= 0:
+        return None
+    registry = model_registry(settings).family(SEQUENTIAL)
+    return ServedModelCache(ModelState(redis, SEQUENTIAL), registry, settings.api_model_check_s)
 
 
 @dataclass
@@ -79,7 +88,11 @@ class ApiServices:
         reviews = ReviewStore(redis, cipher, store.pseudonym_of, settings.user_ttl_s)
         impressions = ImpressionStore(redis, settings.attribution_window_s)
         service = RecommendationService(
-            store, cf_state, cf_registry(settings), ServingConfig.of(settings)
+            store,
+            cf_state,
+            cf_registry(settings),
+            ServingConfig.of(settings),
+            _sequential(redis, settings),
         )
         vectors = CFVectors(redis, cf_state)
         privacy = UserDataService(

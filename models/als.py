@@ -20,7 +20,14 @@ from models.base import FactorModel, Ranked, top_k
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.errors import ModelFitError
-from models.neighbours import blend, item_neighbours, load_arrays, recent_scores, save_arrays
+from models.neighbours import (
+    blend,
+    blend_sequence,
+    item_neighbours,
+    load_arrays,
+    recent_scores,
+    save_arrays,
+)
 from models.solvers import CG_MIN_ITEMS, conjugate_gradient
 
 
@@ -190,16 +197,9 @@ class ALSModel(FactorModel):
         return model
 
     def _params(self) -> dict[str, Any]:
-        return {
-            "factors": self.factors,
-            "regularization": self.regularization,
-            "iterations": self.iterations,
-            "alpha": self.alpha,
-            "random_state": self.random_state,
-            "neighbours": self.neighbours,
-            "knn_weight": self.knn_weight,
-            "recent_decay": self.recent_decay,
-        }
+        names: tuple[str, ...] = ("factors", "regularization", "iterations", "alpha")
+        names += ("random_state", "neighbours", "knn_weight", "recent_decay")
+        return {name: getattr(self, name) for name in names}
 
     def user_vectors(self, histories: Sequence[Mapping[str, float]]) -> npt.NDArray[np.float32]:
         """One least-squares solve per user against the fixed item factors (a partial fit):
@@ -237,8 +237,10 @@ class ALSModel(FactorModel):
         recent: Sequence[str] = (),
         knn_weight: float | None = None,
         recent_decay: float | None = None,
+        sequence: tuple[npt.NDArray[np.float32], float] | None = None,
     ) -> Ranked:
-        """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given.
+        """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given;
+        ``sequence``: the sequential family's scores in `item_ids` order and their weight.
 
         With item neighbours and a ``knn_weight`` (defaults: the model's), the score blends the
         factor score with the neighbours of the user's ``recent`` items (newest first, the r-th
@@ -252,6 +254,8 @@ class ALSModel(FactorModel):
             near = recent_scores(self.item_neighbours, self._index, recent, decay)
             if near is not None:
                 scores = blend(scores, near, weight, self.neighbour_rows)
+        if sequence is not None and sequence[1] > 0:
+            scores = blend_sequence(scores, *sequence)
         if allowed is not None:
             keep = [self._index[i] for i in allowed if i in self._index]
             masked = np.full_like(scores, -np.inf)

@@ -95,8 +95,10 @@ class FactorModel(RecommenderModel):
         recent: Sequence[str] = (),
         knn_weight: float | None = None,
         recent_decay: float | None = None,
+        sequence: tuple[npt.NDArray[np.float32], float] | None = None,
     ) -> Ranked:
         """Top-k items for a user vector, skipping ``exclude``, among ``allowed`` if given;
+        ``sequence`` (scores in `item_ids` order, weight) blends in the sequential family;
         ``recent`` (newest first) for models that blend in what the user did last."""
 
     @abstractmethod

@@ -94,3 +94,13 @@ def blend(
     fitted = len(near) if fitted_rows is None else fitted_rows
     near[fitted:] = scores[fitted:]
     return np.asarray(scores + weight * near, dtype=np.float32)
+
+
+def blend_sequence(
+    scores: npt.NDArray[np.float32], sequence: npt.NDArray[np.float32], weight: float
+) -> npt.NDArray[np.float32]:
+    """``scores`` plus ``weight`` times the sequential family's, each scaled to a maximum of 1
+    (the neighbour blend's rule; chosen on validation over softmax and z-scaling, which did no
+    better: docs/benchmark-history.md)."""
+    scores = scores / (np.abs(scores).max() + 1e-9)
+    return np.asarray(scores + weight * sequence / (np.abs(sequence).max() + 1e-9), np.float32)

@@ -12,6 +12,7 @@ from recommender.settings import Settings
 from recommender.store.connections import redis_async
 from recommender.store.features import FeatureStore
 from streamrec.banner import print_banner
+from streamrec.demo_taste import show_taste_change
 from streamrec.movielens import load_ratings, movies
 from streamrec.progress import WorkerTimeoutError, wait_until_served
 from streamrec.publish import publish_events, publish_items
@@ -102,6 +103,11 @@ def run_demo(
             from streamrec.demo_content import show
 
             show(rt, token, content, [str(u) for u in regular])
+        taster = str(regular[len(regular) // 2])
+        rated = set(events.loc[events["user_id"].astype(str) == taster, "item_id"].astype(str))
+        counts = events["item_id"].astype(str).value_counts()
+        popularity = {str(k): int(v) for k, v in counts.items()}
+        show_taste_change(rt, token, taster, catalogue, rated, popularity)
 
         users, items = asyncio.run(_counts(rt))
         print(

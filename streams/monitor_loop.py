@@ -122,6 +122,9 @@ class MonitorLoop:
         log.warning("monitor: %s %s: %s", action.kind, action.version, action.reason)
         now = int(time.time() * 1000)
         if action.kind == "refit":
+            s = self._settings
+            if s.drift_window_s > 0:  # the refit, and every fold-in for a while, follow it
+                await self._trainer.hold_drift_window(s.drift_window_s, s.drift_hold_s)
             self._trainer.request_refit(action.reason)
             await self._state.log(Decision(now, action.version, "refit requested", "monitor",
                                            action.reason))  # fmt: skip

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence, Set as AbstractSet
 
+import numpy as np
+import numpy.typing as npt
+
 from models.als import ALSModel
 from recommender.cf.vectors import CachedCandidates, UserVector
+
+#: The sequential family's scores in the CF model's item order, and their weight.
+Scores = tuple[npt.NDArray[np.float32], float]
+#: A sequential state is encoded from this many of a user's latest items (the encoder's window).
+SEQUENCE_ITEMS = 50
 
 
 def best_candidates(
@@ -18,13 +26,15 @@ def best_candidates(
     knn_weight: float,
     recent_decay: float,
     fitted_knows: Callable[[str], bool],
+    sequence: Scores | None = None,
 ) -> CachedCandidates:
     """A user's best ``n`` items by the whole chain's first step (the factors and the
     neighbours of their recent items, their history left out), as of their vector. Items newer
-    than the fit that they touched are kept with them: the new-item places, filled at request
+    than the fit that they touched are kept with them (``sequence``: the sequential family's
+    scores and weight, `serving.sequence`): the new-item places, filled at request
     time, must skip them."""
     ids, scores = model.recommend_vector(
-        vec.vector, n, seen, None, recent, knn_weight, recent_decay
+        vec.vector, n, seen, None, recent, knn_weight, recent_decay, sequence
     )
     return CachedCandidates(
         vec.as_of,

@@ -18,24 +18,29 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import redis.asyncio as aioredis
 
 from models.als import ALSModel
 from models.content_map import ContentMap
 from models.data import InteractionMatrix
 from models.features import item_text
 from models.fitting import FittedALS, fit_als
-from recommender.cf.candidates import best_candidates
+from recommender.cf.candidates import SEQUENCE_ITEMS, best_candidates
 from recommender.cf.vectors import CachedCandidates, CFVectors, UserVector
 from recommender.evaluation.ranking import Split, evaluate, forward_split
+from recommender.lifecycle.families import SEQUENTIAL, model_registry
 from recommender.lifecycle.publishing import Gate, GateResult
 from recommender.lifecycle.state import ModelState
 from recommender.settings import Settings
 from recommender.store.connections import redis_async
 from recommender.store.features import FeatureStore
+
+if TYPE_CHECKING:  # torch: loaded only while a sequential version serves
+    from models.sequential import SequentialModel
 
 #: Users the quality gate looks at (a sample, beyond that).
 GATE_MAX_USERS = 5000
@@ -111,6 +116,9 @@ async def _refit(job: RefitJob) -> RefitData:
         histories, as_of = await store.users.histories_and_last_seen(users)
         clock = (await store.stats.all()).get("clock", 0)
         data = InteractionMatrix.from_histories(users, histories)
+        # After a drift: the item factors from everything, the users from their latest items.
+        window = await store.users.drift_window_s()
+        latest = (await store.users.histories_and_last_seen(users, window))[0] if window else None
         gate = job.gate
         if isinstance(gate, GatePlan):
             gate = await _judge(store, gate, users, histories, job)
@@ -120,15 +128,19 @@ async def _refit(job: RefitJob) -> RefitData:
         ahead: list[str] = []
         if job.settings.serve_candidates > 0:
             ahead = sorted(users, key=lambda p: -as_of.get(p, 0))[:PRECOMPUTED_USERS]
-        recent = await store.users.recent_items_of(ahead, job.settings.serve_recent_items)
+        sequential = await _served_sequential(redis, job.settings) if ahead else None
+        n = SEQUENCE_ITEMS if sequential is not None else job.settings.serve_recent_items
+        recent = await store.users.recent_items_of(ahead, n)
     finally:
         await redis.aclose()
     started = time.perf_counter()
     fitted = fit_cf(data, content, **job.params)
+    if latest is not None:
+        fitted = fitted._replace(user_vectors=fitted.model(**job.params).user_vectors(latest))
     fit_s = time.perf_counter() - started
     pending = None
     if ahead:
-        found = _candidates_ahead(job, fitted, users, histories, as_of, ahead, recent)
+        found = _candidates_ahead(job, fitted, users, histories, as_of, ahead, recent, sequential)
         redis = redis_async(redis_url)
         try:
             vectors = CFVectors(redis, ModelState(redis))
@@ -148,25 +160,48 @@ def _candidates_ahead(
     as_of: dict[str, int],
     ahead: list[str],
     recent: list[list[str]],
+    sequential: SequentialModel | None = None,
 ) -> dict[str, CachedCandidates]:
     """The candidates serving would compute for each of ``ahead`` from the new fit, as of the
-    vectors it will serve them (`PRECOMPUTED_USERS`)."""
+    vectors it will serve them (`PRECOMPUTED_USERS`), with the served sequential family's
+    scores blended in as serving blends them."""
     rows = {p: i for i, p in enumerate(users)}
     model = fitted.model(**job.params)
     s = job.settings
+    sequences: list[Any] = [None] * len(ahead)
+    if sequential is not None:
+        index = sequential.index_of(model.item_ids)
+        sequences = [
+            None if a is None else (a, s.sequential_weight)
+            for a in sequential.aligned(recent, index)
+        ]
     return {
         p: best_candidates(
             model,
             UserVector(fitted.user_vectors[rows[p]], as_of.get(p, 0)),
             histories[rows[p]].keys(),
-            mine,
+            mine[: s.serve_recent_items],
             s.serve_candidates,
             s.serve_knn_weight,
             s.serve_recent_decay,
             model.knows,
+            sequence,
         )
-        for p, mine in zip(ahead, recent, strict=True)
+        for p, mine, sequence in zip(ahead, recent, sequences, strict=True)
     }
+
+
+async def _served_sequential(redis: aioredis.Redis, settings: Settings) -> SequentialModel | None:
+    """The served sequential version's model, when the family is on and one serves."""
+    if settings.sequential_weight <= 0:
+        return None
+    served = await ModelState(redis, SEQUENTIAL).current()
+    if served is None:
+        return None
+    found = await asyncio.to_thread(
+        model_registry(settings).family(SEQUENTIAL).load, served.version
+    )
+    return found.model  # type: ignore[no-any-return]
 
 
 async def _judge(

@@ -154,6 +154,11 @@ class Trainer:
             "neighbours": s.knn_neighbours,
         }
 
+    async def hold_drift_window(self, window_s: float, hold_s: float) -> None:
+        """After a drift: fold users in from their last ``window_s`` seconds for ``hold_s``
+        (`UserFeatures.hold_drift_window`), the refit's users included."""
+        await self._store.users.hold_drift_window(window_s, hold_s)
+
     async def refit(self) -> str:
         """Fit on every live user's history and publish it (served if the served version is
         not pinned and the gate passes; else the challenger); then re-fold the users touched

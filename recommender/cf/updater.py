@@ -107,9 +107,10 @@ class CFUpdater:
         FOLD_CHUNK users per round trip; the histories read, by user. A batch's few users are
         solved on the event loop; more (a refit's touched users, a whole version) in a thread."""
         read: dict[str, dict[str, float]] = {}
+        window = await self._store.users.drift_window_s()  # after a drift: the latest items
         for start in range(0, len(users), FOLD_CHUNK):
             chunk = users[start : start + FOLD_CHUNK]
-            histories, as_of = await self._store.users.histories_and_last_seen(chunk)
+            histories, as_of = await self._store.users.histories_and_last_seen(chunk, window)
             if len(chunk) < INLINE_SOLVES:
                 vectors = model.user_vectors(histories)
             else:

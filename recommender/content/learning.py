@@ -13,15 +13,36 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from recommender.lifecycle.publishing import Gate, GateResult, ModelLifecycle
 from recommender.lifecycle.served import ServedModelCache
 
-if TYPE_CHECKING:  # torch is imported by the processes that train or serve content models only
-    from models.classifier import ContentClassifier
+
+class ContentClassifier(Protocol):
+    """What a learner drives: `models.classifier.ContentClassifier`, and the sequential family
+    as a next-item classifier (`models.next_item`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def trained_examples(self) -> int: ...
+
+    def predict_proba(self, inputs: Sequence[Any]) -> npt.NDArray[np.float32]: ...
+    def fit(
+        self,
+        inputs: Sequence[Any],
+        targets: Sequence[Any],
+        epochs: int = ...,
+        batch_size: int = ...,
+    ) -> None: ...
+    def update(self, inputs: Sequence[Any], targets: Sequence[Any]) -> float: ...
+
 
 #: One example in ten (by its key) is held out to judge versions, never trained on.
 HOLDOUT_ONE_IN = 10

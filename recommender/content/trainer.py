@@ -1,10 +1,12 @@
-"""The content trainer: the text, sentiment and image models learning from the stream, in a
-process of its own, off the ingestion path.
+"""The content trainer: the text, sentiment and image models, and the sequential family,
+learning from the stream, in a process of its own, off the ingestion path.
 
 The worker queues what arrives (`keys.CONTENT_EXAMPLES`: items; `keys.REVIEW_EXAMPLES`: reviews);
 this reads those queues in order, turns them into labelled examples (an item's categories label
 its text and its image; a review's rating labels its text: positive at 4 of 5 or more, negative at
-2 of 5 or less), lets each family's `Learner` test and train on them, and publishes versions
+2 of 5 or less), reads the latest items of users active since it last looked (the sequential
+family's next-item examples: `content.sequences`), lets each family's `Learner` test and train
+on them, and publishes versions
 through the lifecycle. One trainer holds the lease at a time, whatever the number of workers.
 
 Erasure reaches the models: review examples are read decrypted from `ReviewStore` (a shredded
@@ -18,7 +20,8 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,14 +29,16 @@ import redis.asyncio as aioredis
 from models.features import item_text
 from models.pixels import ImageDecodeError, decode_image
 from recommender.cf.lifecycle import lifecycle_for
-from recommender.content.learning import Example, Learner, LearnerConfig
-from recommender.lifecycle.families import IMAGE, SENTIMENT, TEXT, model_registry
+from recommender.content.learning import ContentClassifier, Example, Learner, LearnerConfig
+from recommender.content.sequences import read_examples
+from recommender.lifecycle.families import IMAGE, SENTIMENT, SEQUENTIAL, TEXT, model_registry
 from recommender.lifecycle.publishing import ModelLifecycle
 from recommender.lifecycle.served import ServedModelCache
 from recommender.lifecycle.state import ModelState
 from recommender.privacy.reviews import ReviewStore
 from recommender.settings import Settings
 from recommender.store import keys
+from recommender.store.features import FeatureStore
 from recommender.weights import review_label
 
 log = logging.getLogger(__name__)
@@ -94,9 +99,21 @@ class ContentTrainer:
         self._settings = settings
         self._reviews = reviews
         config = learner_config(settings)
-        makers = {TEXT: TextClassifier, SENTIMENT: SentimentClassifier, IMAGE: ImageClassifier}
+        makers: dict[str, Callable[[], ContentClassifier]] = {
+            TEXT: TextClassifier,
+            SENTIMENT: SentimentClassifier,
+            IMAGE: ImageClassifier,
+        }
+        configs = dict.fromkeys(makers, config)
+        if settings.sequential_weight > 0:
+            from models.next_item import NextItemClassifier
+
+            makers[SEQUENTIAL] = NextItemClassifier
+            configs[SEQUENTIAL] = replace(
+                config, first_fit_epochs=settings.sequential_first_fit_epochs
+            )
         registry = model_registry(settings)
-        self.learners = {f: Learner(f, makers[f], config) for f in makers}
+        self.learners = {f: Learner(f, makers[f], configs[f]) for f in makers}
         self.lifecycles: dict[str, ModelLifecycle[Any]] = {
             f: lifecycle_for(f, redis, settings) for f in makers
         }
@@ -104,6 +121,8 @@ class ContentTrainer:
             f: ServedModelCache(ModelState(redis, f), registry.family(f)) for f in makers
         }
         self._cursors = {keys.CONTENT_EXAMPLES: "0-0", keys.REVIEW_EXAMPLES: "0-0"}
+        self._users = FeatureStore(redis, settings).users
+        self._users_since = 0  # the sequential family's cursor: users applied since (ms)
         self._lease_id = secrets.token_hex(8)
         self._renew = redis.register_script(RENEW_LEASE_LUA)
 
@@ -112,6 +131,7 @@ class ContentTrainer:
             saved = await self._redis.get(keys.train_cursor(stream))
             if saved:
                 self._cursors[stream] = str(saved)
+        self._users_since = int(await self._redis.get(keys.train_cursor(keys.USERS_ACTIVE)) or 0)
 
     async def hold_lease(self) -> bool:
         """Take or keep the trainer's lease; False while another trainer holds it."""
@@ -123,7 +143,11 @@ class ContentTrainer:
         """The next examples of each family (possibly none), and the cursors moved past them."""
         streams: Any = self._cursors
         answer: Any = await self._redis.xread(streams, count=READ_COUNT, block=block_ms)
-        found: dict[str, list[Example]] = {TEXT: [], SENTIMENT: [], IMAGE: []}
+        found: dict[str, list[Example]] = {family: [] for family in self.learners}
+        if SEQUENTIAL in self.learners:
+            found[SEQUENTIAL], self._users_since = await read_examples(
+                self._users, self._users_since
+            )
         for stream, entries in answer or []:
             name = str(stream)
             if not entries:
@@ -163,15 +187,22 @@ class ContentTrainer:
                     )
 
     async def forget_erased(self) -> int:
-        """Drop the examples of users whose data key is gone (erased since they were read)."""
-        owners = sorted(self.learners[SENTIMENT].owners())
+        """Drop the examples of users erased since they were read: a tombstone, or (reviews)
+        a data key gone."""
+        owners = sorted({p for learner in self.learners.values() for p in learner.owners()})
         if not owners:
             return 0
+        keyed = self.learners[SENTIMENT].owners()  # their examples were decrypted with it
         pipe = self._redis.pipeline(transaction=False)
         for p in owners:
+            pipe.exists(keys.erased(p))
             pipe.exists(keys.data_key(p))
-        alive = await pipe.execute()
-        erased = {p for p, a in zip(owners, alive, strict=True) if not a}
+        found = await pipe.execute()
+        erased = {
+            p
+            for p, tomb, key in zip(owners, found[::2], found[1::2], strict=True)
+            if tomb or (p in keyed and not key)
+        }
         return sum(learner.forget(erased) for learner in self.learners.values())
 
     async def step(self, block_ms: int = 1000) -> dict[str, int]:
@@ -192,6 +223,7 @@ class ContentTrainer:
             pipe.set(keys.train_cursor(stream), cursor)
             if cursor != "0-0":
                 pipe.xtrim(stream, minid=cursor, approximate=False)  # learned: not needed now
+        pipe.set(keys.train_cursor(keys.USERS_ACTIVE), self._users_since)
         await pipe.execute()
         return learned
 

@@ -5,7 +5,9 @@ Three ways of keeping a model current are compared on the same replay, with the 
 `streamrec` folds every event into the user's vector and recent items at once, and refits when
 the data grew by `refit_growth` (the worker's policy); `frozen` keeps the model and every user's
 state from the warm-up; `daily` refits once per simulated day and refreshes users only then.
-A popularity count updated per event is the naive baseline.
+A popularity count updated per event is the naive baseline. `streamrec_sequential` is
+`streamrec` with a SASRec blended in (fitted on the warm-up only, not trained during the replay:
+the served family also learns from the stream, so this is its lower bound).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,8 +24,11 @@ import pandas as pd
 from models.als import ALSModel
 from models.data import InteractionMatrix
 from models.fitting import fit_als
-from recommender.evaluation.ranking import RECENT_ITEMS
+from recommender.evaluation.ranking import RECENT_ITEMS, sequences
 from recommender.weights import with_recency
+
+if TYPE_CHECKING:
+    from models.sequential import SequentialModel
 
 DAY_S = 86_400
 
@@ -83,11 +88,18 @@ def _top(
     exclude: set[str],
     recent_n: int,
     fallback: Counter[str],
+    sequential: tuple[SequentialModel, float] | None = None,
 ) -> list[str]:
     vec = users.vectors.get(user)
     if vec is None:
         return _popular(fallback, k, exclude)
-    ids, _ = model.recommend_vector(vec, k, exclude, recent=users.recent.get(user, [])[:recent_n])
+    recent = users.recent.get(user, [])
+    sequence = None
+    if sequential is not None:  # the state the worker keeps: the encoder on the latest items
+        seq, weight = sequential
+        state = seq.encode([recent])[0]
+        sequence = (seq.aligned_scores(state, seq.index_of(model.item_ids)), weight)
+    ids, _ = model.recommend_vector(vec, k, exclude, recent=recent[:recent_n], sequence=sequence)
     return [str(i) for i in ids]
 
 
@@ -99,6 +111,8 @@ class _Streaming:
     users: _Users
     params: dict[str, Any]
     half_life_s: float = 0.0
+    #: The sequential family blended into every list: (model, weight).
+    sequence: tuple[SequentialModel, float] | None = None
     model: ALSModel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,16 +134,15 @@ def prequential(
     max_events: int,
     k: int = 10,
     half_life_s: float = 0.0,
+    sequential: tuple[int, float] | None = None,
 ) -> dict[str, Any]:
     """HR@k of each strategy over the first ``max_events`` events after the midpoint of the
     timeline, after a warm-up on everything before it. ``events``: user_id, item_id, weight, ts
-    (seconds or milliseconds). With ``half_life_s``, `streamrec_recency` too: `streamrec` with
-    every fit and fold-in weighted by recency."""
+    (seconds or milliseconds). With ``half_life_s``, `streamrec_recency`; with ``sequential``
+    (SASRec's epochs, its weight), `streamrec_sequential` (`_streaming`)."""
     warm, replay, to_s = _halves(events, max_events)
     live, popular = _warm_up(warm, 1000 // to_s)
-    streaming = {"streamrec": _Streaming(live, params)}
-    if half_life_s > 0:
-        streaming["streamrec_recency"] = _Streaming(live.copy(), params, half_life_s)
+    streaming = _streaming(live, params, half_life_s, sequential, warm)
     frozen, frozen_model = live.copy(), streaming["streamrec"].model
     frozen_popular, daily_popular = Counter(popular), Counter(popular)
     daily, daily_model = live.copy(), frozen_model
@@ -150,7 +163,8 @@ def prequential(
             daily_popular = Counter(popular)
         seen = set(live.histories.get(user, {}))
         for name, way in streaming.items():
-            hits[name] += item in _top(way.model, way.users, user, k, seen, recent_n, popular)
+            found = _top(way.model, way.users, user, k, seen, recent_n, popular, way.sequence)
+            hits[name] += item in found
         for name, (model, users, fallback) in (
             ("streamrec_frozen", (frozen_model, frozen, frozen_popular)),
             ("streamrec_daily", (daily_model, daily, daily_popular)),
@@ -172,6 +186,33 @@ def prequential(
         "days": len({int(t // to_s // DAY_S) for *_, t in rows}),
         "hr@10": {name: round(h / max(len(rows), 1), 4) for name, h in sorted(hits.items())},
     }
+
+
+def _streaming(
+    live: _Users,
+    params: dict[str, Any],
+    half_life_s: float,
+    sequential: tuple[int, float] | None,
+    warm: pd.DataFrame,
+) -> dict[str, _Streaming]:
+    """`streamrec`, and with their parameters, `streamrec_recency` and `streamrec_sequential`,
+    each on its own copy of the users (``live`` is the first's)."""
+    streaming = {"streamrec": _Streaming(live, params)}
+    if half_life_s > 0:
+        streaming["streamrec_recency"] = _Streaming(live.copy(), params, half_life_s)
+    if sequential is not None:
+        blend = (_sasrec(warm, sequential[0]), sequential[1])
+        streaming["streamrec_sequential"] = _Streaming(live.copy(), params, sequence=blend)
+    return streaming
+
+
+def _sasrec(warm: pd.DataFrame, epochs: int) -> SequentialModel:
+    """A SASRec fitted on the warm-up's sequences (torch is imported for it only)."""
+    from models.sequential import SequentialModel
+
+    model = SequentialModel()
+    model.fit(sequences(warm), epochs)
+    return model
 
 
 def _halves(events: pd.DataFrame, max_events: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:

@@ -6,11 +6,11 @@ Every model is measured on the same split, with the same histories, in the same 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from models.base import RecommenderModel
+from models.base import Ranked
 from models.data import InteractionMatrix
 from recommender.weights import with_recency
 
@@ -18,6 +18,18 @@ if TYPE_CHECKING:  # the worker imports this module; pandas would add a quarter 
     import pandas as pd
 
 Histories = dict[str, dict[str, float]]
+
+
+class Ranker(Protocol):
+    """What `evaluate` asks of a model: `RecommenderModel.recommend`."""
+
+    def recommend(
+        self,
+        history: Mapping[str, float],
+        k: int,
+        exclude: Iterable[str] = (),
+        recent: Sequence[str] = (),
+    ) -> Ranked: ...
 
 
 #: Recent items kept per user, as the feature store keeps them (`recent_items`).
@@ -102,7 +114,7 @@ def training_events(
     return df.loc[~_latest(df, test_fraction, min_events)]
 
 
-def evaluate(model: RecommenderModel, split: Split, k: int = 10) -> RankingMetrics:
+def evaluate(model: Ranker, split: Split, k: int = 10) -> RankingMetrics:
     """Precision, recall, NDCG and MAP at k averaged over test users; catalogue coverage."""
     catalogue = {i for h in split.train.values() for i in h}
     recommended: set[str] = set()
@@ -149,3 +161,9 @@ def forward_split(
         if held and len(train[user]) >= min_train:
             test[user] = held
     return Split(train, test)
+
+
+def sequences(events: pd.DataFrame) -> list[list[str]]:
+    """Each user's items in time order, oldest first: what a sequential model trains on."""
+    df = events.sort_values(["user_id", "ts"], kind="stable")
+    return [[str(i) for i in items] for _, items in df.groupby("user_id")["item_id"]]

@@ -21,6 +21,8 @@ from recommender.store import keys
 #: The content families: text -> categories, review -> sentiment, image -> category.
 TEXT, SENTIMENT, IMAGE = "text", "sentiment", "image"
 CONTENT_FAMILIES = (TEXT, SENTIMENT, IMAGE)
+#: What a user (or a session) does next, from the order of their latest items.
+SEQUENTIAL = "sequential"
 
 #: Family name -> `module:class` that stores its versions (imported when first used, so that a
 #: process that serves only CF never imports torch).
@@ -29,6 +31,7 @@ MODEL_FAMILIES: dict[str, str] = {
     TEXT: "models.text:TextClassifier",
     SENTIMENT: "models.sentiment:SentimentClassifier",
     IMAGE: "models.image:ImageClassifier",
+    SEQUENTIAL: "models.next_item:NextItemClassifier",
 }
 
 

@@ -18,6 +18,7 @@ SETTING_OF = {
     "new_item_within": "serve_new_item_within",
     "challenger_share": "ab_challenger_share",
     "candidates": "serve_candidates",  # cached per user (0: computed per request)
+    "sequential_weight": "sequential_weight",  # the sequential family against the chain
 }
 
 
@@ -39,6 +40,7 @@ class ServingConfig:
     new_item_within: int = _default("new_item_within")
     challenger_share: float = _default("challenger_share")
     candidates: int = _default("candidates")
+    sequential_weight: float = _default("sequential_weight")
 
     @classmethod
     def of(cls, settings: Settings) -> ServingConfig:

@@ -1,13 +1,16 @@
-"""The lists that are not one user's: items similar to one, popular (all time or in a window),
-and trending."""
+"""The lists that are not one user's model's: items similar to one, popular (all time or in a
+window, or in the categories a user likes), and trending."""
 
 from __future__ import annotations
 
 from recommender.cf.served import ServedALS
 from recommender.serving import reasons
-from recommender.serving.cards import Cards
+from recommender.serving.cards import Cards, Item
 from recommender.store.features import FeatureStore
 from recommender.types import ScoredItem
+
+#: Categories the affinity step looks at, the user's strongest first.
+AFFINITY_TOP = 3
 
 
 class ItemLists:
@@ -52,3 +55,16 @@ class ItemLists:
     async def trending(self, k: int) -> list[ScoredItem]:
         rows = await self._store.popularity.trending(k)
         return await self._cards.scored([(i, s, reasons.TRENDING) for i, s in rows])
+
+    async def by_affinity(self, user_id: str, n: int, taken: set[str]) -> list[Item]:
+        """The chain's step between the model and plain popularity: popular items of the
+        categories the user likes most (for users the model cannot place yet)."""
+        affinity = await self._store.users.category_affinity(user_id)
+        found: list[Item] = []
+        for cat, _ in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))[:AFFINITY_TOP]:
+            for item, score in await self._store.popularity.popular(n - len(found), taken, cat):
+                found.append((item, score, reasons.affinity(cat)))
+                taken.add(item)
+            if len(found) >= n:
+                break
+        return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 CF = "people with similar taste liked it"
 NEW = "new, and close to your taste"
 POPULAR = "popular right now"
+SESSION = "often next after what you just viewed"
 SIMILAR = "liked by the same people"
 TRENDING = "trending in the last hour"
 

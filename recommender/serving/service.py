@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Set as AbstractSet
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from recommender.cf.vectors import (
     decode_candidates,
     decode_vector,
 )
+from recommender.lifecycle.served import ServedModelCache
 from recommender.lifecycle.state import ModelState
 from recommender.memo import ExpiringMemo
 from recommender.serving import reasons
@@ -38,12 +40,14 @@ from recommender.serving.cards import Cards, Item, ids_of
 from recommender.serving.config import ServingConfig
 from recommender.serving.degraded import PopularFallback
 from recommender.serving.lists import ItemLists
+from recommender.serving.sequence import SequenceScores
+from recommender.serving.sessions import SessionRecommender
 from recommender.store.features import FeatureStore
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from models.sequential import SequentialModel
 
-#: Categories the affinity step looks at, the user's strongest first.
-AFFINITY_TOP = 3
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class _Request:
     version: str | None
     model: ALSModel | None
     bucket: str
+    sequential: SequentialModel | None  # the served sequential family's, when on
 
 
 _MOVED = object()  # the served-model pointer moved since it was last read: start again
@@ -77,6 +82,7 @@ class RecommendationService:
         state: ModelState,
         registry: FamilyRegistry[ALSModel],
         config: ServingConfig | None = None,
+        sequential: ServedModelCache[Any] | None = None,
     ) -> None:
         self._config = config = config or ServingConfig()
         self._store = store
@@ -86,6 +92,8 @@ class RecommendationService:
         self._challenger = ChallengerModel(state, registry, max(config.pointer_check_s, 1.0))
         self._cards = Cards(store, config.title_ttl_s, self._served.fitted_knows)
         self.lists = ItemLists(store, self._served, self._cards)
+        self._sequence = SequenceScores(sequential, config.sequential_weight)
+        self.sessions = SessionRecommender(store, self._served, self._sequence, self._cards, config)
         self.fallback = PopularFallback(store, self._cards)  # while Redis cannot be read
         # The common request's last answer per user and k, while the user's vector and the
         # served model stay what it was computed from; no older than a title may be.
@@ -143,7 +151,10 @@ class RecommendationService:
             challenger = await self._challenger.current(version)
             if challenger is not None:
                 (version, model), bucket = challenger, CHALLENGER
-        return _Request(user_id, pseudonym, k, exclude, category, explain, version, model, bucket)
+        sequential = await self._sequence.model()
+        return _Request(
+            user_id, pseudonym, k, exclude, category, explain, version, model, bucket, sequential
+        )
 
     def _cacheable(self, req: _Request) -> bool:
         return (
@@ -172,7 +183,7 @@ class RecommendationService:
         read = await self._vectors.serving_read(
             req.version,
             req.pseudonym,
-            self._config.recent_items,
+            self._sequence.items_read(self._config.recent_items),
             held.as_of if held is not None else None,
         )
         if read.pointer_read and self._served.moved(read.pointer) and not again:
@@ -185,7 +196,7 @@ class RecommendationService:
         if vec is not None and (cached is None or cached.as_of != vec.as_of) and read.state:
             # The worker folded the user in since: their state came with the read.
             seen, recent = self._store.users.parse_serving_state(
-                read.state, self._config.recent_items
+                read.state, self._sequence.items_read(self._config.recent_items)
             )
             cached = self._candidates_of(req, vec, seen, recent)
         if vec is None or cached is None or cached.as_of != vec.as_of:
@@ -215,7 +226,7 @@ class RecommendationService:
         if req.model is not None and vec is not None:
             items = self._by_model(req, vec, recent, excluded, allowed)
         if len(items) < req.k and req.category is None:
-            items += await self._by_affinity(
+            items += await self.lists.by_affinity(
                 req.user_id, req.k - len(items), excluded | ids_of(items)
             )
         if len(items) < req.k:
@@ -244,12 +255,13 @@ class RecommendationService:
         features: the candidates cached from them carry its `as_of`, and go stale with it."""
         read_vector = read_vector and req.version is not None and req.bucket == CONTROL
         pipe = self._store.redis.pipeline(transaction=False)
-        self._store.users.queue_serving_state(pipe, req.pseudonym, self._config.recent_items)
+        n = self._sequence.items_read(self._config.recent_items)
+        self._store.users.queue_serving_state(pipe, req.pseudonym, n)
         if read_vector:
             assert req.version is not None
             self._vectors.queue_user_vector(pipe, req.version, req.pseudonym)
         rows = await pipe.execute()
-        seen, recent = self._store.users.parse_serving_state(rows, self._config.recent_items)
+        seen, recent = self._store.users.parse_serving_state(rows, n)
         if read_vector:
             vec = decode_vector(rows[2])
         if req.bucket == CHALLENGER and req.model is not None:
@@ -268,8 +280,10 @@ class RecommendationService:
     ) -> list[Item]:
         assert req.model is not None
         c = self._config
+        knn = (c.knn_weight, c.recent_decay)
+        sequence = self._sequence.scores(req.sequential, req.model, recent)
         ids, scores = req.model.recommend_vector(
-            vec.vector, req.k, excluded, allowed, recent, c.knn_weight, c.recent_decay
+            vec.vector, req.k, excluded, allowed, recent[: c.recent_items], *knn, sequence
         )
         items = [(str(i), float(s), reasons.CF) for i, s in zip(ids, scores, strict=True)]
         return self._with_new_items(req, vec.vector, items, excluded, allowed)
@@ -282,16 +296,12 @@ class RecommendationService:
         comes before it lands computes them again, and writes the same."""
         assert req.model is not None and req.version is not None
         c = self._config
+        sequence = self._sequence.scores(req.sequential, req.model, recent)
+        knn = (c.knn_weight, c.recent_decay)
         cached = best_candidates(
-            req.model,
-            vec,
-            seen,
-            recent,
-            c.candidates,
-            c.knn_weight,
-            c.recent_decay,
-            self._served.fitted_knows,
-        )
+            req.model, vec, seen, recent[: c.recent_items], c.candidates, *knn,
+            self._served.fitted_knows, sequence,
+        )  # fmt: skip
         write = asyncio.ensure_future(
             self._vectors.write_candidates(req.version, {req.pseudonym: cached})
         )
@@ -333,16 +343,3 @@ class RecommendationService:
             return items
         fresh = [(str(i), float(c), reasons.NEW) for i, c in zip(new_ids, cos, strict=True)]
         return items[: max(req.k - len(fresh), 0)] + fresh
-
-    async def _by_affinity(self, user_id: str, n: int, taken: set[str]) -> list[Item]:
-        """The chain's step between the model and plain popularity: popular items of the
-        categories the user likes most (for users the model cannot place yet)."""
-        affinity = await self._store.users.category_affinity(user_id)
-        found: list[Item] = []
-        for cat, _ in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))[:AFFINITY_TOP]:
-            for item, score in await self._store.popularity.popular(n - len(found), taken, cat):
-                found.append((item, score, reasons.affinity(cat)))
-                taken.add(item)
-            if len(found) >= n:
-                break
-        return found

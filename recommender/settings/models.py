@@ -201,6 +201,21 @@ class ModelSettings(BaseSettings):
         32, ge=1, le=1024, description="new examples per training step (with as many replayed)"
     )
 
+    # The sequential family (SASRec)
+    sequential_weight: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description=(
+            "weight of the sequential family's scores in a user's recommendations, against the "
+            "chain's (each scaled to a maximum of 1; tuned in `bench quality`); 0: the family "
+            "is neither trained nor served. Trained with the content models (`content_models`)"
+        ),
+    )
+    sequential_first_fit_epochs: int = Field(
+        20, ge=1, le=100, description="epochs of the sequential family's first fit"
+    )
+
     @field_validator("event_weights")
     @classmethod
     def _weights_known(cls, value: dict[str, float]) -> dict[str, float]:

@@ -165,6 +165,18 @@ class ServiceSettings(BaseSettings):
             "the fall in hit rate, after a cut by ADWIN, that makes the monitor ask for a refit"
         ),
     )
+    drift_window_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "after the monitor detects a drift, users are folded in (by the worker and by the "
+            "refit it asks for) from the items of their last this many seconds only, so that "
+            "their lists follow their new taste from their next events (0: never)"
+        ),
+    )
+    drift_hold_s: float = Field(
+        600.0, gt=0, description="how long that window holds after the drift was detected"
+    )
 
     # Privacy
     erasure_tombstone_s: int = Field(

@@ -323,6 +323,10 @@ def train_cursor(stream: str) -> str:
     return f"train:cursor:{stream}"
 
 
+#: Set for a while after the monitor detected a drift: users are folded in from the items of
+#: their last this many seconds (`UserFeatures.drift_window_s`).
+DRIFT_WINDOW = "drift:window"
+
 #: Wrapped like a data key (pseudonyms are hex, so no user's), for the start-up key check.
 MASTER_KEY_CANARY = f"{DATA_KEY_PREFIX}_canary"
 

@@ -4,6 +4,7 @@ category affinity; the reads serving and training make of them, and their erasur
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,21 @@ def _latest_items(recent_rows: Sequence[Any], n: int) -> list[str]:
     return list(dict.fromkeys(str(r).split("|", 2)[1] for r in recent_rows))[:n]
 
 
+def in_window(
+    history: dict[str, float], recent_rows: Sequence[Any], window_s: float
+) -> dict[str, float]:
+    """The part of ``history`` whose items the user touched in the last ``window_s`` seconds
+    before their newest event, as their recent list (`type|item|ts...`) dates them; the whole
+    history when the list dates none of its items."""
+    dated = [str(r).split("|", 3)[1:3] for r in recent_rows]
+    if not dated:
+        return history
+    newest = max(int(ts) for _, ts in dated)
+    recent = {item for item, ts in dated if int(ts) >= newest - window_s * 1000}
+    kept = {i: w for i, w in history.items() if i in recent}
+    return kept or history
+
+
 class UserFeatures:
     """Reads of every user's features, and their erasure. The apply script writes them
     (`FeatureStore.apply_interactions`)."""
@@ -55,6 +71,7 @@ class UserFeatures:
         self._shards = shards  # of the active-users index, on a cluster (`keys.user_shard`)
         self.pseudonym = pseudonym
         self._clock = clock  # the stream's clock, which affinity decays to
+        self._window_read = (-math.inf, 0.0)  # (when, `drift_window_s`) as last read
 
     async def histories(self, pseudonyms: Sequence[str]) -> list[dict[str, float]]:
         """Each user's full weighted interaction set (item -> confidence weight)."""
@@ -72,6 +89,20 @@ class UserFeatures:
         for shard in range(self._shards):
             pipe.zrange(keys.users_active(shard), 0, -1)
         return [str(p) for rows in await pipe.execute() for p in rows]
+
+    async def active_since(self, since_ms: int) -> list[tuple[str, int]]:
+        """(pseudonym, when their latest events were applied) of every user whose events were
+        applied after ``since_ms``, oldest first."""
+        indexes = (
+            [keys.USERS_ACTIVE]
+            if self._shards is None
+            else [keys.users_active(shard) for shard in range(self._shards)]
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        for index in indexes:
+            pipe.zrangebyscore(index, f"({since_ms}", "+inf", withscores=True)
+        found = [(str(p), int(t)) for rows in await pipe.execute() for p, t in rows]
+        return sorted(found, key=lambda pt: pt[1])
 
     def queue_serving_state(self, pipe: Pipeline, pseudonym: str, recent: int) -> None:
         """Add to ``pipe`` the reads serving needs of a user (their items, their latest ones):
@@ -92,36 +123,58 @@ class UserFeatures:
         return self.parse_serving_state(await pipe.execute(), recent)
 
     async def histories_and_last_seen(
-        self, pseudonyms: Sequence[str]
+        self, pseudonyms: Sequence[str], window_s: float = 0.0
     ) -> tuple[list[dict[str, float]], dict[str, int]]:
         """`histories` as a fit weighs them (decayed by recency: `weights.with_recency`), and
-        each user's newest event time (the as-of of their vector).
+        each user's newest event time (the as-of of their vector). With ``window_s`` (after a
+        drift: `drift_window_s`), only the items of each user's last ``window_s`` seconds, as
+        their recent list dates them (`in_window`).
 
         Read HISTORY_CHUNK users per round trip: a refit reads every live user, and one reply
         would hold the worker's event loop (and every event behind it) for the whole parse
         (about a second of reading for 200,000 events' users in an ad-hoc run, chunked)."""
         histories: list[dict[str, float]] = []
         last_seen: dict[str, int] = {}
+        timed, windowed = self._half_life_s > 0, window_s > 0
+        step = 2 + timed + windowed
         for start in range(0, len(pseudonyms), HISTORY_CHUNK):
             chunk = pseudonyms[start : start + HISTORY_CHUNK]
-            step = 3 if self._half_life_s > 0 else 2
             pipe = self._redis.pipeline(transaction=False)
             for p in chunk:
                 pipe.hgetall(keys.user_items(p))
                 pipe.hget(keys.user_counts(p), "last_seen")
-                if step == 3:
+                if timed:
                     pipe.hgetall(keys.user_item_times(p))
+                if windowed:
+                    pipe.lrange(keys.user_recent(p), 0, -1)
             rows = await pipe.execute()
             for n in range(len(chunk)):
-                history = {item: float(w) for item, w in rows[step * n].items()}
-                if step == 3:
-                    times = {str(i): int(t) for i, t in rows[3 * n + 2].items()}
+                got = rows[step * n : step * (n + 1)]
+                history = {item: float(w) for item, w in got[0].items()}
+                if timed:
+                    times = {str(i): int(t) for i, t in got[2].items()}
                     history = with_recency(history, times, self._half_life_s)
+                if windowed:
+                    history = in_window(history, got[-1], window_s)
                 histories.append(history)
             last_seen.update(
                 (p, int(float(t or 0))) for p, t in zip(chunk, rows[1::step], strict=True)
             )
         return histories, last_seen
+
+    async def drift_window_s(self) -> float:
+        """The window users are folded in from after a detected drift (0: none holds now),
+        read at most once a second (the worker asks on every batch)."""
+        now = time.monotonic()
+        if now - self._window_read[0] >= 1.0:
+            raw = await self._redis.get(keys.DRIFT_WINDOW)
+            self._window_read = (now, float(raw or 0.0))
+        return self._window_read[1]
+
+    async def hold_drift_window(self, window_s: float, hold_s: float) -> None:
+        """From now on for ``hold_s``, fold users in from their last ``window_s`` seconds."""
+        await self._redis.set(keys.DRIFT_WINDOW, window_s, px=max(int(hold_s * 1000), 1))
+        self._window_read = (time.monotonic(), window_s)
 
     async def recent_items_of(self, pseudonyms: Sequence[str], n: int) -> list[list[str]]:
         """Each user's ``n`` latest items, newest first (as `parse_serving_state` reads them),

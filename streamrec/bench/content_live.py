@@ -122,11 +122,15 @@ def _system(settings: Settings, content: bool, new: list[ContentV1]) -> dict[str
         }
 
 
-def _ingest(settings: Settings, content: bool) -> float:
-    """Worker events/s over rating events with reviews and content items among them."""
+def _ingest(settings: Settings, content: bool, sequential: bool = True) -> float:
+    """Worker events/s over rating events with reviews and content items among them (the
+    sequential family trained by the content trainer unless ``sequential`` is off)."""
     train, _ = fine_food_reviews()
+    weight = settings.sequential_weight if sequential else 0.0
     rt = Runtime(
-        isolated(settings, "ingest-content").model_copy(update={"content_models": content}),
+        isolated(settings, "ingest-content").model_copy(
+            update={"content_models": content, "sequential_weight": weight}
+        ),
         api_port=0,
     )
     try:
@@ -174,7 +178,11 @@ def run_live(settings: Settings) -> dict[str, Any]:
         on_runs.append(_ingest(settings, True))
         off_runs.append(_ingest(settings, False))
     on, off = statistics.median(on_runs), statistics.median(off_runs)
+    print("content: ingest with the sequential family off, twice...", flush=True)
+    no_seq = statistics.median([_ingest(settings, True, sequential=False) for _ in range(2)])
     results |= {
+        "ingest_events_per_s_sequential_off": no_seq,
+        "ingest_ratio_sequential_on_off": on / no_seq,
         "ingest_events_per_s_content_on": on,
         "ingest_events_per_s_content_off": off,
         "ingest_ratio_content_on_off": on / off,

@@ -18,6 +18,7 @@ from models.baselines import EASEModel, ItemKNNModel, PopularityModel
 from recommender.evaluation.prequential import prequential
 from recommender.evaluation.ranking import Split, evaluate, temporal_split, training_events
 from recommender.settings import Settings
+from streamrec.bench import sequential
 from streamrec.bench.report import write
 from streamrec.movielens import load_ratings
 from streamrec.ratings_csv import clean_history, with_weights
@@ -46,6 +47,18 @@ def _grid(grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 def _truncated(split: Split, n: int) -> Split:
     return Split(split.train, split.test, {u: r[:n] for u, r in split.recent.items()}, split.times)
+
+
+def _chain(settings: Settings, tuned: dict[str, Any]) -> ALSModel:
+    """The serving chain: tuned ALS blended with the neighbours of the latest items."""
+    blend = tuned["blend"]
+    return ALSModel(
+        iterations=settings.als_iterations,
+        neighbours=settings.knn_neighbours,
+        knn_weight=blend["knn_weight"],
+        recent_decay=blend["recent_decay"],
+        **tuned["als"],
+    )
 
 
 def _tune(settings: Settings, val: Split) -> dict[str, Any]:
@@ -112,23 +125,23 @@ def run_quality(
     events, _ = clean_history(load_ratings())
     weighted = with_weights(events, settings)
     split = temporal_split(weighted)
-    val = temporal_split(training_events(weighted))
+    train_events = training_events(weighted)
+    val = temporal_split(train_events)
     started = time.perf_counter()
     tuned = _tune(settings, val)
-    tune_s = time.perf_counter() - started
     blend, als = tuned["blend"], tuned["als"]
     iterations = settings.als_iterations
+    val_chain = _chain(settings, tuned)
+    val_chain.fit(val.matrix())
+    tuned["sequential"] = sequential.tune(
+        val, training_events(train_events), val_chain, blend["recent"]
+    )
+    tune_s = time.perf_counter() - started
 
     # Batch ALS as a user of implicit gets it: the library's defaults.
     default_als = ALSModel(factors=100, regularization=0.01, iterations=15, alpha=1.0)
     tuned_als = ALSModel(iterations=iterations, **als)
-    chain = ALSModel(
-        iterations=iterations,
-        neighbours=settings.knn_neighbours,
-        knn_weight=blend["knn_weight"],
-        recent_decay=blend["recent_decay"],
-        **als,
-    )
+    chain = _chain(settings, tuned)
     entries: list[tuple[str, RecommenderModel, Split]] = [
         ("popularity", PopularityModel(), split),
         ("item_knn", ItemKNNModel(**tuned["item_knn"]), split),
@@ -146,6 +159,10 @@ def run_quality(
         model.fit(data)
         fit_s = time.perf_counter() - t0
         rows[name] = {**evaluate(model, s, k).as_dict(k), "fit_s": round(fit_s, 2)}
+    seq_rows, seq_costs, _ = sequential.rows(
+        tuned["sequential"], split, train_events, chain, blend["recent"]
+    )
+    rows |= seq_rows
 
     params = {"iterations": iterations, "neighbours": settings.knn_neighbours, **als}
     params |= {"knn_weight": blend["knn_weight"], "recent_decay": blend["recent_decay"]}
@@ -158,6 +175,7 @@ def run_quality(
         prequential_events,
         k,
         half_life_s=half_life or tuned["recency"]["best_decaying_s"],
+        sequential=(tuned["sequential"]["sasrec_epochs"], tuned["sequential"]["weight"]),
     )
     replay_s = time.perf_counter() - t0
 
@@ -174,6 +192,7 @@ def run_quality(
     print(f"| strategy | hr@{k} |\n|---|---:|")
     for name, hr in replay["hr@10"].items():
         print(f"| {name} | {hr:.4f} |")
+    print(f"\nsequential family's training cost: {seq_costs}")
     print(f"\ntuned on validation: {tuned}")
     if chart_path is not None:
         _chart(rows, replay["hr@10"], chart_path)
@@ -189,6 +208,7 @@ def run_quality(
             "tuned": tuned,
             "models": rows,
             "prequential": replay["hr@10"],
+            "sequential_cost": seq_costs,
             "prequential_events": replay["events"],
             "prequential_days": replay["days"],
         },

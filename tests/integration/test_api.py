@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 PROTECTED = [
     ("GET", "/v1/users/u1/recommendations", "read"),
     ("GET", "/v1/items/i1/similar", "read"),
+    ("GET", "/v1/sessions/recommendations", "read"),
     ("GET", "/v1/items/popular", "read"),
     ("GET", "/v1/items/trending", "read"),
     ("GET", "/v1/metrics", "read"),

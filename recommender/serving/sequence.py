@@ -1,0 +1,61 @@
+"""The sequential family's part of a list: the served SASRec's scores for a user's (or a
+session's) latest items, in the CF model's item order, with their weight.
+
+The encoder runs where the list is computed: when serving computes a user's candidates after
+their events (the answer is then cached with them until their next events), and for a session.
+So the common request, answered from the cached candidates, pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.als import ALSModel
+from recommender.cf.candidates import SEQUENCE_ITEMS, Scores
+from recommender.lifecycle.served import ServedModelCache
+
+if TYPE_CHECKING:  # torch: imported once a sequential version serves
+    from models.sequential import SequentialModel
+
+
+class SequenceScores:
+    """The served sequential model, and its scores aligned to a CF model's items."""
+
+    def __init__(self, served: ServedModelCache[Any] | None, weight: float) -> None:
+        self._served = served if weight > 0 else None
+        self.weight = weight
+        self._aligned: tuple[int, int, int, npt.NDArray[np.int64]] | None = None
+
+    def items_read(self, recent_items: int) -> int:
+        """Latest items a list reads: the chain's ``recent_items``, or the encoder's window
+        while the family is on (the chain still blends the neighbours of its own few)."""
+        return max(recent_items, SEQUENCE_ITEMS) if self._served is not None else recent_items
+
+    async def model(self) -> SequentialModel | None:
+        """The served version's model, None while none serves (or the family is off)."""
+        if self._served is None:
+            return None
+        _, found = await self._served.current()
+        return None if found is None else found.model
+
+    def scores(
+        self, seq: SequentialModel | None, cf: ALSModel, recent: Sequence[str]
+    ) -> Scores | None:
+        """``seq``'s scores for ``recent`` (newest first) in ``cf``'s item order, and the
+        weight; None when there is no model or it knows none of the items."""
+        if seq is None or not recent:
+            return None
+        (scores,) = seq.aligned([recent[:SEQUENCE_ITEMS]], self._index(seq, cf))
+        return None if scores is None else (scores, self.weight)
+
+    def _index(self, seq: SequentialModel, cf: ALSModel) -> npt.NDArray[np.int64]:
+        # The alignment of two models' items is built once per pair (9,066 items: ~2 ms).
+        key = (id(seq), id(cf), len(cf.item_ids))
+        if self._aligned is None or self._aligned[:3] != key:
+            index = seq.index_of(cf.item_ids)
+            self._aligned = (*key, index)
+        return self._aligned[3]
