@@ -123,9 +123,16 @@ class MonitorLoop:
         now = int(time.time() * 1000)
         if action.kind == "refit":
             s = self._settings
-            if s.drift_window_s > 0:  # the refit, and every fold-in for a while, follow it
+            if s.drift_window_s > 0:
+                # Users are folded in from their latest items for a while; the refit waits one
+                # window, until those show where users went (refitted at once, it read the
+                # users as they were, did worse than the fold-ins, and was rolled back).
                 await self._trainer.hold_drift_window(s.drift_window_s, s.drift_hold_s)
-            self._trainer.request_refit(action.reason)
+                asyncio.get_running_loop().call_later(
+                    s.drift_window_s, self._trainer.request_refit, action.reason
+                )
+            else:
+                self._trainer.request_refit(action.reason)
             await self._state.log(Decision(now, action.version, "refit requested", "monitor",
                                            action.reason))  # fmt: skip
         else:

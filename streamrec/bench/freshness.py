@@ -37,7 +37,7 @@ from recommender.settings import Settings
 from recommender.store import keys
 from recommender.store.keys import CF
 from streamrec.bench.report import write
-from streamrec.bench.workload import isolated, seed_movielens
+from streamrec.bench.workload import isolated, seed_movielens, sequential_version
 from streamrec.movielens import load_ratings
 from streamrec.ratings_csv import clean_history, with_weights
 from streamrec.runtime import Runtime
@@ -292,6 +292,7 @@ def run_freshness(
     )
     with Runtime(bench_settings, api_port=0) as rt:
         events = seed_movielens(rt)
+        sequential = sequential_version(rt)
         users = sorted(events["user_id"].unique())
         items = sorted(events["item_id"].unique())
         token = rt.create_api_key({"read"}, "bench")
@@ -313,6 +314,7 @@ def run_freshness(
     results = {
         "background_events_per_s": background_rate,
         "background_events_sent": load.sent,
+        "sequential_version": sequential,
         "probes": len(found),
         "event_to_recs_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "event_to_recs_p99_ms": round(float(np.percentile(lat, 99)), 1),

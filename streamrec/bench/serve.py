@@ -21,7 +21,7 @@ from typing import Any
 from recommender.errors import StreamrecError
 from recommender.settings import Settings
 from streamrec.bench.report import write
-from streamrec.bench.workload import isolated, seed_movielens
+from streamrec.bench.workload import isolated, seed_movielens, sequential_version
 from streamrec.runtime import Runtime
 
 CONCURRENCY = 32
@@ -161,12 +161,14 @@ def run_serve(
     )
     with Runtime(bench_settings, api_port=0) as rt:
         users = sorted(seed_movielens(rt)["user_id"].unique())
+        sequential = sequential_version(rt)
         recs = recommendations_under_load(rt, users, seconds, profile)
         trivial = _wrk(f"{rt.api_url}/v1/health/live", seconds, None)
     results: dict[str, Any] = {
         "load_generator": f"wrk -t1 -c{CONCURRENCY} (C, one thread)",
         "concurrency": CONCURRENCY,
         "api_processes": settings.api_processes,
+        "sequential_version": sequential,
         "seconds": seconds,
         "users": len(users),
         "p50_ms": round(recs["p50_ms"], 2),

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
 import pandas as pd
 
+from recommender.lifecycle.families import SEQUENTIAL
 from recommender.settings import Settings
+from recommender.store import keys
+from recommender.store.connections import redis_sync
 from streamrec.movielens import load_ratings, movies
 from streamrec.publish import publish_events, publish_items
 from streamrec.ratings_csv import clean_history
 from streamrec.runtime import Runtime
 from streams.producer import EventProducer
+
+#: How long a benchmark waits for the sequential family's first version after the seed data.
+SEQUENTIAL_WAIT_S = 300.0
 
 
 def isolated(settings: Settings, prefix: str) -> Settings:
@@ -70,4 +77,29 @@ def seed_movielens(rt: Runtime, timeout_s: float = 600) -> pd.DataFrame:
         publish_items(producer, catalogue, total=len(catalogue), progress=False)
         sent = publish_events(producer, events, progress=False)
     rt.wait_for(lambda p: p.applied >= sent and p.model_watermark >= sent, timeout_s, poll_s=0.5)
+    if rt.settings.content_models and rt.settings.sequential_weight > 0:
+        wait_for_sequential(rt)
     return events
+
+
+def wait_for_sequential(rt: Runtime, timeout_s: float = SEQUENTIAL_WAIT_S) -> str | None:
+    """Wait for the content trainer's first sequential version to serve, so that a benchmark
+    measures the system with the family on; say so when none came within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := sequential_version(rt):
+            return found
+        rt.check_children()
+        time.sleep(0.5)
+    print(f"bench: no sequential version within {timeout_s:g} s; measured without one")
+    return None
+
+
+def sequential_version(rt: Runtime) -> str | None:
+    """The sequential family's served version, if any (for a benchmark's JSON)."""
+    client = redis_sync(rt.settings.infra.redis_url)
+    try:
+        found = client.hget(keys.model_current(SEQUENTIAL), "version")
+    finally:
+        client.close()
+    return str(found) if found else None
