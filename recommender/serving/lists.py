@@ -42,6 +42,15 @@ class ItemLists:
         reason = reasons.popular_in(", ".join(cats))
         return await self._cards.scored([(i, s, reason) for i, s in ranked]), version
 
+    async def fill(self, n: int, taken: set[str], category: str | None) -> list[Item]:
+        """Up to ``n`` popular items (of ``category`` if given) not in ``taken``: what a list's
+        models could not fill."""
+        if n <= 0:
+            return []
+        rows = await self._store.popularity.popular(n, taken, category)
+        reason = reasons.POPULAR if category is None else reasons.popular_in(category)
+        return [(i, s, reason) for i, s in rows]
+
     async def popular(self, window: str | None, k: int) -> list[ScoredItem]:
         """All-time popular items, or those of a window (`1h`, `24h`, `7d`)."""
         if window is None:

@@ -93,7 +93,9 @@ class RecommendationService:
         self._cards = Cards(store, config.title_ttl_s, self._served.fitted_knows)
         self.lists = ItemLists(store, self._served, self._cards)
         self._sequence = SequenceScores(sequential, config.sequential_weight)
-        self.sessions = SessionRecommender(store, self._served, self._sequence, self._cards, config)
+        self.sessions = SessionRecommender(
+            store, self._served, self._sequence, self._cards, config, self.lists
+        )
         self.fallback = PopularFallback(store, self._cards)  # while Redis cannot be read
         # The common request's last answer per user and k, while the user's vector and the
         # served model stay what it was computed from; no older than a title may be.
@@ -229,12 +231,7 @@ class RecommendationService:
             items += await self.lists.by_affinity(
                 req.user_id, req.k - len(items), excluded | ids_of(items)
             )
-        if len(items) < req.k:
-            popular = await self._store.popularity.popular(
-                req.k - len(items), excluded | ids_of(items), req.category
-            )
-            reason = reasons.POPULAR if req.category is None else reasons.popular_in(req.category)
-            items += [(i, s, reason) for i, s in popular]
+        items += await self.lists.fill(req.k - len(items), excluded | ids_of(items), req.category)
         because: dict[str, str] = {}
         if req.explain and req.model is not None:
             cf_items = [i for i, _, r in items if r == reasons.CF]

@@ -17,6 +17,7 @@ from recommender.cf.served import ServedALS
 from recommender.serving import reasons
 from recommender.serving.cards import Cards, Item, ids_of
 from recommender.serving.config import ServingConfig
+from recommender.serving.lists import ItemLists
 from recommender.serving.sequence import SequenceScores
 from recommender.store.features import FeatureStore
 from recommender.types import ScoredItem
@@ -30,8 +31,10 @@ class SessionRecommender:
         sequence: SequenceScores,
         cards: Cards,
         config: ServingConfig,
+        lists: ItemLists,
     ) -> None:
         self._store = store
+        self._lists = lists
         self._served = served
         self._sequence = sequence
         self._cards = cards
@@ -73,10 +76,5 @@ class SessionRecommender:
                 for i, s in zip(ids, scores, strict=True)
                 if sequence is not None or s > 0
             ]
-        if len(items) < k:
-            popular = await self._store.popularity.popular(
-                k - len(items), excluded | ids_of(items), category
-            )
-            reason = reasons.POPULAR if category is None else reasons.popular_in(category)
-            items += [(i, s, reason) for i, s in popular]
+        items += await self._lists.fill(k - len(items), excluded | ids_of(items), category)
         return await self._cards.scored(items), served.version if served else None

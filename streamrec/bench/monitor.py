@@ -451,15 +451,22 @@ def river_stream_delay() -> int | None:
 
 
 def taste_switch(settings: Settings) -> dict[str, Any]:
-    """`events_to_new_taste` with the recency weighting and with equal weights."""
+    """`events_to_new_taste` as served (the chain: ALS blended with the neighbours of the latest
+    items, and the sequential family at its weight), and by ALS alone, each with the recency
+    weighting and with equal weights."""
     half_life = settings.recency_half_life_s or TASTE_SWITCH_HALF_LIFE_S
     sim = TasteSwitch()
+    chain = (settings.serve_knn_weight, settings.serve_recent_decay, settings.serve_recent_items)
+    served = settings.sequential_weight if settings.content_models else 0.0
     return {
-        "events_to_new_taste": events_to_new_taste(sim, half_life),
-        "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0),
+        "events_to_new_taste": events_to_new_taste(sim, half_life, chain, served),
+        "events_to_new_taste_equal_weights": events_to_new_taste(sim, 0.0, chain, served),
+        "events_to_new_taste_chain_without_sequence": events_to_new_taste(sim, half_life, chain),
+        "events_to_new_taste_als_only": events_to_new_taste(sim, half_life),
+        "events_to_new_taste_als_only_equal_weights": events_to_new_taste(sim, 0.0),
         "taste_switch_half_life_s": half_life,
         "events_to_new_taste_by_half_life_s": {
-            f"{h:g}": events_to_new_taste(sim, h) for h in TASTE_SWITCH_GRID_S
+            f"{h:g}": events_to_new_taste(sim, h, chain, served) for h in TASTE_SWITCH_GRID_S
         },
     }
 

@@ -11,6 +11,7 @@ from models.baselines import PopularityModel
 from models.data import InteractionMatrix
 from models.neighbours import blend_sequence
 from models.sequential import ChainWithSequence, SequentialModel
+from recommender.evaluation.taste_switch import TasteSwitch, events_to_new_taste
 from tests.factories import ROMANCE, SCI_FI, clustered_matrix
 
 #: A toy catalogue whose order is everything: each item is followed by the next one, in a ring.
@@ -107,3 +108,16 @@ def test_the_chain_with_a_sequence_recommends_what_the_latest_items_lead_to():
     blended, _ = ChainWithSequence(als, seq, 2.0, 10).recommend(history, 5, recent=recent)
     sci_fi = set(SCI_FI)
     assert sum(str(i) in sci_fi for i in blended) > sum(str(i) in sci_fi for i in alone)
+
+
+def test_a_user_who_switches_taste_is_followed_within_ten_events_with_the_sequence():
+    """The taste switch in small (`bench monitor` runs it in full): 80 events of one taste, an
+    hour apart, then another. ALS on equal weights holds on to the old taste; the chain with the
+    sequential family follows the latest items."""
+    sim = TasteSwitch(
+        clusters=2, items_per_cluster=60, population=120, users=4, history=80, max_events=80
+    )
+    chain = (0.5, 0.8, 10)
+    followed = events_to_new_taste(sim, 0.0, chain, sequential=0.5)
+    assert followed <= 10
+    assert followed < events_to_new_taste(sim, 0.0)
