@@ -209,7 +209,8 @@ class ModelSettings(BaseSettings):
         description=(
             "weight of the sequential family's scores in a user's recommendations, against the "
             "chain's (each scaled to a maximum of 1; tuned in `bench quality`); 0: the family "
-            "is neither trained nor served. Trained with the content models (`content_models`)"
+            "is neither trained nor served. Trained by the content trainer "
+            "(`STREAMREC_CONTENT_MODELS`)"
         ),
     )
     sequential_first_fit_epochs: int = Field(

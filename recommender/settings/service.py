@@ -170,8 +170,8 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description=(
             "after the monitor detects a drift, users are folded in (by the worker and by the "
-            "refit it asks for) from the items of their last this many seconds only, so that "
-            "their lists follow their new taste from their next events (0: never)"
+            "refit it asks for, this long after) from the items of their last this many seconds "
+            "only, so that their lists follow their new taste from their next events (0: never)"
         ),
     )
     drift_hold_s: float = Field(
