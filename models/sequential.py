@@ -108,12 +108,17 @@ class SequentialModel:
             "batch_size": batch_size,
             "seed": seed,
         }
+        self._reset()
+
+    def _reset(self) -> None:
+        """An untrained network and an empty vocabulary, as `settings` describe them."""
+        s = self.settings
         self.item_ids: npt.NDArray[np.str_] = np.asarray([], dtype=np.str_)
         self._index: dict[str, int] = {}
-        torch.manual_seed(seed)
-        self._net = _Encoder(0, dim, max_len, blocks, kind)
-        self._optimiser = torch.optim.Adam(self._net.parameters(), lr=lr)
-        self._rng = np.random.default_rng(seed)
+        torch.manual_seed(s["seed"])
+        self._net = _Encoder(0, s["dim"], s["max_len"], s["blocks"], s["kind"])
+        self._optimiser = torch.optim.Adam(self._net.parameters(), lr=s["lr"])
+        self._rng = np.random.default_rng(s["seed"])
 
     # -- vocabulary ----------------------------------------------------------------------------
 
@@ -179,7 +184,7 @@ class SequentialModel:
         """Train from scratch on ``sequences`` (each a user's items, oldest first). With
         ``validate`` (a score, higher is better, e.g. validation NDCG@10), stop once it has not
         improved for ``patience`` epochs and keep the best epoch's weights."""
-        self.__init__(**self.settings)  # type: ignore[misc]
+        self._reset()
         self._learn_items(item for seq in sequences for item in seq)
         windows = self._windows(sequences)
         best, best_state, best_epoch, losses = -math.inf, None, 0, []
