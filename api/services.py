@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -44,6 +46,10 @@ def _sequential(redis: aioredis.Redis, settings: Settings) -> ServedModelCache[A
     """The served sequential family, when on (its class, and torch, load with a version)."""
     if settings.sequential_weight <= 0:
         return None
+    # torch takes seconds to import: in the background now, not in the first list that needs it.
+    threading.Thread(
+        target=importlib.import_module, args=("models.next_item",), daemon=True
+    ).start()
     registry = model_registry(settings).family(SEQUENTIAL)
     return ServedModelCache(ModelState(redis, SEQUENTIAL), registry, settings.api_model_check_s)
 

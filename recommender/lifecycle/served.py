@@ -53,6 +53,11 @@ class ServedModelCache(Generic[M]):
         self._checked = (now, served)
         return served
 
+    @property
+    def loading(self) -> bool:
+        """Whether a version is being read now (`current` waits for it; `model` is the last)."""
+        return self._lock.locked()
+
     def moved(self, served: ServedModel | None) -> bool:
         """Whether ``served``, the pointer as read just now along with other data, is not the
         one this cache last read; if so, `current` goes on from it without reading it again."""

@@ -39,8 +39,11 @@ class SequenceScores:
         """The served version's model, None while none serves (or the family is off)."""
         if self._served is None:
             return None
-        _, found = await self._served.current()
-        return None if found is None else found.model
+        # A list is not held up while a new version is read: the last one serves meanwhile.
+        held = self._served.model if self._served.loading else None
+        if held is None:
+            _, held = await self._served.current()
+        return None if held is None else held.model
 
     def scores(
         self, seq: SequentialModel | None, cf: ALSModel, recent: Sequence[str]

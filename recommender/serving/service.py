@@ -63,7 +63,9 @@ class _Request:
     version: str | None
     model: ALSModel | None
     bucket: str
-    sequential: SequentialModel | None  # the served sequential family's, when on
+    #: The served sequential family's model, read only where a list is computed (`_scored`):
+    #: the common request, answered from cached candidates, never waits for it to load.
+    sequential: SequentialModel | None = None
 
 
 _MOVED = object()  # the served-model pointer moved since it was last read: start again
@@ -153,10 +155,7 @@ class RecommendationService:
             challenger = await self._challenger.current(version)
             if challenger is not None:
                 (version, model), bucket = challenger, CHALLENGER
-        sequential = await self._sequence.model()
-        return _Request(
-            user_id, pseudonym, k, exclude, category, explain, version, model, bucket, sequential
-        )
+        return _Request(user_id, pseudonym, k, exclude, category, explain, version, model, bucket)
 
     def _cacheable(self, req: _Request) -> bool:
         return (
@@ -200,6 +199,7 @@ class RecommendationService:
             seen, recent = self._store.users.parse_serving_state(
                 read.state, self._sequence.items_read(self._config.recent_items)
             )
+            req.sequential = await self._sequence.model()
             cached = self._candidates_of(req, vec, seen, recent)
         if vec is None or cached is None or cached.as_of != vec.as_of:
             return None, vec
@@ -226,6 +226,7 @@ class RecommendationService:
         )
         items: list[Item] = []
         if req.model is not None and vec is not None:
+            req.sequential = await self._sequence.model()
             items = self._by_model(req, vec, recent, excluded, allowed)
         if len(items) < req.k and req.category is None:
             items += await self.lists.by_affinity(
