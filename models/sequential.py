@@ -240,9 +240,17 @@ class SequentialModel:
     ) -> npt.NDArray[np.float32]:
         """`scores` in another model's item order (``index``: `index_of` its items); items
         this model does not know score the lowest it gives any item (no opinion, not a veto)."""
-        own = self.scores(state)
-        floor = float(own.min()) if len(own) else 0.0
-        return np.concatenate([[floor], own]).astype(np.float32)[index]
+        row: npt.NDArray[np.float32] = self._aligned(state[None, :], index)[0]
+        return row
+
+    def _aligned(
+        self, states: npt.NDArray[np.float32], index: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        with torch.no_grad():
+            weights = self._net.items.weight[1:].numpy()
+        scores = states @ weights.T  # one product for every state (per state: 12x slower)
+        floor = scores.min(axis=1, keepdims=True) if scores.shape[1] else np.zeros((len(states), 1))
+        return np.concatenate([floor, scores], axis=1).astype(np.float32)[:, index]
 
     def aligned(
         self, recents: Sequence[Sequence[str]], index: npt.NDArray[np.int64], chunk: int = 256
@@ -252,7 +260,8 @@ class SequentialModel:
         out: list[npt.NDArray[np.float32] | None] = []
         for start in range(0, len(recents), chunk):
             states = self.encode(recents[start : start + chunk])
-            out += [self.aligned_scores(s, index) if s.any() else None for s in states]
+            rows = self._aligned(states, index)
+            out += [row if state.any() else None for row, state in zip(rows, states, strict=True)]
         return out
 
     def recommend(
