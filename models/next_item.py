@@ -54,15 +54,20 @@ class NextItemClassifier:
         self.trained_examples += len(inputs)
         return self.model.partial_fit(self._windows(inputs, targets))
 
-    def predict_proba(self, inputs: Sequence[Sequence[str]]) -> npt.NDArray[np.float32]:
+    def predict_proba(
+        self, inputs: Sequence[Sequence[str]], chunk: int = 256
+    ) -> npt.NDArray[np.float32]:
         """[n, len(labels)]: a softmax over the catalogue from each user's items before."""
-        states = self.model.encode([list(reversed(x)) for x in inputs])
-        if not len(states):
-            return np.zeros((0, len(self.model.item_ids)), dtype=np.float32)
-        logits = np.stack([self.model.scores(s) for s in states])
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return np.asarray(probs / probs.sum(axis=1, keepdims=True), dtype=np.float32)
+        out = np.zeros((len(inputs), len(self.model.item_ids)), dtype=np.float32)
+        index = np.arange(1, len(self.model.item_ids) + 1)  # its own order: no floor column
+        for start in range(0, len(inputs), chunk):
+            part = inputs[start : start + chunk]
+            states = self.model.encode([list(reversed(x)) for x in part])
+            logits = self.model.aligned_batch(states, index)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            out[start : start + len(part)] = probs / probs.sum(axis=1, keepdims=True)
+        return out
 
     def save(self, path: Path) -> None:
         self.model.save(path)

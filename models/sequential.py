@@ -240,15 +240,16 @@ class SequentialModel:
     ) -> npt.NDArray[np.float32]:
         """`scores` in another model's item order (``index``: `index_of` its items); items
         this model does not know score the lowest it gives any item (no opinion, not a veto)."""
-        row: npt.NDArray[np.float32] = self._aligned(state[None, :], index)[0]
+        row: npt.NDArray[np.float32] = self.aligned_batch(state[None, :], index)[0]
         return row
 
-    def _aligned(
+    def aligned_batch(
         self, states: npt.NDArray[np.float32], index: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
+        """`aligned_scores` of many states, in one product (one per state was 12x slower)."""
         with torch.no_grad():
             weights = self._net.items.weight[1:].numpy()
-        scores = states @ weights.T  # one product for every state (per state: 12x slower)
+        scores = states @ weights.T
         floor = scores.min(axis=1, keepdims=True) if scores.shape[1] else np.zeros((len(states), 1))
         return np.concatenate([floor, scores], axis=1).astype(np.float32)[:, index]
 
@@ -260,7 +261,7 @@ class SequentialModel:
         out: list[npt.NDArray[np.float32] | None] = []
         for start in range(0, len(recents), chunk):
             states = self.encode(recents[start : start + chunk])
-            rows = self._aligned(states, index)
+            rows = self.aligned_batch(states, index)
             out += [row if state.any() else None for row, state in zip(rows, states, strict=True)]
         return out
 
