@@ -10,7 +10,7 @@ ones only: the replay buffer is a sample either way. Nothing is written on the e
 from __future__ import annotations
 
 from recommender.content.learning import Example
-from recommender.store.users import UserFeatures
+from recommender.store.users import ActiveCursor, UserFeatures
 
 #: Examples per user per read, from their newest item back.
 NEW_PER_USER = 5
@@ -31,15 +31,13 @@ def examples_of(pseudonym: str, latest: list[str], window: int = READ_ITEMS) -> 
     return out
 
 
-async def read_examples(users: UserFeatures, since_ms: int) -> tuple[list[Example], int]:
-    """The examples of users whose events were applied after ``since_ms``, and the time to
-    read from next."""
-    active = (await users.active_since(since_ms))[:USERS_PER_READ]
+async def read_examples(users: UserFeatures, cursor: ActiveCursor) -> list[Example]:
+    """The examples of the next users whose events were applied after ``cursor`` (which moves
+    past them)."""
+    active = await users.active_since(cursor, USERS_PER_READ)
     if not active:
-        return [], since_ms
+        return []
     pseudonyms = [p for p, _ in active]
     latest = await users.recent_items_of(pseudonyms, READ_ITEMS)
-    found = [
-        ex for p, items in zip(pseudonyms, latest, strict=True) for ex in examples_of(p, items)
-    ]
-    return found, active[-1][1]
+    pairs = zip(pseudonyms, latest, strict=True)
+    return [ex for p, items in pairs for ex in examples_of(p, items)]

@@ -39,6 +39,7 @@ from recommender.privacy.reviews import ReviewStore
 from recommender.settings import Settings
 from recommender.store import keys
 from recommender.store.features import FeatureStore
+from recommender.store.users import ActiveCursor
 from recommender.weights import review_label
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class ContentTrainer:
         }
         self._cursors = {keys.CONTENT_EXAMPLES: "0-0", keys.REVIEW_EXAMPLES: "0-0"}
         self._users = FeatureStore(redis, settings).users
-        self._users_since = 0  # the sequential family's cursor: users applied since (ms)
+        self._users_since = ActiveCursor()  # the sequential family's: users read up to here
         self._lease_id = secrets.token_hex(8)
         self._renew = redis.register_script(RENEW_LEASE_LUA)
 
@@ -131,7 +132,8 @@ class ContentTrainer:
             saved = await self._redis.get(keys.train_cursor(stream))
             if saved:
                 self._cursors[stream] = str(saved)
-        self._users_since = int(await self._redis.get(keys.train_cursor(keys.USERS_ACTIVE)) or 0)
+        saved_ms = await self._redis.get(keys.train_cursor(keys.USERS_ACTIVE))
+        self._users_since = ActiveCursor(int(saved_ms or 0))
 
     async def hold_lease(self) -> bool:
         """Take or keep the trainer's lease; False while another trainer holds it."""
@@ -145,9 +147,7 @@ class ContentTrainer:
         answer: Any = await self._redis.xread(streams, count=READ_COUNT, block=block_ms)
         found: dict[str, list[Example]] = {family: [] for family in self.learners}
         if SEQUENTIAL in self.learners:
-            found[SEQUENTIAL], self._users_since = await read_examples(
-                self._users, self._users_since
-            )
+            found[SEQUENTIAL] = await read_examples(self._users, self._users_since)
         for stream, entries in answer or []:
             name = str(stream)
             if not entries:
@@ -223,7 +223,7 @@ class ContentTrainer:
             pipe.set(keys.train_cursor(stream), cursor)
             if cursor != "0-0":
                 pipe.xtrim(stream, minid=cursor, approximate=False)  # learned: not needed now
-        pipe.set(keys.train_cursor(keys.USERS_ACTIVE), self._users_since)
+        pipe.set(keys.train_cursor(keys.USERS_ACTIVE), self._users_since.ms)
         await pipe.execute()
         return learned
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,6 +37,14 @@ def _latest_items(recent_rows: Sequence[Any], n: int) -> list[str]:
     """The ``n`` latest distinct items of a user's `recent` list (`type|item|ts...`, newest
     first)."""
     return list(dict.fromkeys(str(r).split("|", 2)[1] for r in recent_rows))[:n]
+
+
+@dataclass
+class ActiveCursor:
+    """Where a reader of the active-users index is (`UserFeatures.active_since`)."""
+
+    ms: int = 0
+    read_at: dict[str, int] = field(default_factory=dict)  # index -> its users at `ms` read
 
 
 def in_window(
@@ -90,9 +98,12 @@ class UserFeatures:
             pipe.zrange(keys.users_active(shard), 0, -1)
         return [str(p) for rows in await pipe.execute() for p in rows]
 
-    async def active_since(self, since_ms: int) -> list[tuple[str, int]]:
-        """(pseudonym, when their latest events were applied) of every user whose events were
-        applied after ``since_ms``, oldest first."""
+    async def active_since(self, cursor: ActiveCursor, limit: int) -> list[tuple[str, int]]:
+        """(pseudonym, when their latest events were applied) of the next ``limit`` users in
+        the active-users index after ``cursor``, oldest first; ``cursor`` moves past them.
+
+        A batch's users share its time, so the cursor is that time and how many of each index's
+        users at it were read (an index orders users of one time by name)."""
         indexes = (
             [keys.USERS_ACTIVE]
             if self._shards is None
@@ -100,9 +111,21 @@ class UserFeatures:
         )
         pipe = self._redis.pipeline(transaction=False)
         for index in indexes:
-            pipe.zrangebyscore(index, f"({since_ms}", "+inf", withscores=True)
-        found = [(str(p), int(t)) for rows in await pipe.execute() for p, t in rows]
-        return sorted(found, key=lambda pt: pt[1])
+            skip = cursor.read_at.get(index, 0)
+            pipe.zrangebyscore(index, cursor.ms, "+inf", skip, limit, withscores=True)
+        rows = await pipe.execute()
+        found = sorted(
+            ((int(t), index, str(p)) for index, got in zip(indexes, rows, strict=True)
+             for p, t in got),
+        )[:limit]  # fmt: skip
+        if found:
+            last = found[-1][0]
+            at = {i: cursor.read_at.get(i, 0) for i in indexes} if last == cursor.ms else {}
+            for t, index, _ in found:
+                if t == last:
+                    at[index] = at.get(index, 0) + 1
+            cursor.ms, cursor.read_at = last, {i: n for i, n in at.items() if n}
+        return [(p, t) for t, _, p in found]
 
     def queue_serving_state(self, pipe: Pipeline, pseudonym: str, recent: int) -> None:
         """Add to ``pipe`` the reads serving needs of a user (their items, their latest ones):

@@ -25,6 +25,7 @@ from recommender.serving import reasons
 from recommender.serving.config import ServingConfig
 from recommender.serving.service import RecommendationService
 from recommender.store.features import FeatureStore
+from recommender.store.users import ActiveCursor
 from recommender.types import Interaction, ItemMeta
 from tests.conftest import make_settings, serve_api
 from tests.factories import ROMANCE, SCI_FI, clustered_interactions
@@ -169,3 +170,17 @@ async def test_the_trainer_learns_the_order_from_the_stream_and_forgets_the_eras
     await store.users.leave_tombstone(erased, 1_780_000_001_000, 3600)
     assert await trainer.forget_erased() > 0
     assert erased not in learner.owners() and len(learner.owners()) == 39
+
+
+async def test_the_trainer_reads_every_active_user_once_however_many_share_a_batch(settings, redis):
+    """A batch's users share its time in the active-users index: the cursor pages through
+    them, and on to a later batch's, each user once."""
+    store = FeatureStore(redis, settings)
+    first = [Interaction(f"e{u}", f"v{u}", "i1", "view", 1_780_000_000_000) for u in range(10)]
+    await store.apply_interactions(first)
+    await store.apply_interactions([Interaction("late", "w", "i1", "view", 1_780_000_000_001)])
+    cursor, seen = ActiveCursor(), []
+    for _ in range(6):
+        seen += [p for p, _ in await store.users.active_since(cursor, 3)]
+    expected = {store.pseudonym(f"v{u}") for u in range(10)} | {store.pseudonym("w")}
+    assert sorted(seen) == sorted(expected) and seen[-1] == store.pseudonym("w")
