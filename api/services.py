@@ -9,7 +9,6 @@ import contextlib
 import importlib
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -42,22 +41,21 @@ from streams.signing import metrics_key, signed
 log = logging.getLogger(__name__)
 
 
-def _load_torch() -> None:
-    """Import the sequential family's module, with torch on one thread: a list's scores took
-    12.7 ms with torch's two threads against the API's and BLAS's, 1.0 ms with one (ad hoc,
-    9,066 items)."""
+async def _torch_on_one_thread() -> None:
+    """Import the sequential family's module (torch: seconds) off the event loop, then run
+    torch on one thread in the loop's own thread, where lists are scored (torch's setting is
+    per thread): with two, its threads and BLAS's fought over two cores, and a list's sequential
+    scores took 12.7 ms against 1.0 ms (ad hoc, 9,066 items)."""
+    await asyncio.to_thread(importlib.import_module, "models.next_item")
     import torch
 
     torch.set_num_threads(1)
-    importlib.import_module("models.next_item")
 
 
 def _sequential(redis: aioredis.Redis, settings: Settings) -> ServedModelCache[Any] | None:
     """The served sequential family, when on (its class, and torch, load with a version)."""
     if settings.sequential_weight <= 0:
         return None
-    # torch takes seconds to import: in the background now, not in the first list that needs it.
-    threading.Thread(target=_load_torch, daemon=True).start()
     registry = model_registry(settings).family(SEQUENTIAL)
     return ServedModelCache(ModelState(redis, SEQUENTIAL), registry, settings.api_model_check_s)
 
@@ -77,6 +75,7 @@ class ApiServices:
     telemetry: ApiMetrics
     metrics_out: MetricsPublisher
     _background: asyncio.Task[None] | None = None
+    _torch: asyncio.Task[None] | None = None  # the sequential family's torch, when on
     #: `/v1/metrics/stream` connections open in this process, per API key id.
     streams_open: dict[str, int] = field(default_factory=dict)
 
@@ -138,11 +137,16 @@ class ApiServices:
             _metrics_publisher(settings, publisher, telemetry),
         )
         services._background = asyncio.create_task(services._run_background())
+        if settings.sequential_weight > 0:
+            services._torch = asyncio.create_task(_torch_on_one_thread())
         return services
 
     async def aclose(self) -> None:
         """Stop the background loop, write the impressions and the last, partial metrics
         window, and close the clients."""
+        if self._torch is not None:
+            with contextlib.suppress(Exception):
+                await self._torch  # an import cannot be cancelled
         if self._background is not None:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):

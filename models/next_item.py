@@ -52,7 +52,7 @@ class NextItemClassifier:
     def update(self, inputs: Sequence[Sequence[str]], targets: Sequence[str]) -> float:
         """One step on a micro-batch; items never seen join the vocabulary."""
         self.trained_examples += len(inputs)
-        return self.model.partial_fit(self._windows(inputs, targets))
+        return self.model.partial_fit(self._windows(inputs, targets), last_only=True)
 
     def predict_proba(
         self, inputs: Sequence[Sequence[str]], chunk: int = 256

@@ -156,7 +156,8 @@ class SequentialModel:
                 out.append(ids[max(0, end - size) : end])
         return out
 
-    def _epoch(self, windows: list[list[int]]) -> float:
+    def _epoch(self, windows: list[list[int]], last_only: bool = False) -> float:
+        """One pass; with ``last_only``, the loss at each window's last item only."""
         self._net.train()
         order = self._rng.permutation(len(windows))
         batch, total = self.settings["batch_size"], 0.0
@@ -166,6 +167,8 @@ class SequentialModel:
             inputs, targets = rows[:, :-1], rows[:, 1:]
             hidden = self._net(inputs)
             keep = targets > 0
+            if last_only:
+                keep[:, :-1] = False
             logits = hidden[keep] @ self._net.items.weight[1:].T
             loss = nn.functional.cross_entropy(logits, targets[keep] - 1)
             self._optimiser.zero_grad()
@@ -201,14 +204,23 @@ class SequentialModel:
             self._net.load_state_dict(best_state)
         return {"epochs": len(losses), "best_epoch": best_epoch or len(losses), "loss": losses}
 
-    def partial_fit(self, sequences: Sequence[Sequence[str]], steps: int = 1) -> float:
+    def partial_fit(
+        self, sequences: Sequence[Sequence[str]], steps: int = 1, last_only: bool = False
+    ) -> float:
         """Train on a micro-batch of the stream (each sequence a user's latest items, oldest
-        first), ``steps`` passes; items never seen before join the vocabulary."""
+        first), ``steps`` passes; items never seen before join the vocabulary. With
+        ``last_only``, each sequence teaches its last item only (an example's target: the
+        softmax over the catalogue at every position cost 50 times as much, and the stream's
+        examples of one user overlap)."""
         self._learn_items(item for seq in sequences for item in seq)
-        windows = self._windows(sequences)
+        if last_only:
+            size = self.settings["max_len"] + 1
+            windows = [ids[-size:] for ids in (self._ids(seq) for seq in sequences) if len(ids) > 1]
+        else:
+            windows = self._windows(sequences)
         loss = 0.0
         for _ in range(steps):
-            loss = self._epoch(windows) if windows else 0.0
+            loss = self._epoch(windows, last_only) if windows else 0.0
         return loss
 
     # -- inference -----------------------------------------------------------------------------

@@ -121,3 +121,12 @@ def test_a_user_who_switches_taste_is_followed_within_ten_events_with_the_sequen
     followed = events_to_new_taste(sim, 0.0, chain, sequential=0.5)
     assert followed <= 10
     assert followed < events_to_new_taste(sim, 0.0)
+
+
+def test_a_stream_update_teaches_each_example_its_last_item():
+    model = _small()
+    model.fit(_ring_sequences(50, 8), epochs=2)
+    for _ in range(30):
+        model.partial_fit([["r1", "r2", "r3", "new-next"]], last_only=True)
+    ids, _ = model.recommend({}, 1, recent=["r3", "r2", "r1"])
+    assert list(ids) == ["new-next"]
