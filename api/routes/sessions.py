@@ -3,10 +3,9 @@ viewed (`recommender.serving.sessions`). Nothing about the session is stored."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from api.auth import ReadKey
 from api.deps import ServiceDep, SettingsDep, capped_k
@@ -16,17 +15,12 @@ from recommender.types import ID_PATTERN, MAX_ID_CHARS
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=AUTH_ERRORS)
 
-_ID = re.compile(ID_PATTERN)
-
 
 def _viewed(raw: str) -> list[str]:
-    items = [i for i in raw.split(",") if i]
-    if not items or len(items) > SEQUENCE_ITEMS:
-        raise HTTPException(422, f"items: from 1 to {SEQUENCE_ITEMS} item ids, comma-separated")
-    bad = [i for i in items if len(i) > MAX_ID_CHARS or not _ID.match(i)]
-    if bad:
-        raise HTTPException(422, f"items: not an item id: {bad[0][:MAX_ID_CHARS]!r}")
-    return items
+    """The session's items, oldest first: the newest `SEQUENCE_ITEMS` (the encoder's window);
+    a piece longer than an id can be names no item and is left out."""
+    items = [i for i in raw.split(",") if 0 < len(i) <= MAX_ID_CHARS]
+    return items[-SEQUENCE_ITEMS:]
 
 
 @router.get("/recommendations", response_model=ItemsOut)
@@ -37,8 +31,13 @@ async def session_recommendations(
     items: Annotated[
         str,
         Query(
+            min_length=1,
             max_length=SEQUENCE_ITEMS * (MAX_ID_CHARS + 1),
-            description="The items the visitor viewed, oldest first, comma-separated",
+            pattern=ID_PATTERN,
+            description=(
+                "The items the visitor viewed, oldest first, comma-separated (the newest "
+                f"{SEQUENCE_ITEMS} are read)"
+            ),
         ),
     ],
     k: Annotated[int, Query(ge=1, le=1000, description="How many items (at most max_k)")] = 10,
@@ -46,7 +45,8 @@ async def session_recommendations(
     exclude: Annotated[list[str], Query(max_length=1000, description="Item ids to leave out")] = [],  # noqa: B006
 ) -> ItemsOut:
     """What visitors go on to after these items: the sequential model with the neighbours of
-    the items viewed; popular items for what they cannot fill. The items viewed are left out."""
+    the items viewed; popular items for what they cannot fill (all of it when no item is
+    known). The items viewed are left out."""
     rows, version = await service.sessions.recommend(
         _viewed(items), capped_k(k, settings), exclude, category
     )

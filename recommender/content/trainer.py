@@ -6,8 +6,8 @@ this reads those queues in order, turns them into labelled examples (an item's c
 its text and its image; a review's rating labels its text: positive at 4 of 5 or more, negative at
 2 of 5 or less), reads the latest items of users active since it last looked (the sequential
 family's next-item examples: `content.sequences`), lets each family's `Learner` test and train
-on them, and publishes versions
-through the lifecycle. One trainer holds the lease at a time, whatever the number of workers.
+on them, and publishes versions through the lifecycle. One trainer holds the lease at a time,
+whatever the number of workers.
 
 Erasure reaches the models: review examples are read decrypted from `ReviewStore` (a shredded
 data key reads nothing), and examples of users whose data key is gone are dropped from every

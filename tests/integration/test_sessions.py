@@ -88,11 +88,16 @@ async def test_a_session_is_answered_from_the_items_it_viewed(settings, redis):
         # Items no model knows: popular items.
         unknown = await session("never-seen", k=3)
         assert [i["reason"] for i in unknown["items"]] == [reasons.POPULAR] * 3
-        for bad in ("", "a|b", ",".join(f"i{n}" for n in range(51))):
+        for bad in ("", "a|b", "a b"):
             resp = await api.get(
                 "/v1/sessions/recommendations", params={"items": bad}, headers=read
             )
             assert resp.status_code == 422, bad
+        # Only the newest 50 are read: an item before them is not one the session viewed.
+        fifty = await session(",".join(["scifi-6", *(f"x{n}" for n in range(48)), "scifi-5"]))
+        assert "scifi-6" not in {i["item_id"] for i in fifty["items"]}
+        more = await session(",".join(["scifi-6", *(f"x{n}" for n in range(49)), "scifi-5"]))
+        assert more["items"][0]["item_id"] == "scifi-6"
 
 
 async def _read_key(redis) -> str:
