@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 async def _torch_on_one_thread() -> None:
     """Import the sequential family's module (torch: seconds) off the event loop, then run
     torch on one thread in the loop's own thread, where lists are scored (torch's setting is
-    per thread): with two, its threads and BLAS's fought over two cores, and a list's sequential
-    scores took 12.7 ms against 1.0 ms (ad hoc, 9,066 items)."""
+    per thread): with two, its threads and BLAS's fight over two cores (a list's sequential
+    scores took 12.7 ms against 1.0 ms in an ad-hoc timing, 9,066 items, on a machine busy with
+    a benchmark: the direction, not the figure; `bench freshness` did not move with it)."""
     await asyncio.to_thread(importlib.import_module, "models.next_item")
     import torch
 

@@ -111,8 +111,6 @@ class _Streaming:
     users: _Users
     params: dict[str, Any]
     half_life_s: float = 0.0
-    #: The sequential family blended into every list: (model, weight).
-    sequence: tuple[SequentialModel, float] | None = None
     model: ALSModel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,7 +140,7 @@ def prequential(
     (SASRec's epochs, its weight), `streamrec_sequential` (`_streaming`)."""
     warm, replay, to_s = _halves(events, max_events)
     live, popular = _warm_up(warm, 1000 // to_s)
-    streaming = _streaming(live, params, half_life_s, sequential, warm)
+    streaming, lists = _streaming(live, params, half_life_s, sequential, warm)
     frozen, frozen_model = live.copy(), streaming["streamrec"].model
     frozen_popular, daily_popular = Counter(popular), Counter(popular)
     daily, daily_model = live.copy(), frozen_model
@@ -162,8 +160,8 @@ def prequential(
             daily_model = _fit(daily, params)
             daily_popular = Counter(popular)
         seen = set(live.histories.get(user, {}))
-        for name, way in streaming.items():
-            found = _top(way.model, way.users, user, k, seen, recent_n, popular, way.sequence)
+        for name, (way, sequence) in lists.items():
+            found = _top(way.model, way.users, user, k, seen, recent_n, popular, sequence)
             hits[name] += item in found
         for name, (model, users, fallback) in (
             ("streamrec_frozen", (frozen_model, frozen, frozen_popular)),
@@ -188,22 +186,27 @@ def prequential(
     }
 
 
+Blend = tuple["SequentialModel", float]
+
+
 def _streaming(
     live: _Users,
     params: dict[str, Any],
     half_life_s: float,
     sequential: tuple[int, float] | None,
     warm: pd.DataFrame,
-) -> dict[str, _Streaming]:
-    """`streamrec`, and with their parameters, `streamrec_recency` and `streamrec_sequential`,
-    each on its own copy of the users (``live`` is the first's)."""
-    streaming = {"streamrec": _Streaming(live, params)}
+) -> tuple[dict[str, _Streaming], dict[str, tuple[_Streaming, Blend | None]]]:
+    """The ways kept current (`streamrec` on ``live``, `streamrec_recency` on a copy), and the
+    lists scored from them: `streamrec_sequential` is `streamrec`'s state and model with a
+    SASRec blended in (the same fold-ins and refits: a copy of its own refitted twice as often)."""
+    ways = {"streamrec": _Streaming(live, params)}
     if half_life_s > 0:
-        streaming["streamrec_recency"] = _Streaming(live.copy(), params, half_life_s)
+        ways["streamrec_recency"] = _Streaming(live.copy(), params, half_life_s)
+    lists: dict[str, tuple[_Streaming, Blend | None]] = {n: (w, None) for n, w in ways.items()}
     if sequential is not None:
         blend = (_sasrec(warm, sequential[0]), sequential[1])
-        streaming["streamrec_sequential"] = _Streaming(live.copy(), params, sequence=blend)
-    return streaming
+        lists["streamrec_sequential"] = (ways["streamrec"], blend)
+    return ways, lists
 
 
 def _sasrec(warm: pd.DataFrame, epochs: int) -> SequentialModel:

@@ -53,11 +53,11 @@ def in_window(
     """The part of ``history`` whose items the user touched in the last ``window_s`` seconds
     before their newest event, as their recent list (`type|item|ts...`) dates them; the whole
     history when the list dates none of its items."""
-    dated = [str(r).split("|", 3)[1:3] for r in recent_rows]
+    dated = [RecentInteraction.parse(r) for r in recent_rows]
     if not dated:
         return history
-    newest = max(int(ts) for _, ts in dated)
-    recent = {item for item, ts in dated if int(ts) >= newest - window_s * 1000}
+    newest = max(r.ts for r in dated)
+    recent = {r.item_id for r in dated if r.ts >= newest - window_s * 1000}
     kept = {i: w for i, w in history.items() if i in recent}
     return kept or history
 
