@@ -3,6 +3,7 @@ the lifecycle, blended into a user's list, and answering a visitor's session fro
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -183,6 +184,7 @@ async def test_the_trainer_reads_every_active_user_once_however_many_share_a_bat
     store = FeatureStore(redis, settings)
     first = [Interaction(f"e{u}", f"v{u}", "i1", "view", 1_780_000_000_000) for u in range(10)]
     await store.apply_interactions(first)
+    await asyncio.sleep(0.01)  # a later batch: applied at a later millisecond
     await store.apply_interactions([Interaction("late", "w", "i1", "view", 1_780_000_000_001)])
     cursor, seen = ActiveCursor(), []
     for _ in range(6):
