@@ -46,9 +46,17 @@ async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, st
         )
 
 
+#: The demo's recency half-life, unless STREAMREC_RECENCY_HALF_LIFE_S is set: its change of
+#: taste comes years after the user's MovieLens history, the case a half-life is for. Without one
+#: a regular user's list barely moves after five films (ad hoc: 1-3 of 10 new; with it 5-10).
+DEMO_HALF_LIFE_S = 30 * 86_400.0
+
+
 def run_demo(
     settings: Settings, serve: bool = False, limit: int | None = None, timeout_s: float = 240.0
 ) -> int:
+    if "recency_half_life_s" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"recency_half_life_s": DEMO_HALF_LIFE_S})
     ratings = load_ratings()
     if limit:
         ratings = ratings.sort_values("timestamp").head(limit)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -50,19 +51,24 @@ def show_taste_change(
 ) -> None:
     genre, films = _new_genre(catalogue, rated, popularity)
     titles = {m.item_id: m.title for m in catalogue}
-    in_genre = {m.item_id for m in catalogue if genre in m.categories}
+    s = rt.settings
+    days = s.recency_half_life_s / 86_400
     print(
         f"\nA change of taste: user {user_id} has rated almost no {genre} film; they watch {FILMS}"
+        f" (recency half-life {days:g} days: their ratings are years old)"
+        if days
+        else f"\nA change of taste: user {user_id} has rated almost no {genre} film; they watch "
+        f"{FILMS} (no recency half-life: their years-old ratings weigh as much as these)"
     )
-    s = rt.settings
     headers = {"X-API-Key": token}
     with (
         EventProducer(s.infra.kafka_url, s.topic_events, s.topic_content) as producer,
         httpx.Client(base_url=rt.api_url, timeout=10, headers=headers) as client,
     ):
         before = rt.progress().applied
-        share = _share(client, user_id, in_genre, 0)[0]
-        print(f"  before: {share}/10 of their list is {genre}")
+        _, first_list = _share(client, user_id, set(), 0)
+        _show_list("before", first_list)
+        was = {i["item_id"] for i in first_list}
         for n, film in enumerate(films, 1):
             ts = int(time.time() * 1000)
             producer.send_event(
@@ -71,9 +77,13 @@ def show_taste_change(
             )  # fmt: skip
             producer.flush()
             rt.wait_for(applied_at_least(before + n), FOLDED_IN_S)
-            share, top = _share(client, user_id, in_genre, ts)
-            first = titles.get(top, top)
-            print(f"  after {titles.get(film, film)}: {share}/10 {genre}; first: {first}")
+            share, top = _share(client, user_id, set(films[:n]), ts)
+            new = sum(i["item_id"] not in was for i in top)
+            print(
+                f"  after {titles.get(film, film)}: {new}/10 new in the list, {share}/10 "
+                "there because of the films just watched"
+            )
+        _show_list("after", top)
         resp = client.get("/v1/sessions/recommendations", params={"items": ",".join(films), "k": 5})
         resp.raise_for_status()
         print(f"  a visitor who viewed the same {FILMS} films (no user id) is offered:")
@@ -81,18 +91,26 @@ def show_taste_change(
             print(f"    - {item['title'] or item['item_id']}  [{item['reason']}]")
 
 
+def _show_list(when: str, items: Sequence[Mapping[str, Any]]) -> None:
+    print(f"  {when}, their top 5:")
+    for item in items[:5]:
+        print(f"    - {item['title'] or item['item_id']}  [{item['reason']}]")
+
+
 def _share(
-    client: httpx.Client, user_id: str, in_genre: set[str], event_ms: int
-) -> tuple[int, str]:
-    """(items of the genre in the user's top 10, the first item), once the list reflects the
-    event at ``event_ms``."""
+    client: httpx.Client, user_id: str, watched: set[str], event_ms: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(items of the user's top 10 that the model explains by a film of ``watched``, the top
+    10), once the list reflects the event at ``event_ms``."""
     deadline = time.monotonic() + FOLDED_IN_S
     while True:
-        resp = client.get(f"/v1/users/{user_id}/recommendations", params={"k": 10})
+        resp = client.get(
+            f"/v1/users/{user_id}/recommendations", params={"k": 10, "explain": "true"}
+        )
         resp.raise_for_status()
         body = resp.json()
         if (body.get("user_event_ms") or 0) >= event_ms or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    ids = [i["item_id"] for i in body["items"]]
-    return sum(i in in_genre for i in ids), ids[0] if ids else ""
+    items: list[dict[str, Any]] = body["items"]
+    return sum(i.get("because_item_id") in watched for i in items), items
