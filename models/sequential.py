@@ -7,8 +7,9 @@ every position of every window (MovieLens' 9,066 items: cheap on a CPU, and bett
 negatives on so little data).
 
 A user's *state* is the encoder's output at their newest item (`encode`): one vector, scored
-against the item embeddings (`scores`). The worker computes it when a user's events are applied
-and stores it beside their CF vector, so serving scores it in the same round trip.
+against the item embeddings (`scores`). Serving computes it where it computes a user's
+candidates (after their events were folded in, or ahead, in a refit) and caches the blended
+list with them, so the common request reads it in its one round trip.
 
 `partial_fit` trains on a micro-batch (the stream) and grows the vocabulary for items the model
 has not seen, initialised small like the rest. `save` writes the `state_dict` with the vocabulary

@@ -33,6 +33,16 @@ from tests.factories import ROMANCE, SCI_FI, clustered_interactions
 
 pytestmark = pytest.mark.integration
 
+#: The family's default weight (the tests' settings turn it off: `make_settings`).
+ON = 0.5
+
+
+@pytest.fixture
+def settings(infra, tmp_path):
+    return make_settings(
+        tmp_path, kafka_url=infra.kafka_url, redis_url=infra.redis_url, sequential_weight=ON
+    )
+
 
 def _in_order(items: list[str], windows: int = 60) -> list[list[str]]:
     """Windows of a catalogue watched in one order: item n is followed by item n + 1."""
@@ -153,6 +163,7 @@ async def test_the_trainer_learns_the_order_from_the_stream_and_forgets_the_eras
         content_min_examples=100,
         content_publish_every=100,
         sequential_first_fit_epochs=30,
+        sequential_weight=ON,
     )
     store = FeatureStore(redis, s)
     cipher = UserDataCipher(redis, master_cipher(s.require_master_keys()))
