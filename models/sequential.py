@@ -31,6 +31,7 @@ from torch import nn
 
 from models.als import ALSModel
 from models.base import Ranked, top_k
+from models.sasrec_numpy import NumpySASRec
 
 INIT_STD = 0.02
 
@@ -118,7 +119,10 @@ class SequentialModel:
         self._index: dict[str, int] = {}
         torch.manual_seed(s["seed"])
         self._net = _Encoder(0, s["dim"], s["max_len"], s["blocks"], s["kind"])
-        self._optimiser = torch.optim.Adam(self._net.parameters(), lr=s["lr"])
+        # Made at the first training step: a served copy never trains, and Adam's first use in
+        # a process imports torch's compiler (2.7 s of an API process's GIL in a sampled run).
+        self._optimiser: torch.optim.Adam | None = None
+        self._numpy: NumpySASRec | None = None  # `encode`'s copy of the weights, for one state
         self._rng = np.random.default_rng(s["seed"])
 
     # -- vocabulary ----------------------------------------------------------------------------
@@ -131,8 +135,8 @@ class SequentialModel:
             self._index[item] = len(self._index) + 1  # 0 is padding
         self.item_ids = np.asarray(list(self._index), dtype=np.str_)
         self._net.grow(len(self._index))
-        # The optimiser's moments are per parameter; a grown embedding is a new one.
-        self._optimiser = torch.optim.Adam(self._net.parameters(), lr=self.settings["lr"])
+        self._optimiser = None  # its moments are per parameter; a grown embedding is a new one
+        self._numpy = None
 
     def _ids(self, items: Iterable[str]) -> list[int]:
         get = self._index.get
@@ -160,6 +164,9 @@ class SequentialModel:
     def _epoch(self, windows: list[list[int]], last_only: bool = False) -> float:
         """One pass; with ``last_only``, the loss at each window's last item only."""
         self._net.train()
+        self._numpy = None  # the weights it copied are about to change
+        if self._optimiser is None:
+            self._optimiser = torch.optim.Adam(self._net.parameters(), lr=self.settings["lr"])
         order = self._rng.permutation(len(windows))
         batch, total = self.settings["batch_size"], 0.0
         length = self.settings["max_len"] + 1
@@ -203,6 +210,7 @@ class SequentialModel:
                 break
         if best_state is not None:
             self._net.load_state_dict(best_state)
+            self._numpy = None
         return {"epochs": len(losses), "best_epoch": best_epoch or len(losses), "loss": losses}
 
     def partial_fit(
@@ -232,9 +240,15 @@ class SequentialModel:
         rows = [list(reversed(self._ids(r)))[-self.settings["max_len"] :] for r in recents]
         if not rows:
             return np.zeros((0, self.settings["dim"]), dtype=np.float32)
-        self._net.eval()
-        with torch.no_grad():
-            hidden = self._net(self._padded(rows, self.settings["max_len"]))[:, -1]
+        padded = self._padded(rows, self.settings["max_len"])
+        if len(rows) == 1 and self.settings["kind"] == "sasrec":  # serving's one list at a time
+            if self._numpy is None:
+                self._numpy = NumpySASRec(self._net)
+            return self._numpy.state(padded.numpy()[0])[None, :]
+        if self._net.training:
+            self._net.eval()
+        with torch.inference_mode():
+            hidden = self._net(padded)[:, -1]
         return np.asarray(hidden.numpy(), dtype=np.float32)
 
     def scores(self, state: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

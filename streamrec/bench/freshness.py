@@ -302,14 +302,19 @@ def run_freshness(
             target=_bare_consumer, args=(rt.settings, bare_ready, bare_stop, bare_out)
         )
         bare.start()
-        if not bare_ready.wait(60):
-            raise StreamrecError("the bare consumer did not join its group within 60 s")
-        with BackgroundLoad(rt.settings, background_rate) as load:
-            found, calls = probes(rt, users, items, token, seconds)
-        time.sleep(1)  # the last probe reaches the bare consumer too
-        bare_stop.set()
-        bare_ms = np.asarray(bare_out.get(timeout=30) or [0.0])
-        bare.join(30)
+        try:
+            if not bare_ready.wait(60):
+                raise StreamrecError("the bare consumer did not join its group within 60 s")
+            with BackgroundLoad(rt.settings, background_rate) as load:
+                found, calls = probes(rt, users, items, token, seconds)
+            time.sleep(1)  # the last probe reaches the bare consumer too
+            bare_stop.set()
+            bare_ms = np.asarray(bare_out.get(timeout=30) or [0.0])
+        finally:  # a failed probe must not leave it polling a broker that is gone
+            bare_stop.set()
+            bare.join(30)
+            if bare.is_alive():
+                bare.kill()
     lat, api = np.asarray([p.answered_ms or 0.0 for p in found]), np.asarray(calls)
     results = {
         "background_events_per_s": background_rate,

@@ -65,6 +65,21 @@ def test_a_saved_model_loads_with_the_same_states_and_vocabulary(tmp_path):
     np.testing.assert_allclose(loaded.encode(recents), model.encode(recents), atol=1e-6)
 
 
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_one_state_in_numpy_is_the_state_torch_gives(blocks):
+    """Serving encodes one list at a time in numpy (`models.sasrec_numpy`), batches in torch;
+    both must give the same state, before and after the model trains again."""
+    model = SequentialModel(dim=16, max_len=6, blocks=blocks, lr=1e-2, batch_size=32)
+    model.fit(_ring_sequences(50, 8), epochs=2)
+    recents = [["r3", "r2", "r1"], ["r7"], ["r5", "r4", "r3", "r2", "r1", "r0", "r11", "r10"]]
+    for _ in range(2):
+        batch = model.encode(recents)  # torch
+        alone = np.concatenate([model.encode([r]) for r in recents])  # numpy, one at a time
+        np.testing.assert_allclose(alone, batch, atol=1e-5)
+        assert np.abs(alone).max() > 0.1
+        model.partial_fit(_ring_sequences(20, 8, seed=1))
+
+
 def test_the_stream_teaches_it_new_items_and_keeps_the_old_ones():
     model = _small()
     model.fit(_ring_sequences(50, 8), epochs=2)
