@@ -53,9 +53,8 @@ async def _torch_on_one_thread() -> None:
 
     torch.set_num_threads(1)
     # What torch's import left (~150,000 objects) joins what start-up froze
-    # (`streamrec.gc_tuning`): unfrozen, every full collection walked it, 41 ms on an idle
-    # machine, and `bench freshness`'s answer after a fold-in read p99 60-69 ms against 16-17 ms
-    # with the family off.
+    # (`streamrec.gc_tuning`): unfrozen, every full collection walks it (41 ms on an idle
+    # machine). `bench freshness`'s p99 after a fold-in did not move with it, one run each.
     gc.freeze()
 
 
