@@ -48,7 +48,7 @@ async def _show_user(rt: Runtime, token: str, user_id: str, titles: dict[str, st
 
 #: The demo's recency half-life, unless STREAMREC_RECENCY_HALF_LIFE_S is set: its change of
 #: taste comes years after the user's MovieLens history, the case a half-life is for. Without one
-#: a regular user's list barely moves after five films (ad hoc: 1-3 of 10 new; with it 5-10).
+#: a regular user's list moves less after five films (ad hoc: 1-6 of 10 new; with it 5-10).
 DEMO_HALF_LIFE_S = 30 * 86_400.0
 
 
