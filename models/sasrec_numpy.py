@@ -1,9 +1,9 @@
 """SASRec's forward pass in numpy, for serving one user's state at a time.
 
 Serving encodes one user (or one session) per list it computes, and torch's per-operator
-overhead is most of that cost for a 50 x 64 sequence: 0.53 ms a state against 0.13 ms here, and
-under `bench freshness`'s load (two cores shared with the worker, the broker and the trainer)
-the torch forward took about 2 ms of the API's event loop per list. The weights are the torch
+overhead is most of that cost for a 50 x 64 sequence: 0.53 ms a state against 0.24 ms here (ad
+hoc, an idle machine), and in a sampled profile of the API under `bench freshness`'s load the
+torch forward held the event loop about 2 ms per list. The weights are the torch
 module's, read once; `SequentialModel.encode` uses this path for a single sequence and torch for
 batches (a refit's users), and a test holds the two to the same states.
 
@@ -33,10 +33,11 @@ class NumpySASRec:
         w = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
         self.items, self.positions = w["items.weight"], w["positions.weight"]
         self.dim = self.items.shape[1]
+        layers = {int(k.split(".")[2]) for k in w if k.startswith("blocks.layers.")}
         self.blocks = [
-            {name.removeprefix(f"blocks.layers.{n}."): value for name, value in w.items()
-             if name.startswith(f"blocks.layers.{n}.")}
-            for n in range(len({k.split(".")[2] for k in w if k.startswith("blocks.layers.")}))
+            {k.removeprefix(f"blocks.layers.{n}."): v for k, v in w.items()
+             if k.startswith(f"blocks.layers.{n}.")}
+            for n in sorted(layers)
         ]  # fmt: skip
         self.norm = (w["norm.weight"], w["norm.bias"])
         longest = len(self.positions)

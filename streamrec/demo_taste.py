@@ -53,12 +53,14 @@ def show_taste_change(
     titles = {m.item_id: m.title for m in catalogue}
     s = rt.settings
     days = s.recency_half_life_s / 86_400
+    weighting = (
+        f"recency half-life {days:g} days: their ratings are years old"
+        if days
+        else "no recency half-life: their years-old ratings weigh as much as these"
+    )
     print(
         f"\nA change of taste: user {user_id} has rated almost no {genre} film; they watch {FILMS}"
-        f" (recency half-life {days:g} days: their ratings are years old)"
-        if days
-        else f"\nA change of taste: user {user_id} has rated almost no {genre} film; they watch "
-        f"{FILMS} (no recency half-life: their years-old ratings weigh as much as these)"
+        f" ({weighting})"
     )
     headers = {"X-API-Key": token}
     with (
@@ -66,9 +68,10 @@ def show_taste_change(
         httpx.Client(base_url=rt.api_url, timeout=10, headers=headers) as client,
     ):
         before = rt.progress().applied
-        _, first_list = _share(client, user_id, set(), 0)
-        _show_list("before", first_list)
-        was = {i["item_id"] for i in first_list}
+        top = _top10(client, user_id, 0)
+        print("  before, their top 5:")
+        _print_items(top[:5])
+        was = {i["item_id"] for i in top}
         for n, film in enumerate(films, 1):
             ts = int(time.time() * 1000)
             producer.send_event(
@@ -77,31 +80,28 @@ def show_taste_change(
             )  # fmt: skip
             producer.flush()
             rt.wait_for(applied_at_least(before + n), FOLDED_IN_S)
-            share, top = _share(client, user_id, set(films[:n]), ts)
+            top = _top10(client, user_id, ts)
             new = sum(i["item_id"] not in was for i in top)
+            share = sum(i.get("because_item_id") in films[:n] for i in top)
             print(
                 f"  after {titles.get(film, film)}: {new}/10 new in the list, {share}/10 "
                 "there because of the films just watched"
             )
-        _show_list("after", top)
+        print("  after, their top 5:")
+        _print_items(top[:5])
         resp = client.get("/v1/sessions/recommendations", params={"items": ",".join(films), "k": 5})
         resp.raise_for_status()
         print(f"  a visitor who viewed the same {FILMS} films (no user id) is offered:")
-        for item in resp.json()["items"]:
-            print(f"    - {item['title'] or item['item_id']}  [{item['reason']}]")
+        _print_items(resp.json()["items"])
 
 
-def _show_list(when: str, items: Sequence[Mapping[str, Any]]) -> None:
-    print(f"  {when}, their top 5:")
-    for item in items[:5]:
+def _print_items(items: Sequence[Mapping[str, Any]]) -> None:
+    for item in items:
         print(f"    - {item['title'] or item['item_id']}  [{item['reason']}]")
 
 
-def _share(
-    client: httpx.Client, user_id: str, watched: set[str], event_ms: int
-) -> tuple[int, list[dict[str, Any]]]:
-    """(items of the user's top 10 that the model explains by a film of ``watched``, the top
-    10), once the list reflects the event at ``event_ms``."""
+def _top10(client: httpx.Client, user_id: str, event_ms: int) -> list[dict[str, Any]]:
+    """The user's top 10, explained, once the list reflects the event at ``event_ms``."""
     deadline = time.monotonic() + FOLDED_IN_S
     while True:
         resp = client.get(
@@ -113,4 +113,4 @@ def _share(
             break
         time.sleep(0.05)
     items: list[dict[str, Any]] = body["items"]
-    return sum(i.get("because_item_id") in watched for i in items), items
+    return items
