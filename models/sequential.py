@@ -29,9 +29,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from models.als import ALSModel
 from models.base import Ranked, top_k
-from models.sasrec_numpy import NumpySASRec
+from models.sasrec_numpy import AlignedItems, NumpySASRec
 
 INIT_STD = 0.02
 
@@ -122,7 +121,7 @@ class SequentialModel:
         # Made at the first training step: a served copy never trains, and Adam's first use in
         # a process imports torch's compiler (2.7 s of an API process's GIL in a sampled run).
         self._optimiser: torch.optim.Adam | None = None
-        self._numpy: NumpySASRec | None = None  # `encode`'s copy of the weights, for one state
+        self._weights_changed()
         self._rng = np.random.default_rng(s["seed"])
 
     # -- vocabulary ----------------------------------------------------------------------------
@@ -136,7 +135,13 @@ class SequentialModel:
         self.item_ids = np.asarray(list(self._index), dtype=np.str_)
         self._net.grow(len(self._index))
         self._optimiser = None  # its moments are per parameter; a grown embedding is a new one
-        self._numpy = None
+        self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        """Drop the numpy copies serving reads: `encode`'s forward pass for one state, and
+        `aligned_batch`'s embeddings in another model's item order."""
+        self._numpy: NumpySASRec | None = None
+        self._aligned: AlignedItems | None = None
 
     def _ids(self, items: Iterable[str]) -> list[int]:
         get = self._index.get
@@ -164,7 +169,7 @@ class SequentialModel:
     def _epoch(self, windows: list[list[int]], last_only: bool = False) -> float:
         """One pass; with ``last_only``, the loss at each window's last item only."""
         self._net.train()
-        self._numpy = None  # the weights it copied are about to change
+        self._weights_changed()  # the weights the numpy copies hold are about to change
         if self._optimiser is None:
             self._optimiser = torch.optim.Adam(self._net.parameters(), lr=self.settings["lr"])
         order = self._rng.permutation(len(windows))
@@ -210,7 +215,7 @@ class SequentialModel:
                 break
         if best_state is not None:
             self._net.load_state_dict(best_state)
-            self._numpy = None
+            self._weights_changed()
         return {"epochs": len(losses), "best_epoch": best_epoch or len(losses), "loss": losses}
 
     def partial_fit(
@@ -265,20 +270,20 @@ class SequentialModel:
     def aligned_scores(
         self, state: npt.NDArray[np.float32], index: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
-        """`scores` in another model's item order (``index``: `index_of` its items); items
-        this model does not know score the lowest it gives any item (no opinion, not a veto)."""
+        """`scores` in another model's item order (``index``: `index_of` its items); an item
+        this model does not know scores the lowest of those it knows there (`AlignedItems`)."""
         row: npt.NDArray[np.float32] = self.aligned_batch(state[None, :], index)[0]
         return row
 
     def aligned_batch(
         self, states: npt.NDArray[np.float32], index: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
-        """`aligned_scores` of many states, in one product (one per state was 12x slower)."""
-        with torch.no_grad():
-            weights = self._net.items.weight[1:].numpy()
-        scores = states @ weights.T
-        floor = scores.min(axis=1, keepdims=True) if scores.shape[1] else np.zeros((len(states), 1))
-        return np.concatenate([floor, scores], axis=1).astype(np.float32)[:, index]
+        """`aligned_scores` of many states, in one product (one per state was 12x slower); the
+        embeddings gathered for ``index`` are kept while it is the same array."""
+        if self._aligned is None or self._aligned.index is not index:
+            with torch.no_grad():
+                self._aligned = AlignedItems(self._net.items.weight.numpy(), index)
+        return self._aligned.scores(states)
 
     def aligned(
         self, recents: Sequence[Sequence[str]], index: npt.NDArray[np.int64], chunk: int = 256
@@ -321,30 +326,3 @@ class SequentialModel:
         model._learn_items(payload["items"])
         model._net.load_state_dict(payload["state"])
         return model
-
-
-class ChainWithSequence:
-    """The serving chain (ALS blended with the neighbours of the ``recent_n`` latest items) with
-    the sequential family's scores blended in, as the API serves it; for offline evaluation."""
-
-    def __init__(
-        self, chain: ALSModel, sequential: SequentialModel, weight: float, recent_n: int
-    ) -> None:
-        self.chain, self.sequential = chain, sequential
-        self.weight, self.recent_n = weight, recent_n
-
-    def recommend(
-        self,
-        history: Mapping[str, float],
-        k: int,
-        exclude: Iterable[str] = (),
-        recent: Sequence[str] = (),
-    ) -> Ranked:
-        vector = self.chain.user_vectors([history])[0]
-        state = self.sequential.encode([recent])[0]
-        index = self.sequential.index_of(self.chain.item_ids)
-        sequence = (self.sequential.aligned_scores(state, index), self.weight)
-        skip = set(exclude) | set(history)
-        return self.chain.recommend_vector(
-            vector, k, skip, recent=recent[: self.recent_n], sequence=sequence
-        )

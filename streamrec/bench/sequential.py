@@ -8,7 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from models.als import ALSModel
-from models.sequential import ChainWithSequence, SequentialModel
+from models.blended import ChainWithSequence
+from models.sequential import SequentialModel
 from recommender.evaluation.ranking import Split, evaluate, sequences
 
 if TYPE_CHECKING:

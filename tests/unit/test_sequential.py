@@ -8,9 +8,10 @@ import torch
 
 from models.als import ALSModel
 from models.baselines import PopularityModel
+from models.blended import ChainWithSequence
 from models.data import InteractionMatrix
 from models.neighbours import blend_sequence
-from models.sequential import ChainWithSequence, SequentialModel
+from models.sequential import SequentialModel
 from recommender.evaluation.taste_switch import TasteSwitch, events_to_new_taste
 from tests.factories import ROMANCE, SCI_FI, clustered_matrix
 
@@ -97,9 +98,15 @@ def test_a_user_with_no_known_item_has_a_zero_state_and_unknown_items_score_the_
     model.fit(_ring_sequences(50, 8), epochs=2)
     assert not model.encode([["never-seen"]]).any()
     state = model.encode([["r1"]])[0]
-    index = model.index_of(np.asarray(["r2", "elsewhere"], dtype=np.str_))
+    # Every item it knows, and one it does not: that one scores the lowest of the others.
+    index = model.index_of(np.asarray([*model.item_ids, "elsewhere"], dtype=np.str_))
     aligned = model.aligned_scores(state, index)
-    assert aligned[1] == pytest.approx(model.scores(state).min())
+    assert aligned[-1] == pytest.approx(model.scores(state).min())
+    assert aligned[:-1] == pytest.approx(model.scores(state))
+    # Among a few of them, the lowest of those few.
+    few = model.index_of(np.asarray(["r2", "r3", "elsewhere"], dtype=np.str_))
+    aligned = model.aligned_scores(state, few)
+    assert aligned[2] == pytest.approx(min(aligned[:2]))
 
 
 def test_the_blend_follows_the_sequence_only_as_far_as_its_weight():
