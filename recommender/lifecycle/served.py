@@ -53,6 +53,10 @@ class ServedModelCache(Generic[M]):
         self._checked = (now, served)
         return served
 
+    def due(self) -> bool:
+        """Whether `current` would read the pointer now (its check interval has passed)."""
+        return self._checked is None or time.monotonic() - self._checked[0] >= self._check_every_s
+
     @property
     def loading(self) -> bool:
         """Whether a version is being read now (`current` waits for it; `model` is the last)."""

@@ -8,6 +8,8 @@ So the common request, answered from the cached candidates, pays nothing for it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ import numpy.typing as npt
 from models.als import ALSModel
 from recommender.cf.candidates import SEQUENCE_ITEMS, Scores
 from recommender.lifecycle.served import ServedModelCache
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch: imported once a sequential version serves
     from models.sequential import SequentialModel
@@ -29,6 +33,7 @@ class SequenceScores:
         self._served = served if weight > 0 else None
         self.weight = weight
         self._aligned: tuple[int, int, int, npt.NDArray[np.int64]] | None = None
+        self._check: asyncio.Future[Any] | None = None
 
     def items_read(self, recent_items: int) -> int:
         """Latest items a list reads: the chain's ``recent_items``, or the encoder's window
@@ -36,13 +41,19 @@ class SequenceScores:
         return max(recent_items, SEQUENCE_ITEMS) if self._served is not None else recent_items
 
     async def model(self) -> SequentialModel | None:
-        """The served version's model, None while none serves (or the family is off)."""
+        """The served version's model, None while none serves (or the family is off). Once a
+        version is held, a list does not wait for the pointer's read (a round trip of its
+        own whenever `api_model_check_s` has passed) nor for a new version's load: the check
+        runs beside it, and a promotion reaches lists within that interval and the load."""
         if self._served is None:
             return None
-        # A list is not held up while a new version is read: the last one serves meanwhile.
-        held = self._served.model if self._served.loading else None
+        held = self._served.model
         if held is None:
             _, held = await self._served.current()
+        elif self._served.due() and (self._check is None or self._check.done()):
+            check = asyncio.ensure_future(self._served.current())
+            check.add_done_callback(_checked)
+            self._check = check
         return None if held is None else held.model
 
     def scores(
@@ -62,3 +73,8 @@ class SequenceScores:
             index = seq.index_of(cf.item_ids)
             self._aligned = (*key, index)
         return self._aligned[3]
+
+
+def _checked(check: asyncio.Future[Any]) -> None:
+    if not check.cancelled() and check.exception() is not None:
+        log.warning("could not read the sequential family's served version: %s", check.exception())

@@ -60,10 +60,13 @@ async def _fitted(redis, settings) -> FeatureStore:
     return store
 
 
-async def _publish_sequential(redis, settings) -> str:
-    """A version trained on both catalogues watched in order, served through the lifecycle."""
+async def _publish_sequential(redis, settings, backwards: bool = False) -> str:
+    """A version trained on both catalogues watched in order (or ``backwards``), served
+    through the lifecycle."""
     model = NextItemClassifier(SequentialModel(dim=16, max_len=8, blocks=1, lr=1e-2))
     windows = _in_order(SCI_FI) + _in_order(ROMANCE)
+    if backwards:
+        windows = [w[::-1] for w in windows]
     model.fit([w[:-1] for w in windows], [w[-1] for w in windows], epochs=30)
     version, served = await lifecycle_for(SEQUENTIAL, redis, settings).publish(
         model, {}, Gate(note="test")
@@ -109,6 +112,20 @@ async def test_a_session_is_answered_from_the_items_it_viewed(settings, redis):
         assert "scifi-6" not in {i["item_id"] for i in fifty["items"]}
         more = await session(",".join(["scifi-6", *(f"x{n}" for n in range(49)), "scifi-5"]))
         assert more["items"][0]["item_id"] == "scifi-6"
+
+        # A promotion reaches the API without a restart: a version that learned the other
+        # order serves once the pointer was read (`api_model_check_s`) and the version loaded,
+        # beside the lists, which meanwhile keep the last one.
+        async def top(viewed: str) -> int:
+            return int((await session(viewed, k=1))["items"][0]["item_id"].split("-")[1])
+
+        assert await top("scifi-6,scifi-5,scifi-4") > 6  # what came after them
+        await _publish_sequential(redis, settings, backwards=True)
+        deadline = asyncio.get_running_loop().time() + 10
+        while await top("scifi-6,scifi-5,scifi-4") > 6:
+            assert asyncio.get_running_loop().time() < deadline, "the new version never served"
+            await asyncio.sleep(0.05)
+        assert await top("scifi-6,scifi-5,scifi-4") < 4  # what came before them
 
 
 async def _read_key(redis) -> str:
