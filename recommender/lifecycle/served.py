@@ -57,11 +57,6 @@ class ServedModelCache(Generic[M]):
         """Whether `current` would read the pointer now (its check interval has passed)."""
         return self._checked is None or time.monotonic() - self._checked[0] >= self._check_every_s
 
-    @property
-    def loading(self) -> bool:
-        """Whether a version is being read now (`current` waits for it; `model` is the last)."""
-        return self._lock.locked()
-
     def moved(self, served: ServedModel | None) -> bool:
         """Whether ``served``, the pointer as read just now along with other data, is not the
         one this cache last read; if so, `current` goes on from it without reading it again."""

@@ -32,7 +32,7 @@ class SequenceScores:
     def __init__(self, served: ServedModelCache[Any] | None, weight: float) -> None:
         self._served = served if weight > 0 else None
         self.weight = weight
-        self._aligned: tuple[int, int, int, npt.NDArray[np.int64]] | None = None
+        self._aligned: tuple[object, object, int, npt.NDArray[np.int64]] | None = None
         self._check: asyncio.Future[Any] | None = None
 
     def items_read(self, recent_items: int) -> int:
@@ -67,12 +67,12 @@ class SequenceScores:
         return None if scores is None else (scores, self.weight)
 
     def _index(self, seq: SequentialModel, cf: ALSModel) -> npt.NDArray[np.int64]:
-        # The alignment of two models' items is built once per pair (9,066 items: ~2 ms).
-        key = (id(seq), id(cf), len(cf.item_ids))
-        if self._aligned is None or self._aligned[:3] != key:
-            index = seq.index_of(cf.item_ids)
-            self._aligned = (*key, index)
-        return self._aligned[3]
+        # The alignment of two models' items is built once per pair (9,066 items: ~2 ms). The
+        # pair is held, not its ids: a new version may be given a freed one's id.
+        held = self._aligned
+        if held is None or held[0] is not seq or held[1] is not cf or held[2] != len(cf.item_ids):
+            held = self._aligned = (seq, cf, len(cf.item_ids), seq.index_of(cf.item_ids))
+        return held[3]
 
 
 def _checked(check: asyncio.Future[Any]) -> None:
