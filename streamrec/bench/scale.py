@@ -5,9 +5,10 @@ Twice, once on one Valkey and once on the embedded 3-primary Valkey Cluster (`st
 and then 2 workers draining `events` MovieLens-shaped events each, from the first applied batch to
 the last), event-to-feature latency at a steady rate, and recommendations under wrk's load once
 MovieLens went through and a model covers it; then Redis bytes per user and per item, and on the
-cluster how the work spread over slots and primaries (Valkey's `CLUSTER SLOT-STATS`, CPU time
-per slot). On two cores the cluster's three primaries share the cores with everything else: the
-goal is the cost of the cluster path, not a speed-up (see docs/benchmarks.md).
+cluster how the work spread over slots and primaries (Valkey's `CLUSTER SLOT-STATS`: the bytes
+of commands each slot received, its writes, and its CPU time). On two cores the cluster's three
+primaries share the cores with everything else: the goal is the cost of the cluster path, not a
+speed-up (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -90,39 +91,52 @@ def _redis_work(url: str) -> tuple[float, int]:
 
 
 def _slot_spread(url: str) -> dict[str, Any]:
-    """How the cluster's work spread: the busiest slot's and the busiest primary's share of the
-    CPU time Valkey spent, each over the mean (slots with any work; all primaries)."""
-    per_slot: dict[int, int] = {}
-    per_node: list[int] = []
+    """How the cluster's work spread over slots and primaries, by two of Valkey's per-slot
+    counters (`CLUSTER SLOT-STATS`): the bytes of the commands each slot received, its writes
+    as the goal counts them (a read's request is a few bytes), and the CPU time spent on it."""
     primaries = _primaries(url)
-    for client in primaries:
-        stats = _cmd(client, "CLUSTER", "SLOT-STATS", "SLOTSRANGE", 0, 16383)
-        used = {int(slot): int(s["cpu-usec"]) for slot, s in stats if int(s["cpu-usec"]) > 0}
-        per_slot.update(used)
-        per_node.append(sum(used.values()))
-    slot_mean = sum(per_slot.values()) / max(len(per_slot), 1)
-    node_mean = sum(per_node) / max(len(per_node), 1)
-    busiest = max(per_slot, key=per_slot.__getitem__) if per_slot else -1
-    # What lives there (names hold pseudonyms and ids, no personal data), to tell data skew (one
-    # heavy user) from a key every event or request visits.
-    sample = sorted(
-        {str(name) for c in primaries for name in c.cluster("GETKEYSINSLOT", busiest, 4)}
-    )
+    stats = [_cmd(c, "CLUSTER", "SLOT-STATS", "SLOTSRANGE", 0, 16383) for c in primaries]
+    out: dict[str, Any] = {}
+    for metric, prefix in (("network-bytes-in", "busiest_slot"), ("cpu-usec", "busiest_cpu_slot")):
+        per_node = [
+            {int(n): int(s[metric]) for n, s in node if int(s[metric]) > 0} for node in stats
+        ]
+        spread = _spread(per_node)
+        # What lives there (names hold pseudonyms and ids, no personal data), to tell data skew
+        # (one heavy user) from a key every event or request visits.
+        keys_there = {str(k) for c in primaries for k in c.cluster("GETKEYSINSLOT", spread[0], 4)}
+        out.update(
+            {
+                prefix: spread[0],
+                f"{prefix}_keys": " ".join(sorted(keys_there)),
+                f"{prefix}_share_over_mean": spread[1],
+                f"{prefix}_share_of_all": spread[2],
+                f"{prefix.replace('slot', 'primary')}_share_over_mean": spread[3],
+            }
+        )
+        out.setdefault("slots_used", sum(len(node) for node in per_node))
     for client in primaries:
         client.close()
-    return {
-        "slots_used": len(per_slot),
-        "busiest_slot": busiest,
-        "busiest_slot_keys": " ".join(sample),
-        "busiest_slot_share_over_mean": round(per_slot.get(busiest, 0) / max(slot_mean, 1), 1),
-        # The same slot as a share of all the work: what one primary could not shed. A small run
-        # spreads little work over thousands of slots (tens of us each), so one heavy user or one
-        # key every API process reads is hundreds of times the mean and still a few percent.
-        "busiest_slot_share_of_all": round(
-            per_slot.get(busiest, 0) / max(sum(per_slot.values()), 1), 4
-        ),
-        "busiest_primary_share_over_mean": round(max(per_node, default=0) / max(node_mean, 1), 2),
-    }
+    return out
+
+
+def _spread(per_node: list[dict[int, int]]) -> tuple[int, float, float, float]:
+    """(the busiest slot, its share over the mean of the slots with any, its share of all, the
+    busiest primary's share over the mean). A small run spreads little over thousands of slots,
+    so a key every API process reads is hundreds of times the mean and still a few percent of
+    all: the share of all is what one primary could not shed."""
+    per_slot = {slot: v for node in per_node for slot, v in node.items()}
+    total = sum(per_slot.values())
+    if not per_slot:
+        return -1, 0.0, 0.0, 0.0
+    busiest = max(per_slot, key=per_slot.__getitem__)
+    nodes = [sum(node.values()) for node in per_node]
+    return (
+        busiest,
+        round(per_slot[busiest] / max(total / len(per_slot), 1), 1),
+        round(per_slot[busiest] / max(total, 1), 4),
+        round(max(nodes) / max(sum(nodes) / len(nodes), 1), 2),
+    )
 
 
 def _one(
@@ -214,6 +228,7 @@ def run_scale(
         "crossslot_errors": 0,  # a CROSSSLOT error raises in the worker and the API: none did
         "busiest_slot_share_over_mean": cluster.get("busiest_slot_share_over_mean"),
         "busiest_slot_share_of_all": cluster.get("busiest_slot_share_of_all"),
+        "busiest_cpu_slot_share_over_mean": cluster.get("busiest_cpu_slot_share_over_mean"),
         **faults,
         "max_stall_s": max(v for k, v in faults.items() if k.endswith("_max_stall_s")),
     }
