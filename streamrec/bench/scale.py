@@ -104,7 +104,12 @@ def _slot_spread(url: str) -> dict[str, Any]:
         spread = _spread(per_node)
         # What lives there (names hold pseudonyms and ids, no personal data), to tell data skew
         # (one heavy user) from a key every event or request visits.
-        keys_there = {str(k) for c in primaries for k in c.cluster("GETKEYSINSLOT", spread[0], 4)}
+        keys_there = {
+            str(k)
+            for c in primaries
+            if spread[0] >= 0
+            for k in c.cluster("GETKEYSINSLOT", spread[0], 4)
+        }
         out.update(
             {
                 prefix: spread[0],
@@ -114,7 +119,8 @@ def _slot_spread(url: str) -> dict[str, Any]:
                 f"{prefix.replace('slot', 'primary')}_share_over_mean": spread[3],
             }
         )
-        out.setdefault("slots_used", sum(len(node) for node in per_node))
+        if metric == "network-bytes-in":  # the slots any command reached
+            out["slots_used"] = sum(len(node) for node in per_node)
     for client in primaries:
         client.close()
     return out
