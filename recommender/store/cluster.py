@@ -12,24 +12,32 @@ cluster it is three pipelined steps, each safe to repeat:
 3. the indexes that are idempotent by nature: an item's distinct users (PFADD) and the active
    users (ZADD with the time).
 
-redis-py's cluster pipeline sends each step's commands to their nodes together (an ad hoc run:
-500 per-user calls over 3 primaries in 14 ms, against 11.5 ms on one node).
+redis-py's cluster pipeline sends each step's commands to their nodes together, at about 20 us
+of the client's CPU a command: for a batch of MovieLens events in time order (a few users,
+hundreds of items) the items' PFADDs and category reads were most of them. Those go as one
+script call per primary over the keys it serves (`by_primary`; they may run twice): the
+cluster's bare apply of such batches went from 14,800 to 18,300-21,900 events/s (one node:
+34,500-42,400; ad hoc, docs/benchmark-history.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from recommender.memo import ExpiringMemo
 from recommender.settings import Settings
 from recommender.store import keys, scripts
 from recommender.types import Interaction
+
+log = logging.getLogger(__name__)
 
 #: How long an item's categories are remembered between batches (see `ClusterApply`).
 CATEGORIES_MEMO_S = 2.0
@@ -72,6 +80,47 @@ async def pipelined_scripts(
     for reply in [*replies, failure]:
         if isinstance(reply, Exception):
             raise reply
+    return replies
+
+
+async def by_primary(
+    redis: aioredis.Redis,
+    body: str,
+    entries: Sequence[Sequence[str]],
+    head: Sequence[str] = (),
+) -> list[Any]:
+    """``body``, a script flagged `allow-cross-slot-keys` (`scripts.NODE_PFADD_LUA`), run once
+    per primary, all at once, with ARGV = ``head`` and the parts of the entries whose key (an
+    entry's first part) the primary serves: one reply per entry, None for those of a primary
+    whose call failed (a slot moved away or migrating, a node down): the caller sends those the
+    usual way. Only for commands that may run twice: a call can fail half done."""
+    cluster: Any = redis
+    groups: dict[str, tuple[Any, list[int]]] = {}
+    try:
+        await cluster.initialize()  # (at once, once the client has its map of slots)
+        for i, entry in enumerate(entries):
+            node = cluster.get_node_from_key(entry[0])
+            groups.setdefault(node.name, (node, []))[1].append(i)
+    except (RedisError, RedisClusterException):  # no map of the slots now
+        return [None] * len(entries)
+    replies: list[Any] = [None] * len(entries)
+
+    async def call(node: Any, mine: list[int]) -> None:
+        argv = [*head, *(part for i in mine for part in entries[i])]
+        command = ("EVALSHA", _sha(body), 0, *argv)
+        try:
+            try:
+                got = await cluster.execute_command(*command, target_nodes=node)
+            except NoScriptError:  # a new primary (a failover): load it there
+                await cluster.execute_command("SCRIPT", "LOAD", body, target_nodes=node)
+                got = await cluster.execute_command(*command, target_nodes=node)
+        except RedisError as exc:
+            log.info("a call over %s's slots failed, sent command by command: %s", node.name, exc)
+            return
+        for i, value in zip(mine, got, strict=True):
+            replies[i] = value
+
+    await asyncio.gather(*(call(node, mine) for node, mine in groups.values()))
     return replies
 
 
@@ -155,14 +204,19 @@ class ClusterApply:
         (a change of an item's categories reaches the users' affinity that much later)."""
         found = {item: self._known.get(item) for item in items}
         missing = sorted(item for item, cats in found.items() if cats is None)
-        if missing:
+        metas = [(keys.item_meta(item),) for item in missing]
+        read = await by_primary(self._redis, scripts.NODE_HGET_LUA, metas, ["categories"])
+        unread = [i for i, cats in enumerate(read) if cats is None]
+        if unread:
             pipe: Any = self._redis.pipeline()
-            for item in missing:
-                pipe.hget(keys.item_meta(item), "categories")
-            for item, cats in zip(missing, await pipe.execute(), strict=True):
-                value = str(cats or "")
-                found[item] = value
-                self._known.put(item, value)
+            for i in unread:
+                pipe.hget(metas[i][0], "categories")
+            for i, cats in zip(unread, await pipe.execute(), strict=True):
+                read[i] = cats
+        for item, cats in zip(missing, read, strict=True):
+            value = str(cats or "")
+            found[item] = value
+            self._known.put(item, value)
         return {item: cats for item, cats in found.items() if cats}
 
     async def _count(
@@ -180,7 +234,7 @@ class ClusterApply:
         calls: list[Call] = []
         for shard, mine in by_shard.items():
             markers = [keys.shard_seen(shard, events[i].event_id) for i in mine]
-            windows = {w.keys_ending_at(events[i].ts, shard)[-1]: None
+            windows = {w.keys_ending_at(events[i].ts, shard, 1)[0]: None
                        for i in mine for w in keys.WINDOWS.values()}  # fmt: skip
             lines = [f"{e.event_id}|{e.item_id}|{e.type}|{e.ts}" for e in (events[i] for i in mine)]
             calls.append((
@@ -193,7 +247,6 @@ class ClusterApply:
         also: list[list[str | int | float]] = []
         active: dict[int, dict[str, int]] = defaultdict(dict)
         for i in counted:
-            also.append(["PFADD", keys.item_users(events[i].item_id), pseudonyms[i]])
             active[keys.user_shard(pseudonyms[i], self.shards)][pseudonyms[i]] = now
         for shard, users in active.items():
             also.append(["ZADD", keys.users_active(shard), *(x for p in users for x in (now, p))])
@@ -201,4 +254,12 @@ class ClusterApply:
                          f"({now - s.user_ttl_s * 1000}"])  # fmt: skip
         if erased:
             also.append(["HINCRBY", keys.STATS, "erased_suppressed", erased])
-        await pipelined_scripts(self._redis, calls, also)
+        distinct = [(keys.item_users(events[i].item_id), pseudonyms[i]) for i in counted]
+        added: list[Any]
+        _, added = await asyncio.gather(
+            pipelined_scripts(self._redis, calls, also),
+            by_primary(self._redis, scripts.NODE_PFADD_LUA, distinct),
+        )
+        missed = [distinct[i] for i, reply in enumerate(added) if reply is None]
+        if missed:
+            await pipelined_scripts(self._redis, [], [["PFADD", *entry] for entry in missed])

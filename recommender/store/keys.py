@@ -138,11 +138,11 @@ class Window:
     def ttl_s(self) -> int:
         return self.bucket_ms * (self.buckets + 1) // 1000
 
-    def keys_ending_at(self, ts_ms: int, shard: int | None = None) -> list[str]:
-        """The window's bucket keys (one shard's, on a cluster)."""
-        last = ts_ms // self.bucket_ms
+    def keys_ending_at(self, ts_ms: int, shard: int | None = None, buckets: int = 0) -> list[str]:
+        """The window's bucket keys (one shard's, on a cluster); the last ``buckets`` only."""
+        last, n = ts_ms // self.bucket_ms, buckets or self.buckets
         head = POP_PREFIX if shard is None else f"{POP_PREFIX}{shard_tag(shard)}:"
-        return [f"{head}{self.name}:{b}" for b in range(last - self.buckets + 1, last + 1)]
+        return [f"{head}{self.name}:{b}" for b in range(last - n + 1, last + 1)]
 
 
 #: Popularity windows; a window's edge is accurate to one bucket.

@@ -289,6 +289,22 @@ return new
 APPLY_USER_LUA = _fill(APPLY_USER_LUA)
 APPLY_SHARD_LUA = _fill(APPLY_SHARD_LUA)
 
+#: On a cluster, one call per primary over the keys of many slots it serves (the flag lets a
+#: script reach undeclared keys of other slots on its own node; a key it does not serve fails
+#: the call, and the caller sends those commands one by one). Only for what may run twice:
+#: items' distinct users (PFADD). ARGV = key, member, key, member, ...
+NODE_PFADD_LUA = """#!lua flags=allow-cross-slot-keys
+local out = {}
+for i = 1, #ARGV, 2 do out[#out + 1] = redis.call('PFADD', ARGV[i], ARGV[i + 1]) end
+return out
+"""
+#: ... and reads: ARGV = field, then keys; one value per key ('' for none).
+NODE_HGET_LUA = """#!lua flags=allow-cross-slot-keys,no-writes
+local out = {}
+for i = 2, #ARGV do out[i - 1] = redis.call('HGET', ARGV[i], ARGV[1]) or '' end
+return out
+"""
+
 
 __all__ = [
     "APPLY_EVENTS_LUA",
@@ -297,6 +313,8 @@ __all__ = [
     "COMPARE_AND_SET_LUA",
     "FIND_LISTS_LUA",
     "KEY_PART_LUA",
+    "NODE_HGET_LUA",
+    "NODE_PFADD_LUA",
     "RATE_CHARGE_LUA",
     "RATE_LIMIT_LUA",
     "RECORD_IMPRESSIONS_LUA",

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from redis.crc import key_slot
 
-from recommender.store import keys
-from recommender.store.cluster import ClusterApply
+from recommender.store import keys, scripts
+from recommender.store.cluster import ClusterApply, by_primary
 from recommender.store.connections import redis_async, redis_sync
 from recommender.store.features import FeatureStore
 from recommender.store.verification import compare, expected_features
@@ -110,6 +110,36 @@ async def test_every_call_stays_in_one_slot_and_the_shards_share_the_writes(on_c
     p = store.pseudonym("u1")
     mine = [keys.user_items(p), keys.user_recent(p), keys.user_counts(p), keys.erased(p)]
     assert len({key_slot(k.encode()) for k in mine}) == 1
+
+
+async def test_a_call_per_primary_does_its_slots_and_hands_back_what_it_could_not(
+    on_cluster, monkeypatch
+):
+    store, client = on_cluster
+    items = [f"item-{n}" for n in range(60)]
+    await store.catalogue.upsert_items([ItemMeta(i, i, 1, None, ("scifi",)) for i in items[::2]])
+    entries = [(keys.item_users(i), f"p{n}") for n, i in enumerate(items)]
+    assert len({client.get_node_from_key(k).name for k, _ in entries}) == 3
+    assert await by_primary(client, scripts.NODE_PFADD_LUA, entries) == [1] * len(items)
+    assert [await store.catalogue.distinct_users(i) for i in items] == [1] * len(items)
+    metas = [(keys.item_meta(i),) for i in items]
+    read = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
+    assert [bool(c) for c in read] == [n % 2 == 0 for n in range(len(items))]
+
+    # A primary's map gone stale (a slot moved): the node refuses the keys it does not serve,
+    # and their entries come back as None for the caller to send the usual way.
+    wrong = client.get_node_from_key(entries[0][0])
+    right = client.get_node_from_key
+    monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
+    again = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
+    assert again == [None] * len(items)
+    monkeypatch.setattr(client, "get_node_from_key", right)
+    # The cluster's apply sends such commands one by one: the distinct users are all counted.
+    events = [Interaction(f"e{n}", f"u{n}", items[n % 60], "view", 1_000 + n) for n in range(120)]
+    monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
+    assert len((await store.apply_interactions(events)).applied) == 120
+    monkeypatch.setattr(client, "get_node_from_key", right)
+    assert [await store.catalogue.distinct_users(i) for i in items] == [3] * len(items)
 
 
 def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
