@@ -234,8 +234,9 @@ class ClusterApply:
         calls: list[Call] = []
         for shard, mine in by_shard.items():
             markers = [keys.shard_seen(shard, events[i].event_id) for i in mine]
-            windows = {w.keys_ending_at(events[i].ts, shard, 1)[0]: None
-                       for i in mine for w in keys.WINDOWS.values()}  # fmt: skip
+            # (A batch's events share a few buckets: each is named once.)
+            spans = {(w, events[i].ts // w.bucket_ms) for i in mine for w in keys.WINDOWS.values()}
+            windows = sorted({w.keys_ending_at(b * w.bucket_ms, shard, 1)[0] for w, b in spans})
             lines = [f"{e.event_id}|{e.item_id}|{e.type}|{e.ts}" for e in (events[i] for i in mine)]
             calls.append((
                 scripts.APPLY_SHARD_LUA,
