@@ -256,11 +256,26 @@ class CFVectors:
         if not vectors:
             return
         encoded = {item: b64(vec) for item, vec in vectors.items()}
+        by_bucket = self._items_by_bucket(encoded)
+        if self._cluster:  # the factors in their buckets first, then their order and count
+            pipe = self._redis.pipeline()
+            for bucket, items in by_bucket.items():
+                pipe.hset(
+                    keys.item_vectors(version, bucket), mapping={i: encoded[i] for i in items}
+                )
+            await pipe.execute()
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
+        if not self._cluster:
+            pipe.hset(keys.item_vectors(version), mapping=encoded)  # type: ignore[arg-type]
         pipe.rpush(keys.item_vectors_order(version), *encoded)
         self._state.queue_update(pipe, version, len(encoded))
         await pipe.execute()
+
+    def _items_by_bucket(self, items: Iterable[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = defaultdict(list)
+        for item in items:
+            found[keys.item_vector_bucket(item, self._cluster)].append(item)
+        return found
 
     async def item_vectors(
         self, version: str, since: int = 0, until: int = 0
@@ -269,17 +284,20 @@ class CFVectors:
         the writes from the ``since``-th to the ``until``-th; None when their order does not
         have them (written before the order was kept: read them all). Every API process reads
         them again when they change, and the whole hash grows with every new item."""
-        raw: dict[str, Raw]
-        if not until:
+        raw: dict[str, Raw] = {}
+        if not until and not self._cluster:
             everything = await self._redis.hgetall(keys.item_vectors(version))
             raw = {str(item): b64 for item, b64 in everything.items()}
-        else:
+        else:  # (on a cluster, all of them: from the order's start to its end)
             order = await self._redis.lrange(keys.item_vectors_order(version), since, until - 1)
-            if len(order) != until - since:
+            if until and len(order) != until - since:
                 return None
-            ids = [str(i) for i in dict.fromkeys(order)]
-            found = await self._redis.hmget(keys.item_vectors(version), ids)
-            raw = dict(zip(ids, found, strict=True))
+            by_bucket = self._items_by_bucket(str(i) for i in dict.fromkeys(order))
+            pipe = self._redis.pipeline(transaction=False)
+            for bucket, ids in by_bucket.items():
+                pipe.hmget(keys.item_vectors(version, bucket), ids)
+            for ids, found in zip(by_bucket.values(), await pipe.execute(), strict=True):
+                raw.update(zip(ids, found, strict=True))
         return {
             str(item): np.frombuffer(base64.b64decode(b64), dtype=np.float32)
             for item, b64 in raw.items()

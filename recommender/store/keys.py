@@ -5,8 +5,7 @@ User ids never appear in a key in clear: `pseudonymize` maps them to a keyed HMA
 (ENISA's recommended pseudonymisation: a plain hash could be reversed by enumerating ids).
 
 Every key, its type, meaning and bound is listed in the "Features in Redis" table of
-docs/architecture.md; `tests/unit/test_deployment.py` checks that each key family below appears
-there.
+docs/architecture.md; `tests/unit/test_deployment.py` checks that each key family is there.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from recommender.store.model_keys import (  # re-exported: `keys` names every ke
     RETIRED_MODEL_TTL_S as RETIRED_MODEL_TTL_S,
     family_base as family_base,
     in_bucket as in_bucket,
+    item_vector_bucket as item_vector_bucket,
     item_vectors as item_vectors,
     item_vectors_order as item_vectors_order,
     items_written_field as items_written_field,

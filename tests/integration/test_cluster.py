@@ -142,6 +142,30 @@ async def test_a_call_per_primary_does_its_slots_and_hands_back_what_it_could_no
     assert [await store.catalogue.distinct_users(i) for i in items] == [3] * len(items)
 
 
+async def test_new_items_factors_spread_over_buckets_and_read_back_whole_or_since(on_cluster):
+    import numpy as np
+
+    from recommender.cf.vectors import CFVectors
+    from recommender.lifecycle.state import ModelState
+
+    _, client = on_cluster
+    vectors = CFVectors(client, ModelState(client))
+    first = {f"new-{n}": np.full(4, float(n), np.float32) for n in range(40)}
+    then = {"new-0": np.full(4, 9.0, np.float32), "new-40": np.ones(4, np.float32)}
+    await vectors.write_item_vectors("v1", first)
+    await vectors.write_item_vectors("v1", then)
+    everything = await vectors.item_vectors("v1")
+    assert everything is not None and len(everything) == 41
+    assert everything["new-0"][0] == 9.0 and everything["new-7"][0] == 7.0
+    since = await vectors.item_vectors("v1", 40, 42)
+    assert since is not None and sorted(since) == ["new-0", "new-40"]
+    # The factors are in the buckets' slots; the family's slot keeps only their order.
+    held = {str(k) async for k in client.scan_iter(match="model:cf:v1:items:*", count=1000)}
+    assert len({key_slot(k.encode()) for k in held}) > 30
+    assert not await client.exists(keys.item_vectors("v1"))
+    assert await client.llen(keys.item_vectors_order("v1")) == 42
+
+
 def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
     """`streamrec up --cluster`: a 3-primary cluster, 6 partitions, two workers, two API
     processes, models in S3: events in through the API, applied once across both workers, a

@@ -98,6 +98,8 @@ def test_every_redis_key_family_is_in_the_architecture_pages_table():
             keys.user_recs("{v}"),
             keys.pending_recs("{token}"),
             keys.item_vectors("{v}"),
+            keys.item_vectors("{v}", ":{cf.N}"),  # a cluster's buckets
+            keys.user_vectors("{v}", ":{cf.N}"),
             keys.data_key(P),
             keys.MASTER_KEY_CANARY,
             keys.user_profile(P),
