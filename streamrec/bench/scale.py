@@ -119,11 +119,25 @@ def _slot_spread(url: str) -> dict[str, Any]:
                 f"{prefix.replace('slot', 'primary')}_share_over_mean": spread[3],
             }
         )
-        if metric == "network-bytes-in":  # the slots any command reached
+        if metric == "network-bytes-in":  # the slots any command reached, the five busiest
             out["slots_used"] = sum(len(node) for node in per_node)
+            out["top_slots"] = _top_slots(primaries, per_node)
     for client in primaries:
         client.close()
     return out
+
+
+def _top_slots(primaries: list[redis.Redis], per_node: list[dict[int, int]], n: int = 5) -> str:
+    """The ``n`` busiest slots as `slot:times the mean:a key there`, to tell what makes a slot
+    hot (a family's key, a shard of the aggregates, one heavy user or item)."""
+    per_slot = {slot: v for node in per_node for slot, v in node.items()}
+    mean = sum(per_slot.values()) / max(len(per_slot), 1)
+    top = sorted(per_slot, key=per_slot.__getitem__, reverse=True)[:n]
+    named = []
+    for slot in top:
+        there = [str(k) for c in primaries for k in c.cluster("GETKEYSINSLOT", slot, 1)]
+        named.append(f"{slot}:{per_slot[slot] / max(mean, 1):.0f}x:{there[0] if there else '-'}")
+    return " ".join(named)
 
 
 def _spread(per_node: list[dict[int, int]]) -> tuple[int, float, float, float]:
