@@ -26,7 +26,7 @@ from recommender.cf.codec import (  # re-exported: the family's vectors are read
 )
 from recommender.lifecycle.state import ModelState, ServedModel
 from recommender.store import keys, scripts
-from recommender.store.cluster import Call, is_cluster, pipelined_scripts
+from recommender.store.cluster import Call, by_primary, is_cluster, pipelined_scripts
 from recommender.store.coalesce import ReadCoalescer
 
 #: A `ServingRead`'s vector when it still has the `as_of` the caller named (the candidates are
@@ -162,25 +162,29 @@ class CFVectors:
     async def _read_buckets(
         self, version: str, recent: int, asked: list[tuple[str, str]]
     ) -> list[Any]:
-        """The serving script's reply on a cluster: one call per vector bucket of the users
-        asked (in one pipeline), and the states due read from the users' own slots; no
-        pointer (`ServingRead.pointer_read`). In the order of ``asked``."""
+        """The serving script's reply on a cluster: one call per primary over the vector buckets
+        of the users asked, and the states due read from the users' own slots; no pointer
+        (`ServingRead.pointer_read`). In the order of ``asked``."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i, (p, _) in enumerate(asked):
             groups[self._bucket(p)].append(i)
+        members = list(groups.values())
+        named = [(keys.user_vectors(version, b), keys.user_recs(version, b)) for b in groups]
+        pairs = [[x for i in group for x in asked[i]] for group in members]
+        # One call per primary over its buckets; a bucket it could not read, one call each.
+        entries = [(*k, str(len(g)), *p) for k, g, p in zip(named, members, pairs, strict=True)]
+        read = scripts.SERVING_READ_BUCKETS_LUA
+        replies = await by_primary(self._redis, read, entries, [str(recent)])
+        again = [n for n, reply in enumerate(replies) if reply is None]
         calls: list[Call] = [
-            (
-                scripts.SERVING_READ_LUA,
-                [keys.user_vectors(version, bucket), keys.user_recs(version, bucket)],
-                [recent, "0", *(x for i in group for x in asked[i])],
-            )
-            for bucket, group in groups.items()
+            (scripts.SERVING_READ_LUA, list(named[n]), [recent, "0", *pairs[n]]) for n in again
         ]
-        replies = await pipelined_scripts(self._redis, calls)
+        for n, reply in zip(again, await pipelined_scripts(self._redis, calls), strict=True):
+            replies[n] = [reply[0], reply[1], reply[3]]
         vectors: list[Any] = [None] * len(asked)
         candidates: list[Any] = [None] * len(asked)
         states: list[Any] = [None] * len(asked)
-        for group, (v, c, _, st) in zip(groups.values(), replies, strict=True):
+        for group, (v, c, st) in zip(members, replies, strict=True):
             for n, i in enumerate(group):
                 vectors[i], candidates[i], states[i] = v[n], c[n], st[n]
         await self._read_states(states, [p for p, _ in asked], recent)

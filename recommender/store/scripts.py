@@ -22,6 +22,7 @@ from recommender.store.service_scripts import (
     RATE_CHARGE_LUA,
     RATE_LIMIT_LUA,
     RECORD_IMPRESSIONS_LUA,
+    SERVING_READ_BUCKETS_LUA,
     SERVING_READ_LUA,
     USER_TAG_LUA,
 )
@@ -318,5 +319,6 @@ __all__ = [
     "RATE_CHARGE_LUA",
     "RATE_LIMIT_LUA",
     "RECORD_IMPRESSIONS_LUA",
+    "SERVING_READ_BUCKETS_LUA",
     "SERVING_READ_LUA",
 ]

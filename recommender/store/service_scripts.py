@@ -96,41 +96,70 @@ return 0
 #: - the pointer as HGETALL gives it, so that a reader whose served model moved since it last
 #:   looked knows at once (the worker folds users into the version served now).
 #: One call for the reads of every request in flight (`recommender.store.coalesce`).
+_SERVING_READ_LUA = """
+local function serving_read(vkey, rkey, recent, with_state, users, held)
+  local vectors = redis.call('HMGET', vkey, unpack(users))
+  local candidates = redis.call('HMGET', rkey, unpack(users))
+  local states = {}
+  for i, vector in ipairs(vectors) do
+    local state = false
+    if vector then
+      local as_of = string.match(vector, '^(%d+):') or ''
+      if as_of ~= '' and as_of == held[i] then
+        vectors[i] = '='
+        candidates[i] = false
+      elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
+        if with_state then
+          local base = '__USER__' .. utag(users[i])
+          state = {redis.call('HKEYS', base .. ':items'),
+                   redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
+        else
+          state = 1  -- due, read by the caller: on a cluster the user's keys are in other slots
+        end
+      end
+    end
+    states[i] = state
+  end
+  return vectors, candidates, states
+end
+"""
 SERVING_READ_LUA = """
-local recent, with_state = tonumber(ARGV[1]), ARGV[2] == '1'
 local users, held = {}, {}
 for i = 3, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
   held[#held + 1] = ARGV[i + 1]
 end
-local vectors = redis.call('HMGET', KEYS[1], unpack(users))
-local candidates = redis.call('HMGET', KEYS[2], unpack(users))
-local states = {}
-for i, vector in ipairs(vectors) do
-  local state = false
-  if vector then
-    local as_of = string.match(vector, '^(%d+):') or ''
-    if as_of ~= '' and as_of == held[i] then
-      vectors[i] = '='
-      candidates[i] = false
-    elseif not candidates[i] or string.sub(candidates[i], 1, #as_of + 1) ~= as_of .. '|' then
-      if with_state then
-        local base = '__USER__' .. utag(users[i])
-        state = {redis.call('HKEYS', base .. ':items'),
-                 redis.call('LRANGE', base .. ':recent', 0, math.max(recent, 1) - 1)}
-      else
-        state = 1  -- due, read by the caller: on a cluster the user's keys are in other slots
-      end
-    end
-  end
-  states[i] = state
-end
+local vectors, candidates, states =
+  serving_read(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2] == '1', users, held)
 -- The pointer, unless in another slot (a cluster's bucket: the caller reads it beside).
 local pointer = {}
 if KEYS[3] then pointer = redis.call('HGETALL', KEYS[3]) end
 return {vectors, candidates, pointer, states}
 """
-SERVING_READ_LUA = USER_TAG_LUA + SERVING_READ_LUA.replace("__USER__", USER_PREFIX)
+#: On a cluster, the reads of many buckets in one call per primary (`cluster.by_primary`; a
+#: read may be sent again): ARGV = the number of recent items, then per bucket its vectors'
+#: and candidates' keys, n, and n pairs as above. Returns per bucket {vectors, candidates,
+#: states}, the states flagged for the caller (the users' keys are in their own slots).
+SERVING_READ_BUCKETS_LUA = """
+local recent, out, i = tonumber(ARGV[1]), {}, 2
+while i <= #ARGV do
+  local vkey, rkey, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local users, held = {}, {}
+  for j = 1, n do
+    users[j] = ARGV[i + 1 + 2 * j]
+    held[j] = ARGV[i + 2 + 2 * j]
+  end
+  local vectors, candidates, states = serving_read(vkey, rkey, recent, false, users, held)
+  out[#out + 1] = {vectors, candidates, states}
+  i = i + 3 + 2 * n
+end
+return out
+"""
+_SERVING_READ_LUA = USER_TAG_LUA + _SERVING_READ_LUA.replace("__USER__", USER_PREFIX)
+SERVING_READ_LUA = _SERVING_READ_LUA + SERVING_READ_LUA
+SERVING_READ_BUCKETS_LUA = (
+    "#!lua flags=allow-cross-slot-keys,no-writes\n" + _SERVING_READ_LUA + SERVING_READ_BUCKETS_LUA
+)
 
 
 #: A token bucket's refill, the start of both rate scripts: KEYS[1] = the key's bucket hash;

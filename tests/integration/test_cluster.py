@@ -166,6 +166,41 @@ async def test_new_items_factors_spread_over_buckets_and_read_back_whole_or_sinc
     assert await client.llen(keys.item_vectors_order("v1")) == 42
 
 
+async def test_serving_reads_users_of_many_buckets_as_one_node_would(on_cluster, monkeypatch):
+    import numpy as np
+
+    from recommender.cf.vectors import CFVectors
+    from recommender.lifecycle.state import ModelState
+
+    _, client = on_cluster
+    vectors = CFVectors(client, ModelState(client))
+    users = [keys.pseudonymize(b"k", f"u{n}") for n in range(30)]
+    assert len({keys.vector_bucket(p, True) for p in users}) > 20
+    await vectors.write_user_vectors(
+        "v1", {p: np.full(4, n, np.float32) for n, p in enumerate(users)}, dict.fromkeys(users, 7)
+    )
+
+    async def read_all() -> list[tuple[object, object]]:
+        reads = [await vectors.serving_read("v1", p, 5, held) for p in users for held in (None, 7)]
+        return [(r.vector, r.state) for r in reads]
+
+    expected = [(v, s) for n in range(30) for v, s in ((f"7:{_b64(n)}", (set(), [])), ("=", None))]
+    assert await read_all() == expected
+    # A map of the slots gone stale: each primary's call fails, and the buckets are read one
+    # call each, with the same answers.
+    wrong = client.get_node_from_key(keys.user_vectors("v1", keys.vector_bucket(users[0], True)))
+    monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
+    assert await read_all() == expected
+
+
+def _b64(n: int) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.full(4, n, np.float32).tobytes()).decode()
+
+
 def test_the_embedded_fleet_serves_what_it_learns(tmp_path):
     """`streamrec up --cluster`: a 3-primary cluster, 6 partitions, two workers, two API
     processes, models in S3: events in through the API, applied once across both workers, a
