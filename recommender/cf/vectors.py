@@ -172,7 +172,9 @@ class CFVectors:
         named = [(keys.user_vectors(version, b), keys.user_recs(version, b)) for b in groups]
         pairs = [[x for i in group for x in asked[i]] for group in members]
         # One call per primary over its buckets; a bucket it could not read, one call each.
-        entries = [(*k, str(len(g)), *p) for k, g, p in zip(named, members, pairs, strict=True)]
+        entries = [
+            (k[0], (*k, str(len(g)), *p)) for k, g, p in zip(named, members, pairs, strict=True)
+        ]
         read = scripts.SERVING_READ_BUCKETS_LUA
         replies = await by_primary(self._redis, read, entries, [str(recent)])
         again = [n for n, reply in enumerate(replies) if reply is None]

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from recommender.store import keys, scripts
-from recommender.store.cluster import Call, is_cluster, pipelined_scripts
+from recommender.store.cluster import Call, by_primary, is_cluster, pipelined_scripts
 
 #: Lists kept per user for attribution and erasure (the newest).
 MAX_IMPRESSIONS_PER_USER = 200
@@ -75,10 +75,16 @@ class ImpressionStore:
             for imp in pending[start : start + LISTS_PER_CALL]:
                 by_user.setdefault(imp.pseudonym, []).append(imp.encode())
             head: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER]
-            if self._cluster:
+            if self._cluster:  # one call per primary; a user it could not write, one each
+                users: list[tuple[str, list[str | int]]] = [
+                    (keys.user_base(p), [p, len(e), *e]) for p, e in by_user.items()
+                ]
+                record = scripts.RECORD_IMPRESSIONS_NODE_LUA
+                done = await by_primary(self._redis, record, users, head)
                 calls: list[Call] = [
-                    (scripts.RECORD_IMPRESSIONS_LUA, [keys.user_base(p)], [*head, p, len(e), *e])
-                    for p, e in by_user.items()
+                    (scripts.RECORD_IMPRESSIONS_LUA, [key], [*head, *parts])
+                    for (key, parts), reply in zip(users, done, strict=True)
+                    if reply is None
                 ]
                 await pipelined_scripts(self._redis, calls)
                 continue

@@ -86,27 +86,27 @@ async def pipelined_scripts(
 async def by_primary(
     redis: aioredis.Redis,
     body: str,
-    entries: Sequence[Sequence[str]],
-    head: Sequence[str] = (),
+    entries: Sequence[tuple[str, Sequence[str | int]]],
+    head: Sequence[str | int] = (),
 ) -> list[Any]:
     """``body``, a script flagged `allow-cross-slot-keys` (`scripts.NODE_PFADD_LUA`), run once
-    per primary, all at once, with ARGV = ``head`` and the parts of the entries whose key (an
-    entry's first part) the primary serves: one reply per entry, None for those of a primary
+    per primary, all at once, with ARGV = ``head`` and the parts of the entries (a key, and
+    its parts) whose key the primary serves: one reply per entry, None for those of a primary
     whose call failed (a slot moved away or migrating, a node down): the caller sends those the
     usual way. Only for commands that may run twice: a call can fail half done."""
     cluster: Any = redis
     groups: dict[str, tuple[Any, list[int]]] = {}
     try:
         await cluster.initialize()  # (at once, once the client has its map of slots)
-        for i, entry in enumerate(entries):
-            node = cluster.get_node_from_key(entry[0])
+        for i, (key, _) in enumerate(entries):
+            node = cluster.get_node_from_key(key)
             groups.setdefault(node.name, (node, []))[1].append(i)
     except (RedisError, RedisClusterException):  # no map of the slots now
         return [None] * len(entries)
     replies: list[Any] = [None] * len(entries)
 
     async def call(node: Any, mine: list[int]) -> None:
-        argv = [*head, *(part for i in mine for part in entries[i])]
+        argv = [*head, *(part for i in mine for part in entries[i][1])]
         command = ("EVALSHA", _sha(body), 0, *argv)
         try:
             try:
@@ -204,13 +204,14 @@ class ClusterApply:
         (a change of an item's categories reaches the users' affinity that much later)."""
         found = {item: self._known.get(item) for item in items}
         missing = sorted(item for item, cats in found.items() if cats is None)
-        metas = [(keys.item_meta(item),) for item in missing]
-        read = await by_primary(self._redis, scripts.NODE_HGET_LUA, metas, ["categories"])
+        metas = [keys.item_meta(item) for item in missing]
+        entries = [(meta, [meta]) for meta in metas]
+        read = await by_primary(self._redis, scripts.NODE_HGET_LUA, entries, ["categories"])
         unread = [i for i, cats in enumerate(read) if cats is None]
         if unread:
             pipe: Any = self._redis.pipeline()
             for i in unread:
-                pipe.hget(metas[i][0], "categories")
+                pipe.hget(metas[i], "categories")
             for i, cats in zip(unread, await pipe.execute(), strict=True):
                 read[i] = cats
         for item, cats in zip(missing, read, strict=True):
@@ -259,7 +260,7 @@ class ClusterApply:
         added: list[Any]
         _, added = await asyncio.gather(
             pipelined_scripts(self._redis, calls, also),
-            by_primary(self._redis, scripts.NODE_PFADD_LUA, distinct),
+            by_primary(self._redis, scripts.NODE_PFADD_LUA, [(k, (k, p)) for k, p in distinct]),
         )
         missed = [distinct[i] for i, reply in enumerate(added) if reply is None]
         if missed:

@@ -16,27 +16,33 @@ local function utag(p) return ubucket(p) .. ':' .. p end
 #: a list is one element of the user's own list. (Before: a hash per list, a sorted set and a
 #: hash of shown items per user, seven commands per list: ad hoc, 600 lists a call of 671 users'
 #: lists, 23.6-33.4 us of Valkey per list against 5.4-5.8 in the same hour, and calls of 800
-#: lists that every request in flight waited out.)
+#: lists that every request in flight waited out.) Sent again, a user's lists are not doubled:
+#: when their newest (each holds its list's unique id) is at the head, they are there. Returns
+#: a 1 per user.
 RECORD_IMPRESSIONS_LUA = """
 local ttl, per_user = tonumber(ARGV[1]), tonumber(ARGV[2])
-local i = 3
+local i, done = 3, {}
 while i <= #ARGV do
   local p, n = ARGV[i], tonumber(ARGV[i + 1])
   local key = '__USER__' .. utag(p) .. ':lists'
   -- An erased user is not brought back by being served: not until they act again.
-  if redis.call('EXISTS', '__ERASED__' .. utag(p)) == 0
-      or redis.call('EXISTS', '__USER__' .. utag(p) .. ':counts') == 1 then
+  if (redis.call('EXISTS', '__ERASED__' .. utag(p)) == 0
+      or redis.call('EXISTS', '__USER__' .. utag(p) .. ':counts') == 1)
+      and redis.call('LINDEX', key, 0) ~= ARGV[i + 1 + n] then
     redis.call('LPUSH', key, unpack(ARGV, i + 2, i + 1 + n))
     redis.call('LTRIM', key, 0, per_user - 1)
     redis.call('EXPIRE', key, ttl)
   end
+  done[#done + 1] = 1
   i = i + 2 + n
 end
-return 1
+return done
 """
 RECORD_IMPRESSIONS_LUA = USER_TAG_LUA + RECORD_IMPRESSIONS_LUA.replace(
     "__USER__", USER_PREFIX
 ).replace("__ERASED__", ERASED_PREFIX)
+#: On a cluster, one call per primary over the users it serves (`cluster.by_primary`).
+RECORD_IMPRESSIONS_NODE_LUA = "#!lua flags=allow-cross-slot-keys\n" + RECORD_IMPRESSIONS_LUA
 
 #: The served list each outcome answers: ARGV = triples of pseudonym, the recommendation id the
 #: outcome quotes ('' for none) and its item. For each, the newest of the user's lists with that

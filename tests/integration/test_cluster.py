@@ -118,11 +118,11 @@ async def test_a_call_per_primary_does_its_slots_and_hands_back_what_it_could_no
     store, client = on_cluster
     items = [f"item-{n}" for n in range(60)]
     await store.catalogue.upsert_items([ItemMeta(i, i, 1, None, ("scifi",)) for i in items[::2]])
-    entries = [(keys.item_users(i), f"p{n}") for n, i in enumerate(items)]
+    entries = [(keys.item_users(i), (keys.item_users(i), f"p{n}")) for n, i in enumerate(items)]
     assert len({client.get_node_from_key(k).name for k, _ in entries}) == 3
     assert await by_primary(client, scripts.NODE_PFADD_LUA, entries) == [1] * len(items)
     assert [await store.catalogue.distinct_users(i) for i in items] == [1] * len(items)
-    metas = [(keys.item_meta(i),) for i in items]
+    metas = [(keys.item_meta(i), [keys.item_meta(i)]) for i in items]
     read = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
     assert [bool(c) for c in read] == [n % 2 == 0 for n in range(len(items))]
 
@@ -191,6 +191,39 @@ async def test_serving_reads_users_of_many_buckets_as_one_node_would(on_cluster,
     wrong = client.get_node_from_key(keys.user_vectors("v1", keys.vector_bucket(users[0], True)))
     monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
     assert await read_all() == expected
+
+
+async def test_served_lists_written_per_primary_are_found_and_never_doubled(
+    on_cluster, monkeypatch
+):
+    import time
+
+    from recommender.monitoring.impressions import Impression, ImpressionStore
+
+    _, client = on_cluster
+    store = ImpressionStore(client, 3600)
+    users = [keys.pseudonymize(b"k", f"u{n}") for n in range(12)]
+    now = int(time.time() * 1000)
+    lists = [Impression(f"r{n}", p, ("a", f"i{n}"), "v1", "b", now) for n, p in enumerate(users)]
+
+    async def record_twice() -> None:
+        for imp in lists:
+            store.record(imp)
+        await store.flush()
+        for imp in lists:  # sent again (a flush retried after a call failed half done)
+            store.record(imp)
+        await store.flush()
+
+    await record_twice()
+    assert [await client.llen(keys.user_lists(p)) for p in users] == [1] * 12
+    found = await store.served_lists([(p, f"r{n}", f"i{n}") for n, p in enumerate(users)])
+    assert [f.recommendation_id if f else None for f in found] == [f"r{n}" for n in range(12)]
+    # A stale map of the slots: the users are written one call each, still once.
+    wrong = client.get_node_from_key(keys.user_base(users[0]))
+    monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
+    lists = [Impression(f"s{n}", p, ("b",), "v1", "b", now) for n, p in enumerate(users)]
+    await record_twice()
+    assert [await client.llen(keys.user_lists(p)) for p in users] == [2] * 12
 
 
 def _b64(n: int) -> str:
