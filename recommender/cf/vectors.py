@@ -58,7 +58,8 @@ class ServingRead:
 
 class CFVectors:
     """User vectors (`model:{cf}:<v>:users`, on a cluster spread over buckets: see
-    `keys.vector_bucket`) and new items' factors (`model:{cf}:<v>:items`)."""
+    `keys.vector_bucket`) and new items' factors (`model:{cf}:<v>:items`, on a cluster spread
+    by the item: `keys.item_vector_bucket`)."""
 
     def __init__(self, redis: aioredis.Redis, state: ModelState) -> None:
         self._redis = redis

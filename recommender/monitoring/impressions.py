@@ -55,8 +55,9 @@ class ImpressionStore:
         self._pending: list[Impression] = []
         self._record = redis.register_script(scripts.RECORD_IMPRESSIONS_LUA)
         self._find = redis.register_script(scripts.FIND_LISTS_LUA)
-        # On a cluster each user's lists are in their own slot: one call per user, pipelined,
-        # routed by the user's key (the scripts build the names; the key only routes the call).
+        # On a cluster each user's lists are in their own slot: lists are recorded in one call
+        # per primary (`by_primary`), found in one call per user, pipelined, routed by the
+        # user's key (the scripts build the names; the key only routes the call).
         self._cluster = is_cluster(redis)
 
     def _window_start_ms(self) -> int:

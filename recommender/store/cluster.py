@@ -94,6 +94,8 @@ async def by_primary(
     its parts) whose key the primary serves: one reply per entry, None for those of a primary
     whose call failed (a slot moved away or migrating, a node down): the caller sends those the
     usual way. Only for commands that may run twice: a call can fail half done."""
+    if not entries:
+        return []
     cluster: Any = redis
     groups: dict[str, tuple[Any, list[int]]] = {}
     try:
