@@ -26,7 +26,7 @@ from recommender.cf.codec import (  # re-exported: the family's vectors are read
 )
 from recommender.lifecycle.state import ModelState, ServedModel
 from recommender.store import keys, scripts
-from recommender.store.cluster import Call, by_primary, is_cluster, pipelined_scripts
+from recommender.store.cluster import by_primary, is_cluster
 from recommender.store.coalesce import ReadCoalescer
 
 #: A `ServingRead`'s vector when it still has the `as_of` the caller named (the candidates are
@@ -149,7 +149,7 @@ class CFVectors:
             else:
                 replies = await self._script(
                     keys=[keys.user_vectors(version), keys.user_recs(version), self._state.pointer],
-                    args=[recent, "1", *(x for pair in asked for x in pair)],
+                    args=[recent, *(x for pair in asked for x in pair)],
                 )
             vectors, candidates, pointer, states = replies
             served = ServedModel.from_hash(dict(zip(pointer[::2], pointer[1::2], strict=True)))
@@ -172,18 +172,11 @@ class CFVectors:
         members = list(groups.values())
         named = [(keys.user_vectors(version, b), keys.user_recs(version, b)) for b in groups]
         pairs = [[x for i in group for x in asked[i]] for group in members]
-        # One call per primary over its buckets; a bucket it could not read, one call each.
         entries = [
             (k[0], (*k, str(len(g)), *p)) for k, g, p in zip(named, members, pairs, strict=True)
         ]
         read = scripts.SERVING_READ_BUCKETS_LUA
         replies = await by_primary(self._redis, read, entries, [str(recent)])
-        again = [n for n, reply in enumerate(replies) if reply is None]
-        calls: list[Call] = [
-            (scripts.SERVING_READ_LUA, list(named[n]), [recent, "0", *pairs[n]]) for n in again
-        ]
-        for n, reply in zip(again, await pipelined_scripts(self._redis, calls), strict=True):
-            replies[n] = [reply[0], reply[1], reply[3]]
         vectors: list[Any] = [None] * len(asked)
         candidates: list[Any] = [None] * len(asked)
         states: list[Any] = [None] * len(asked)

@@ -76,18 +76,11 @@ class ImpressionStore:
             for imp in pending[start : start + LISTS_PER_CALL]:
                 by_user.setdefault(imp.pseudonym, []).append(imp.encode())
             head: list[str | int] = [self.window_s, MAX_IMPRESSIONS_PER_USER]
-            if self._cluster:  # one call per primary; a user it could not write, one each
+            if self._cluster:  # one call per primary
                 users: list[tuple[str, list[str | int]]] = [
                     (keys.user_base(p), [p, len(e), *e]) for p, e in by_user.items()
                 ]
-                record = scripts.RECORD_IMPRESSIONS_NODE_LUA
-                done = await by_primary(self._redis, record, users, head)
-                calls: list[Call] = [
-                    (scripts.RECORD_IMPRESSIONS_LUA, [key], [*head, *parts])
-                    for (key, parts), reply in zip(users, done, strict=True)
-                    if reply is None
-                ]
-                await pipelined_scripts(self._redis, calls)
+                await by_primary(self._redis, scripts.RECORD_IMPRESSIONS_NODE_LUA, users, head)
                 continue
             args = list(head)
             for pseudonym, entries in by_user.items():

@@ -91,11 +91,29 @@ async def by_primary(
 ) -> list[Any]:
     """``body``, a script flagged `allow-cross-slot-keys` (`scripts.NODE_PFADD_LUA`), run once
     per primary, all at once, with ARGV = ``head`` and the parts of the entries (a key, and
-    its parts) whose key the primary serves: one reply per entry, None for those of a primary
-    whose call failed (a slot moved away or migrating, a node down): the caller sends those the
-    usual way. Only for commands that may run twice: a call can fail half done."""
+    its parts) whose key the primary serves; its reply has one value per entry, and so does
+    this. A primary that refuses the call (a slot moved away or migrating, a failover) gets its
+    entries one call each, the entry's key declared to route it (`pipelined_scripts`: the
+    client follows MOVED and ASK). Only for scripts that may run twice: a call can fail half
+    done."""
     if not entries:
         return []
+    replies = await _per_primary(redis, body, entries, head)
+    again = [i for i, reply in enumerate(replies) if reply is None]
+    if again:
+        calls: list[Call] = [(body, [entries[i][0]], [*head, *entries[i][1]]) for i in again]
+        for i, reply in zip(again, await pipelined_scripts(redis, calls), strict=True):
+            replies[i] = reply[0]
+    return replies
+
+
+async def _per_primary(
+    redis: aioredis.Redis,
+    body: str,
+    entries: Sequence[tuple[str, Sequence[str | int]]],
+    head: Sequence[str | int],
+) -> list[Any]:
+    """`by_primary`'s calls, one per primary: None for the entries of a call that failed."""
     cluster: Any = redis
     groups: dict[str, tuple[Any, list[int]]] = {}
     try:
@@ -117,7 +135,7 @@ async def by_primary(
                 await cluster.execute_command("SCRIPT", "LOAD", body, target_nodes=node)
                 got = await cluster.execute_command(*command, target_nodes=node)
         except RedisError as exc:
-            log.info("a call over %s's slots failed, sent command by command: %s", node.name, exc)
+            log.info("a call over %s's slots failed, sent entry by entry: %s", node.name, exc)
             return
         for i, value in zip(mine, got, strict=True):
             replies[i] = value
@@ -206,16 +224,8 @@ class ClusterApply:
         (a change of an item's categories reaches the users' affinity that much later)."""
         found = {item: self._known.get(item) for item in items}
         missing = sorted(item for item, cats in found.items() if cats is None)
-        metas = [keys.item_meta(item) for item in missing]
-        entries = [(meta, [meta]) for meta in metas]
-        read = await by_primary(self._redis, scripts.NODE_HGET_LUA, entries, ["categories"])
-        unread = [i for i, cats in enumerate(read) if cats is None]
-        if unread:
-            pipe: Any = self._redis.pipeline()
-            for i in unread:
-                pipe.hget(metas[i], "categories")
-            for i, cats in zip(unread, await pipe.execute(), strict=True):
-                read[i] = cats
+        metas = [(meta, [meta]) for meta in map(keys.item_meta, missing)]
+        read = await by_primary(self._redis, scripts.NODE_HGET_LUA, metas, ["categories"])
         for item, cats in zip(missing, read, strict=True):
             value = str(cats or "")
             found[item] = value
@@ -258,12 +268,9 @@ class ClusterApply:
                          f"({now - s.user_ttl_s * 1000}"])  # fmt: skip
         if erased:
             also.append(["HINCRBY", keys.STATS, "erased_suppressed", erased])
-        distinct = [(keys.item_users(events[i].item_id), pseudonyms[i]) for i in counted]
-        added: list[Any]
-        _, added = await asyncio.gather(
+        users_of = [keys.item_users(events[i].item_id) for i in counted]
+        distinct = [(k, (k, pseudonyms[i])) for k, i in zip(users_of, counted, strict=True)]
+        await asyncio.gather(
             pipelined_scripts(self._redis, calls, also),
-            by_primary(self._redis, scripts.NODE_PFADD_LUA, [(k, (k, p)) for k, p in distinct]),
+            by_primary(self._redis, scripts.NODE_PFADD_LUA, distinct),
         )
-        missed = [distinct[i] for i, reply in enumerate(added) if reply is None]
-        if missed:
-            await pipelined_scripts(self._redis, [], [["PFADD", *entry] for entry in missed])

@@ -86,12 +86,10 @@ return 0
 """
 
 
-#: What serving reads of the users of the requests in flight: KEYS = `user_vectors(v)`,
-#: `user_recs(v)` and the family's pointer (`model_current`; on a cluster, where the two are a
-#: bucket's, without it); ARGV = the number of recent items
-#: serving blends, '1' to read the users' state here (one node) or '0' to have it flagged (1)
-#: for the caller to read (a cluster, where it is in the users' slots), then pairs of a
-#: pseudonym and the `as_of` of the answer the caller already holds for it ('' for none).
+#: What serving reads of the users of the requests in flight, on one node: KEYS =
+#: `user_vectors(v)`, `user_recs(v)` and the family's pointer (`model_current`); ARGV = the
+#: number of recent items serving blends, then pairs of a pseudonym and the `as_of` of the
+#: answer the caller already holds for it ('' for none).
 #: Returns {vectors, candidates, pointer, states}, the lists in ARGV's order (nil where absent):
 #: - where the vector's `as_of` is the one the caller named, the vector is `=` and the rest nil:
 #:   the caller's answer still stands, and the ~2.5 KB of vector and candidates need not travel
@@ -131,16 +129,13 @@ end
 """
 SERVING_READ_LUA = """
 local users, held = {}, {}
-for i = 3, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
   held[#held + 1] = ARGV[i + 1]
 end
 local vectors, candidates, states =
-  serving_read(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2] == '1', users, held)
--- The pointer, unless in another slot (a cluster's bucket: the caller reads it beside).
-local pointer = {}
-if KEYS[3] then pointer = redis.call('HGETALL', KEYS[3]) end
-return {vectors, candidates, pointer, states}
+  serving_read(KEYS[1], KEYS[2], tonumber(ARGV[1]), true, users, held)
+return {vectors, candidates, redis.call('HGETALL', KEYS[3]), states}
 """
 #: On a cluster, the reads of many buckets in one call per primary (`cluster.by_primary`; a
 #: read may be sent again): ARGV = the number of recent items, then per bucket its vectors'

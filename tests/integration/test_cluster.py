@@ -112,8 +112,8 @@ async def test_every_call_stays_in_one_slot_and_the_shards_share_the_writes(on_c
     assert len({key_slot(k.encode()) for k in mine}) == 1
 
 
-async def test_a_call_per_primary_does_its_slots_and_hands_back_what_it_could_not(
-    on_cluster, monkeypatch
+async def test_a_call_per_primary_does_its_slots_and_sends_what_it_could_not_one_by_one(
+    on_cluster, monkeypatch, caplog
 ):
     store, client = on_cluster
     items = [f"item-{n}" for n in range(60)]
@@ -126,13 +126,15 @@ async def test_a_call_per_primary_does_its_slots_and_hands_back_what_it_could_no
     read = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
     assert [bool(c) for c in read] == [n % 2 == 0 for n in range(len(items))]
 
-    # A primary's map gone stale (a slot moved): the node refuses the keys it does not serve,
-    # and their entries come back as None for the caller to send the usual way.
+    # A map of the slots gone stale (a slot moved): the node refuses the keys it does not serve,
+    # and their entries go one call each, routed by the cluster client: the same answers.
     wrong = client.get_node_from_key(entries[0][0])
     right = client.get_node_from_key
     monkeypatch.setattr(client, "get_node_from_key", lambda key: wrong)
-    again = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
-    assert again == [None] * len(items)
+    with caplog.at_level("INFO", logger="recommender.store.cluster"):
+        again = await by_primary(client, scripts.NODE_HGET_LUA, metas, ["categories"])
+    assert "sent entry by entry" in caplog.text
+    assert again == read
     monkeypatch.setattr(client, "get_node_from_key", right)
     # The cluster's apply sends such commands one by one: the distinct users are all counted.
     events = [Interaction(f"e{n}", f"u{n}", items[n % 60], "view", 1_000 + n) for n in range(120)]
