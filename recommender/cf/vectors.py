@@ -256,10 +256,9 @@ class CFVectors:
         if not vectors:
             return
         encoded = {item: b64(vec) for item, vec in vectors.items()}
-        by_bucket = self._items_by_bucket(encoded)
         if self._cluster:  # the factors in their buckets first, then their order and count
             pipe = self._redis.pipeline()
-            for bucket, items in by_bucket.items():
+            for bucket, items in self._items_by_bucket(encoded).items():
                 pipe.hset(
                     keys.item_vectors(version, bucket), mapping={i: encoded[i] for i in items}
                 )
